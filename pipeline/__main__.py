@@ -1,0 +1,4 @@
+"""``python -m pipeline`` runs the ``distilrank`` command line."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""The one ranking type of the pipeline, ``Run``, and its TREC and MS MARCO file formats.
+
+A run maps a query id to a ranked list of ``(docid, score)``. The order of that list *is* the
+ranking: evaluation, writing and reranking all follow it, so ties are never re-broken by a tool
+downstream. Rankings built from scores are sorted by score (descending) with ties kept in their
+input order (a stable sort), so the same input always gives the same ranking.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from .atomic import atomic_write
+from .errors import InputError
+
+FORMATS = ("trec", "msmarco")
+
+
+class Run:
+    """Query id -> ranked list of (docid, score), best first."""
+
+    def __init__(self, rankings: Mapping[str, list[tuple[str, float]]] | None = None, name: str = "run"):
+        self.rankings: dict[str, list[tuple[str, float]]] = dict(rankings or {})
+        self.name = name
+
+    @classmethod
+    def from_scores(cls, scores: Mapping[str, Iterable[tuple[str, float]]], name: str = "run") -> "Run":
+        """Rank each query's (docid, score) pairs by score, descending; ties keep input order."""
+        return cls({qid: sorted(pairs, key=lambda p: -p[1]) for qid, pairs in scores.items()}, name)
+
+    def __len__(self) -> int:
+        return len(self.rankings)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rankings)
+
+    def __contains__(self, qid: object) -> bool:
+        return qid in self.rankings
+
+    def __getitem__(self, qid: str) -> list[tuple[str, float]]:
+        return self.rankings[qid]
+
+    def items(self):
+        return self.rankings.items()
+
+    @property
+    def num_pairs(self) -> int:
+        """The number of (query, docid) pairs in the run."""
+        return sum(len(r) for r in self.rankings.values())
+
+    def top(self, k: int) -> "Run":
+        """The first ``k`` documents of every query."""
+        return Run({qid: r[:k] for qid, r in self.rankings.items()}, self.name)
+
+    def subset(self, qids: Iterable[str]) -> "Run":
+        """The rankings of the given queries (those present), in the given order."""
+        return Run({q: self.rankings[q] for q in qids if q in self.rankings}, self.name)
+
+    def to_ir_measures(self) -> dict[str, dict[str, float]]:
+        """qid -> {docid: score} where the scores encode our ranks, so tools cannot re-break ties."""
+        return {qid: {doc: float(len(r) - i) for i, (doc, _) in enumerate(r)} for qid, r in self.rankings.items()}
+
+    # ---- files ---------------------------------------------------------------------------------
+
+    @classmethod
+    def read(cls, path: str | Path, name: str | None = None) -> "Run":
+        """Read a TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid\\tdocid\\trank``) run.
+
+        The format is detected from the first line. Rows are ordered by rank within each query.
+        A docid twice for the same query, a malformed line or a bad number raises ``InputError``.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("run file not found", path)
+        rows: dict[str, list[tuple[int, str, float, int]]] = {}
+        seen: dict[str, dict[str, int]] = {}
+        fmt = None
+        with open(path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                if fmt is None:
+                    fmt = "msmarco" if "\t" in line and len(line.rstrip("\n").split("\t")) == 3 else "trec"
+                parts = line.rstrip("\n").split("\t") if fmt == "msmarco" else line.split()
+                if fmt == "msmarco" and len(parts) != 3:
+                    raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
+                if fmt == "trec" and len(parts) != 6:
+                    raise InputError("expected 'qid Q0 docid rank score tag' (TREC run format)", path, lineno)
+                qid, docid = parts[0], parts[2 if fmt == "trec" else 1]
+                try:
+                    rank = int(parts[3] if fmt == "trec" else parts[2])
+                    score = float(parts[4]) if fmt == "trec" else -float(rank)
+                except ValueError:
+                    raise InputError("rank or score is not a number", path, lineno) from None
+                if math.isnan(score):
+                    raise InputError("score is NaN", path, lineno)
+                first = seen.setdefault(qid, {}).setdefault(docid, lineno)
+                if first != lineno:
+                    raise InputError(f"duplicate docid {docid} for query {qid} (first on line {first})", path, lineno)
+                rows.setdefault(qid, []).append((rank, docid, score, lineno))
+        rankings = {}
+        for qid, entries in rows.items():
+            # Rank is the order; for TREC files with equal ranks fall back to score, then file order.
+            entries.sort(key=lambda e: (e[0], -e[2], e[3]))
+            rankings[qid] = [(docid, score) for _, docid, score, _ in entries]
+        return cls(rankings, name or path.stem)
+
+    def write(self, path: str | Path, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Path:
+        """Write the run atomically (temporary file, then rename). ``fmt``: ``trec`` or ``msmarco``."""
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown run format {fmt!r}; expected one of {FORMATS}")
+        tag = tag or self.name
+        path = Path(path)
+        with atomic_write(path) as out:
+            for qid, ranking in self.rankings.items():
+                for rank, (docid, score) in enumerate(ranking[:max_rank], 1):
+                    if math.isnan(score):
+                        raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write {path}")
+                    if fmt == "trec":
+                        out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+                    else:
+                        out.write(f"{qid}\t{docid}\t{rank}\n")
+        return path
