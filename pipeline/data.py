@@ -161,9 +161,9 @@ def iter_collection(path: str | Path) -> Iterator[tuple[str, str]]:
 class DocStore:
     """Fetch passage text by id from a TSV or JSONL collection without loading it into memory.
 
-    An offset index (sorted ids, byte offsets, lengths) is built once and cached beside the
-    collection as ``NAME.offsets.npz`` (or under ``$DISTILRANK_CACHE``/``~/.cache/distilrank`` when
-    that folder is read-only); the file itself is memory-mapped. For the 8.8M-passage MS MARCO
+    An offset index (sorted ids, byte offsets, lengths) is built once and cached under
+    ``$DISTILRANK_CACHE`` (default ``~/.cache/distilrank``; the collection's folder may be
+    read-only), keyed by the file's path, size and mtime; the file itself is memory-mapped. For the 8.8M-passage MS MARCO
     collection the index is about 8.8M x 20 bytes = 180 MB of RAM.
     """
 
@@ -180,13 +180,11 @@ class DocStore:
     # ---- index --------------------------------------------------------------------------------
 
     def _cache_path(self) -> Path:
+        """``$DISTILRANK_CACHE`` (default ``~/.cache/distilrank``), keyed by path, size and mtime."""
         stat = self.path.stat()
-        beside = self.path.with_name(self.path.name + ".offsets.npz")
-        if os.access(self.path.parent, os.W_OK):
-            return beside
         tag = hashlib.sha1(f"{self.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         root = Path(os.environ.get("DISTILRANK_CACHE", Path.home() / ".cache" / "distilrank"))
-        return root / f"{self.path.stem}.{tag}.offsets.npz"
+        return root / f"{self.path.name}.{tag}.offsets.npz"
 
     def _load_or_build_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cache = self._cache_path()
