@@ -1,0 +1,105 @@
+"""BM25 first stage on the real MS MARCO subset: effectiveness, determinism, CLI, bad input."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.data import read_qrels, read_topics
+from pipeline.errors import InputError
+from pipeline.evaluate import evaluate
+from pipeline.retrieve import BM25, IndexDocStore, build_index
+from pipeline.runs import Run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dl20(subset_dir: Path) -> tuple[dict, dict]:
+    topics = read_topics(subset_dir / "queries.dl20.tsv")
+    return topics, read_qrels(subset_dir / "qrels.dl20.tsv", topics)
+
+
+def shuffled(run: Run, seed: int) -> Run:
+    rng = random.Random(seed)
+    return Run({q: rng.sample(r, len(r)) for q, r in run.items()})
+
+
+def test_bm25_dl20_well_above_random_and_deterministic(subset_index: Path, dl20):
+    topics, qrels = dl20
+    bm25 = BM25(subset_index)
+    run = bm25.batch_search(topics, k=1000, threads=2, progress=False)
+    assert len(run) == 54
+    ndcg = evaluate(run, qrels, ["nDCG@10"])["nDCG@10"]
+    random_ndcg = max(evaluate(shuffled(run, s), qrels, ["nDCG@10"])["nDCG@10"] for s in range(3))
+    assert ndcg > 0.3 and ndcg > 2 * random_ndcg, (ndcg, random_ndcg)
+    again = BM25(subset_index).batch_search(topics, k=1000, threads=1, progress=False)
+    assert again.rankings == run.rankings
+    # One query through the single-query path matches the batch path.
+    qid = next(iter(topics))
+    assert bm25.search(topics[qid], k=10) == run[qid][:10]
+
+
+def test_msmarco_tuned_preset_and_docstore(subset_index: Path):
+    tuned = BM25.msmarco(subset_index)
+    assert (tuned.k1, tuned.b) == (0.82, 0.68)
+    store = IndexDocStore.open(subset_index)
+    assert store.get("421").startswith("Wi-Fi or WiFi")
+    assert store.missing(["421", "no-such-doc"]) == ["no-such-doc"]
+    assert len(store) == 31362
+
+
+def test_missing_index_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(InputError, match="no Lucene index"):
+        BM25(tmp_path / "nothing")
+
+
+def test_index_refuses_duplicates_without_leaving_output(tmp_path: Path):
+    collection = tmp_path / "c.tsv"
+    collection.write_text("1\tfirst\n2\tsecond\n1\tagain\n")
+    with pytest.raises(InputError, match="duplicate document id 1"):
+        build_index(collection, tmp_path / "idx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tsv"]
+
+
+def test_cli_retrieve_and_evaluate(subset_index: Path, subset_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "dl20.msmarco"
+    assert main(["retrieve", "--index", str(subset_index), "--topics", str(subset_dir / "queries.dl20.tsv"),
+                 "--output", str(out), "--hits", "100", "--msmarco-tuned", "--format", "msmarco", "--threads", "2"]) == 0
+    run = Run.read(out)
+    assert len(run) == 54 and max(len(r) for r in run.rankings.values()) == 100
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "--qrels", str(subset_dir / "qrels.dl20.tsv"),
+                 "--metrics", "nDCG@10", "RR(rel=2)@10", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) == {"nDCG@10", "RR(rel=2)@10"} and scores["nDCG@10"] > 0.3
+
+
+def test_cli_index_on_a_small_collection(tmp_path: Path, capsys):
+    collection = tmp_path / "c.jsonl"
+    collection.write_text('{"id": "a", "contents": "the cat sat"}\n{"id": "b", "contents": "dogs bark loudly"}\n')
+    assert main(["index", "--collection", str(collection), "--index", str(tmp_path / "idx")]) == 0
+    assert BM25(tmp_path / "idx").search("dogs", k=5)[0][0] == "b"
+    assert main(["index", "--collection", str(collection), "--index", str(tmp_path / "idx")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_bad_topics_exit_2_and_no_output(subset_index: Path, tmp_path: Path):
+    topics = tmp_path / "q.tsv"
+    topics.write_text("1\tfine\n2\t\n")
+    out = tmp_path / "run.trec"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "retrieve", "--index", str(subset_index),
+                           "--topics", str(topics), "--output", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"distilrank: error: {topics}:2: empty query for qid 2"]
+    assert not out.exists()
+
+
+def test_cli_help_is_complete():
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "retrieve", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--msmarco-tuned" in proc.stdout and "example:" in proc.stdout

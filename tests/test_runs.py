@@ -1,0 +1,79 @@
+"""Run: reading and writing TREC and MS MARCO formats, ordering, atomic writes, bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.runs import Run
+
+
+def test_from_scores_sorts_descending_and_keeps_ties_in_input_order():
+    run = Run.from_scores({"q1": [("a", 1.0), ("b", 3.0), ("c", 1.0), ("d", 2.0)]})
+    assert [d for d, _ in run["q1"]] == ["b", "d", "a", "c"]
+
+
+@pytest.mark.parametrize("fmt", ["trec", "msmarco"])
+def test_write_then_read_round_trip(tmp_path: Path, fmt: str):
+    run = Run.from_scores({"1": [("d1", 2.5), ("d2", 1.25)], "2": [("d3", 0.5)]})
+    path = run.write(tmp_path / f"run.{fmt}", fmt=fmt, tag="t")
+    back = Run.read(path)
+    assert {q: [d for d, _ in r] for q, r in back.items()} == {"1": ["d1", "d2"], "2": ["d3"]}
+    if fmt == "trec":
+        assert back["1"] == [("d1", 2.5), ("d2", 1.25)]
+        assert path.read_text().splitlines()[0] == "1 Q0 d1 1 2.500000 t"
+    else:
+        assert path.read_text().splitlines()[0] == "1\td1\t1"
+
+
+def test_read_orders_by_rank_not_file_order(tmp_path: Path):
+    path = tmp_path / "run.trec"
+    path.write_text("q Q0 b 2 5.0 x\nq Q0 a 1 5.0 x\nq Q0 c 3 4.0 x\n")
+    assert [d for d, _ in Run.read(path)["q"]] == ["a", "b", "c"]
+
+
+def test_ties_evaluate_in_our_order(tmp_path: Path):
+    """Tied scores must not be re-broken by the evaluation tool (trec_eval sorts ties by docid)."""
+    run = Run({"q": [("a", 1.0), ("z", 1.0)]})
+    encoded = run.to_ir_measures()["q"]
+    assert encoded["a"] > encoded["z"]
+
+
+@pytest.mark.parametrize(
+    "content, message, line",
+    [
+        ("q Q0 a 1 1.0 x\nq Q0 a 2 0.5 x\n", "duplicate docid a", 2),
+        ("q Q0 a 1 1.0\n", "TREC run format", 1),
+        ("q Q0 a one 1.0 x\n", "not a number", 1),
+        ("q\ta\t1\nq\tb\n", "MS MARCO run format", 2),
+        ("q Q0 a 1 nan x\n", "NaN", 1),
+    ],
+)
+def test_bad_runs_name_file_and_line(tmp_path: Path, content: str, message: str, line: int):
+    path = tmp_path / "bad.trec"
+    path.write_text(content)
+    with pytest.raises(InputError) as err:
+        Run.read(path)
+    assert message in str(err.value)
+    assert f"{path}:{line}:" in str(err.value)
+
+
+def test_missing_run_file(tmp_path: Path):
+    with pytest.raises(InputError, match="not found"):
+        Run.read(tmp_path / "nope.trec")
+
+
+def test_write_is_atomic_no_partial_file_on_nan(tmp_path: Path):
+    run = Run({"q": [("a", 1.0), ("b", float("nan"))]})
+    target = tmp_path / "out.trec"
+    with pytest.raises(ValueError, match="NaN"):
+        run.write(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_top_and_subset():
+    run = Run({"1": [("a", 3.0), ("b", 2.0), ("c", 1.0)], "2": [("d", 1.0)]})
+    assert run.top(2)["1"] == [("a", 3.0), ("b", 2.0)]
+    assert list(run.subset(["2", "9"])) == ["2"]
+    assert run.num_pairs == 4
