@@ -54,8 +54,9 @@ def _pyserini_named(name: str, kind: str, instead: str):
 
         loaded = get_topics(name) if kind == "topics" else get_qrels(name)
     except Exception as exc:  # pyserini raises many kinds when offline
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]  # Java errors carry whole stack traces
         raise InputError(
-            f"could not load named {kind} {name!r} through Pyserini ({type(exc).__name__}: {exc}); "
+            f"could not load named {kind} {name!r} through Pyserini ({type(exc).__name__}: {reason}); "
             f"offline, pass the file instead: {instead}"
         ) from None
     if not loaded:

@@ -149,11 +149,12 @@ class BM25:
         try:
             searcher = lucene.LuceneSearcher.from_prebuilt_index(name)
         except Exception as exc:  # offline: urllib/HTTP errors of many kinds
-            raise InputError(f"could not load prebuilt index {name!r} ({type(exc).__name__}: {exc}); "
+            reason = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise InputError(f"could not load prebuilt index {name!r} ({type(exc).__name__}: {reason}); "
                              "offline, build a local index with 'distilrank index' and pass --index") from None
         if searcher is None:
-            raise InputError(f"unknown or unavailable prebuilt index {name!r} (Pyserini returned none); "
-                             "see LuceneSearcher.list_prebuilt_indexes()")
+            raise InputError(f"prebuilt index {name!r} is unknown or could not be downloaded (no network?); "
+                             "offline, build a local index with 'distilrank index' and pass --index")
         return cls(name, k1, b, _searcher=searcher)
 
     @property

@@ -103,3 +103,13 @@ def test_cli_bad_topics_exit_2_and_no_output(subset_index: Path, tmp_path: Path)
 def test_cli_help_is_complete():
     proc = subprocess.run([sys.executable, "-m", "pipeline", "retrieve", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--msmarco-tuned" in proc.stdout and "example:" in proc.stdout
+
+
+def test_prebuilt_index_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
+    """Offline, Pyserini prints and returns None; we raise one clear error instead."""
+    from pipeline.java import import_pyserini
+
+    lucene = import_pyserini()
+    monkeypatch.setattr(lucene.LuceneSearcher, "from_prebuilt_index", classmethod(lambda cls, name: None))
+    with pytest.raises(InputError, match="could not be downloaded .* 'distilrank index'"):
+        BM25.from_prebuilt("msmarco-v1-passage")
