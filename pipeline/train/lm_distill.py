@@ -1,0 +1,139 @@
+"""Language-model distillation (TinyBERT-style): the student matches a teacher encoder's hidden states
+and attention maps on unlabeled text.
+
+The text is (query, candidate passage) pairs from a run over the collection: the queries and
+passages of the collection, encoded exactly as the ranker will see them. Student layer ``i`` is
+matched to teacher layer ``layer_map[i]`` (the evenly spaced choice by default), the embedding
+outputs to each other; a learned linear projection maps the student's width to the teacher's where
+they differ. Matching needs the same tokenizer (the same token positions): otherwise it is refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import InputError
+from .groups import Group, GroupStats, iter_run_lists, query_rng, shuffled
+from .losses import attention_loss, hidden_state_loss
+from .students import encoder_layers, evenly_spaced_layers
+from .tasks import pair_scores
+
+
+def check_same_tokenizer(student_encoder, teacher_encoder) -> None:
+    """Refuse hidden-state matching between models that tokenize differently."""
+    s_tok, t_tok = student_encoder.tokenizer, teacher_encoder.tokenizer
+    same = s_tok.get_vocab() == t_tok.get_vocab() and (
+        student_encoder.template.prefix, student_encoder.template.middle, student_encoder.template.suffix) == (
+        teacher_encoder.template.prefix, teacher_encoder.template.middle, teacher_encoder.template.suffix)
+    if not same:
+        raise InputError(
+            f"hidden-state matching needs the student to use the teacher's tokenizer, but {student_encoder.source} "
+            f"and {teacher_encoder.source} tokenize differently; use score-only distillation "
+            "(--procedure ranker-distill or fine-tune) across tokenizers")
+
+
+class HiddenMatcher:
+    """Hidden-state (+ attention) matching of a student to a frozen teacher on the same batch."""
+
+    def __init__(self, teacher_encoder, student_encoder, layer_map: list[int] | None = None,
+                 attention_weight: float = 1.0):
+        check_same_tokenizer(student_encoder, teacher_encoder)
+        self.teacher = teacher_encoder.model
+        n_student = len(encoder_layers(student_encoder.model))
+        n_teacher = len(encoder_layers(self.teacher))
+        self.layer_map = layer_map or evenly_spaced_layers(n_teacher, n_student)
+        if len(self.layer_map) != n_student:
+            raise InputError(f"layer map {self.layer_map} does not have one entry per student layer ({n_student})")
+        self.attention_weight = attention_weight
+        self.s_width = student_encoder.model.config.hidden_size
+        self.t_width = self.teacher.config.hidden_size
+
+    def build(self, student: torch.nn.Module, device: torch.device) -> dict[str, torch.nn.Module]:
+        """Move the teacher to ``device`` (frozen); the learned projection if widths differ."""
+        self.teacher = self.teacher.float().to(device).eval().requires_grad_(False)
+        if self.attention_weight:
+            for model in (student, self.teacher):  # attention maps need the eager implementation
+                model.set_attn_implementation("eager")
+        if self.s_width != self.t_width:
+            torch.manual_seed(0)
+            return {"projection": torch.nn.Linear(self.s_width, self.t_width).to(device)}
+        return {}
+
+    def forward_kwargs(self) -> dict:
+        return {"output_hidden_states": True, "output_attentions": bool(self.attention_weight)}
+
+    def loss(self, modules, student_output, batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_output = self.teacher(**batch, **self.forward_kwargs())
+        t_states = [teacher_output.hidden_states[0]] + [teacher_output.hidden_states[i + 1] for i in self.layer_map]
+        loss = hidden_state_loss(student_output.hidden_states, t_states, batch["attention_mask"], modules.get("projection"))
+        if self.attention_weight:
+            t_maps = [teacher_output.attentions[i] for i in self.layer_map]
+            loss = loss + self.attention_weight * attention_loss(student_output.attentions, t_maps, batch["attention_mask"])
+        return loss
+
+    def restore(self, student: torch.nn.Module) -> None:
+        """Back to the fast attention implementation once matching is over."""
+        if self.attention_weight:
+            student.set_attn_implementation("sdpa")
+
+
+class PairSource:
+    """Unlabeled (query, passage) pairs: ``per_query`` candidates drawn from each query's top-``depth``."""
+
+    def __init__(self, topics: dict[str, str], run_path: str | Path, per_query: int = 8, depth: int = 100, seed: int = 42):
+        self.topics, self.run_path, self.per_query, self.depth, self.seed = topics, Path(run_path), per_query, depth, seed
+        self.stats = GroupStats()
+
+    def iter_groups(self, epoch: int = 0) -> Iterator[Group]:
+        stats = self.stats = GroupStats()
+        for qid, ranking in iter_run_lists(self.run_path, self.depth):
+            stats.queries += 1
+            if qid not in self.topics:
+                stats.not_in_topics += 1
+                continue
+            docids = [d for d, _ in ranking]
+            for docid in query_rng(self.seed, epoch, qid).sample(docids, min(self.per_query, len(docids))):
+                stats.groups += 1
+                yield Group(qid, self.topics[qid], (docid,))
+
+    def count(self) -> int:
+        return sum(1 for _ in self.iter_groups(0))
+
+
+class LMDistillTask:
+    """Train a student cross-encoder's encoder to match a teacher encoder (no ranking loss)."""
+
+    def __init__(self, name: str, student_encoder, teacher_encoder, source: PairSource, docstore,
+                 attention_weight: float = 1.0, seed: int = 42):
+        self.name, self.encoder, self.source, self.docstore, self.seed = name, student_encoder, source, docstore, seed
+        self.matcher = HiddenMatcher(teacher_encoder, student_encoder, attention_weight=attention_weight)
+        self._count: int | None = None
+
+    def build(self, device: torch.device) -> dict[str, torch.nn.Module]:
+        modules = {"model": self.encoder.model.float().to(device)}
+        modules.update(self.matcher.build(modules["model"], device))
+        return modules
+
+    def num_examples(self) -> int:
+        if self._count is None:
+            self._count = self.source.count()
+            print(f"{self.name}: {self.source.stats.summary()} (pairs)")
+        return self._count
+
+    def examples(self, epoch: int) -> Iterator[Group]:
+        return shuffled(self.source.iter_groups(epoch), self.seed, epoch)
+
+    def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
+        _, (output, batch) = pair_scores(self.encoder, modules["model"], groups, self.docstore, device,
+                                         **self.matcher.forward_kwargs())
+        return self.matcher.loss(modules, output, batch), {}
+
+    def save(self, modules, path: Path) -> None:
+        self.encoder.model = modules["model"]
+        self.matcher.restore(self.encoder.model)
+        self.encoder.save_pretrained(path)
+        if self.matcher.attention_weight:
+            self.encoder.model.set_attn_implementation("eager")

@@ -1,0 +1,285 @@
+"""End-to-end recipes behind the CLI: teacher training (with the bi-encoder bootstrap), teacher
+scores, and the four distillation procedures of the study.
+
+Each phase trains into its own folder with the ``Trainer`` (log, checkpoint, final model); with
+``resume`` a finished phase is skipped and an interrupted one continues from its checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..atomic import atomic_write
+from ..data import DocStore, read_qrels, read_topics
+from ..errors import InputError
+from ..rerank import CrossEncoder
+from . import PROCEDURES
+from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists
+from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
+from .scores import ScoreFile, write_scores
+from .students import make_student
+from .tasks import RankerTask
+from .trainer import CHECKPOINT, TrainConfig, Trainer
+
+INFO_FILE = "distilrank_train.json"
+
+
+def read_qid_file(path: str | Path) -> set[str]:
+    """Query ids from a file: one a line, or the first column of a TSV; ``#`` lines are comments."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("query id file not found", path)
+    qids = {line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")}
+    if not qids:
+        raise InputError("no query ids in file", path)
+    return qids
+
+
+@dataclass
+class Inputs:
+    """Topics, run file and collection of one training phase."""
+
+    topics: dict[str, str]
+    run: Path
+    docstore: DocStore
+    qrels: dict[str, dict[str, int]] | None = None
+
+    @classmethod
+    def load(cls, topics: str | Path, run: str | Path, collection: str | Path, qrels: str | Path | None = None,
+             docstore: DocStore | None = None, exclude_qids: str | Path | None = None) -> "Inputs":
+        """Read the inputs; ``exclude_qids`` (a file of query ids) leaves those queries out (e.g. a held-out half)."""
+        t = read_topics(topics)
+        if exclude_qids is not None:
+            excluded = read_qid_file(exclude_qids)
+            t = {q: text for q, text in t.items() if q not in excluded}
+            if not t:
+                raise InputError("every query of the topics is excluded", exclude_qids)
+        run = Path(run)
+        if not run.is_file():
+            raise InputError("run file not found", run)
+        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None)
+
+
+@dataclass
+class BootstrapConfig:
+    """The bi-encoder bootstrap: distil a zero-shot bi-encoder over unlabeled queries' candidates."""
+
+    biencoder: Path
+    topics: Path
+    run: Path
+    depth: int = 30
+    group_size: int = 16
+    teacher_temperature: float = 0.1
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=2, batch_size=16, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4), warmup=0.05))
+
+
+def load_encoder(path: str | Path, seed: int, max_length: int = 256) -> CrossEncoder:
+    """A CrossEncoder on CPU in fp32 (the Trainer moves it); a new head is seeded."""
+    torch.manual_seed(seed)
+    return CrossEncoder(path, device="cpu", precision="fp32", max_length=max_length)
+
+
+def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool) -> dict:
+    """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted."""
+    finished = (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists()
+    if resume and finished:
+        print(f"{task.name}: already finished in {folder}, skipped")
+        return {"task": task.name, "skipped": True}
+    trainer = Trainer(task, folder, config, device)
+    summary = trainer.fit(resume=resume and (folder / CHECKPOINT).exists())
+    print(f"{task.name}: {summary['steps']} steps in {summary['seconds']:.1f}s, running loss {summary['running_loss']:.4f}")
+    return summary
+
+
+def write_info(folder: Path, info: dict) -> None:
+    with atomic_write(Path(folder) / INFO_FILE) as out:
+        json.dump(info, out, indent=2, default=str)
+
+
+def read_info(folder: str | Path) -> dict:
+    path = Path(folder) / INFO_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# ---- teacher scores -------------------------------------------------------------------------------
+
+
+def scored_lists(encoder, inputs: Inputs, depth: int | None, queries_per_chunk: int = 256) -> Iterator[tuple[str, Ranking]]:
+    """The model's scores for each query's top-``depth`` candidates, in the run's order."""
+    chunk: list[tuple[str, Ranking]] = []
+
+    def flush():
+        pairs, owners = [], []
+        for qid, ranking in chunk:
+            try:
+                passages = inputs.docstore.get_many([d for d, _ in ranking])
+            except KeyError as err:
+                raise InputError(f"docid {err.args[0]} of query {qid} is not in the collection", inputs.run) from None
+            pairs.extend((inputs.topics[qid], p) for p in passages)
+            owners.append((qid, ranking))
+        scores = encoder.predict(pairs).tolist() if pairs else []
+        at = 0
+        for qid, ranking in owners:
+            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores[at : at + len(ranking)])]
+            at += len(ranking)
+
+    for qid, ranking in iter_run_lists(inputs.run, depth):
+        if qid not in inputs.topics:
+            raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
+        chunk.append((qid, ranking))
+        if len(chunk) == queries_per_chunk:
+            yield from flush()
+            chunk = []
+    if chunk:
+        yield from flush()
+
+
+def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = 100,
+              device: str = "auto", precision: str | None = None, batch_tokens: int | None = None) -> dict:
+    """Write the teacher's scores for the run's top-``depth`` lists to ``output`` (see ``scores.py``)."""
+    encoder = CrossEncoder.from_pretrained(model, device=device, precision=precision, batch_tokens=batch_tokens)
+    return write_scores(output, scored_lists(encoder, inputs, depth), depth, str(model))
+
+
+def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
+    """Score the run's top-``depth`` with the zero-shot bi-encoder into ``path`` (reused when it matches)."""
+    from .biencoder import BiEncoder
+
+    if path.is_file():
+        existing = ScoreFile(path)
+        try:
+            existing.check_run(inputs.run)
+            return existing
+        except InputError:
+            pass
+    encoder = BiEncoder(biencoder_dir, device=device)
+    lists = encoder.score_lists(iter_run_lists(inputs.run, depth), inputs.topics, inputs.docstore)
+    write_scores(path, lists, depth, f"biencoder:{biencoder_dir}")
+    return ScoreFile(path)
+
+
+# ---- teacher training -----------------------------------------------------------------------------
+
+
+def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: TrainConfig, negatives: int = 7,
+                  depth: int = 100, short: str = "pad", device: str = "auto", resume: bool = False,
+                  bootstrap: BootstrapConfig | None = None, max_length: int = 256) -> dict:
+    """Fine-tune ``init`` as a 1-logit cross-encoder with LCE (after the bi-encoder bootstrap if given)."""
+    output = Path(output)
+    if inputs.qrels is None:
+        raise InputError("teacher training needs --qrels")
+    start = Path(init)
+    summaries = {}
+    if bootstrap is not None:
+        boot_dir = output / "bootstrap"
+        boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, inputs.docstore.path, docstore=inputs.docstore)
+        scores = biencoder_scores(boot_dir / "biencoder.scores", bootstrap.biencoder, boot_inputs, bootstrap.depth, device)
+        source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
+        task = RankerTask("bootstrap", load_encoder(start, bootstrap.train.seed, max_length), source, inputs.docstore,
+                          objective="kl", seed=bootstrap.train.seed, teacher_temperature=bootstrap.teacher_temperature)
+        summaries["bootstrap"] = run_phase(task, boot_dir / "model", bootstrap.train, device, resume)
+        start = boot_dir / "model"
+    source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, depth, short=short, seed=config.seed,
+                           in_collection=inputs.docstore.missing)
+    task = RankerTask("teacher-lce", load_encoder(start, config.seed, max_length), source, inputs.docstore,
+                      objective="lce", seed=config.seed)
+    summaries["lce"] = run_phase(task, output, config, device, resume)
+    write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
+                        "bootstrap": asdict(bootstrap) if bootstrap else None, "summaries": summaries,
+                        "groups": source.stats.summary()})
+    return summaries
+
+
+# ---- distillation -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillConfig:
+    """Options of ``distill`` beyond the inputs (see the CLI for their meaning)."""
+
+    procedure: str = "ranker-distill"
+    layers: int = 3
+    init_from: str = "base"  # base | teacher | random | a model folder
+    base: Path | None = None  # the pretrained encoder (LM-distillation teacher); default: the teacher's init
+    objective: str = "kl"
+    temperature: float = 1.0
+    label_weight: float = 0.0
+    hidden_weight: float = 0.0  # lm-distill+ranker-distill: hidden-state matching to the teacher
+    group_size: int = 16
+    negatives: int = 7
+    depth: int = 30  # candidates scored per query (teacher scores)
+    lm_pairs_per_query: int = 8
+    attention_weight: float = 1.0
+    max_length: int = 256
+    rank: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=16, lr=1e-4))
+    lm: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=64, lr=3e-4))
+
+
+def build_student(teacher: Path, base: Path, cfg: DistillConfig, seed: int) -> CrossEncoder:
+    """The student's CrossEncoder: ``cfg.layers`` evenly spaced layers of the base (or teacher), a folder, or random."""
+    if cfg.init_from in ("base", "teacher"):
+        source = load_encoder(base if cfg.init_from == "base" else teacher, seed, cfg.max_length)
+        source.model = make_student(source.model, cfg.layers, init="copy")
+        return source
+    if cfg.init_from == "random":
+        source = load_encoder(base, seed, cfg.max_length)
+        source.model = make_student(source.model, cfg.layers, init="random", seed=seed)
+        return source
+    return load_encoder(Path(cfg.init_from), seed, cfg.max_length)
+
+
+def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: DistillConfig,
+            scores: str | Path | None = None, device: str = "auto", resume: bool = False) -> dict:
+    """One of the four procedures: ``fine-tune``, ``ranker-distill``, ``lm-distill+fine-tune``,
+    ``lm-distill+ranker-distill``. Saves the student into ``output``."""
+    if cfg.procedure not in PROCEDURES:
+        raise InputError(f"unknown procedure {cfg.procedure!r}; expected one of {', '.join(PROCEDURES)}")
+    teacher, output = Path(teacher), Path(output)
+    if not (teacher / "config.json").is_file():
+        raise InputError("teacher folder has no config.json", teacher)
+    base = Path(cfg.base or read_info(teacher).get("init") or teacher)
+    seed = cfg.rank.seed
+    fine_tune = cfg.procedure.endswith("fine-tune")
+    if fine_tune and inputs.qrels is None:
+        raise InputError(f"--procedure {cfg.procedure} trains on labels: it needs --qrels")
+    score_file = None
+    if not fine_tune:
+        if scores is None:
+            scores = output / "teacher.scores"
+            if not (resume and scores.is_file()):
+                print(f"scoring the run's top-{cfg.depth} with the teacher into {scores}")
+                score_run(teacher, inputs, scores, cfg.depth, device=device)
+        score_file = ScoreFile(scores)
+        score_file.check_run(inputs.run)
+    summaries = {}
+    student = build_student(teacher, base, cfg, seed)
+    if cfg.procedure.startswith("lm-distill"):
+        lm_dir = output / "lm-distill"
+        lm_teacher = load_encoder(base, seed, cfg.max_length)
+        source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.depth, seed=cfg.lm.seed)
+        task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight, cfg.lm.seed)
+        summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
+        student = load_encoder(lm_dir, seed, cfg.max_length)
+    if fine_tune:
+        source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, 100, seed=seed,
+                               in_collection=inputs.docstore.missing)
+        task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed)
+    else:
+        source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels)
+        hidden = None
+        if cfg.procedure.startswith("lm-distill") and cfg.hidden_weight:
+            hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student, attention_weight=0.0)
+        task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective, seed=seed,
+                          temperature=cfg.temperature, label_weight=cfg.label_weight, hidden=hidden,
+                          hidden_weight=cfg.hidden_weight)
+    summaries[task.name] = run_phase(task, output, cfg.rank, device, resume)
+    write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
+                        "init": str(base.resolve()), "config": asdict(cfg), "summaries": summaries,
+                        "groups": source.stats.summary()})
+    return summaries

@@ -1,0 +1,122 @@
+"""Teacher score files: the teacher's scores for candidate lists, written once, reused by every student.
+
+Format (text, one candidate a line, in the run's order)::
+
+    # distilrank-scores {"fingerprint": "...", "depth": 30, "model": "...", "queries": 2, "pairs": 60}
+    qid<TAB>docid<TAB>score
+
+The fingerprint is a SHA-1 of the candidate lists (``qid<TAB>docid`` lines of the run's
+top-``depth``, in order). Distillation recomputes it from the run it is given and refuses a score
+file made for other candidate lists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..atomic import atomic_write
+from ..errors import InputError
+from .groups import Ranking, iter_run_lists
+
+MAGIC = "# distilrank-scores "
+
+
+class Fingerprint:
+    """Incremental SHA-1 of candidate lists."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha1()
+
+    def add(self, qid: str, docids: Iterable[str]) -> None:
+        self._sha.update("".join(f"{qid}\t{d}\n" for d in docids).encode())
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def run_fingerprint(run_path: str | Path, depth: int | None) -> str:
+    """The fingerprint of a run file's top-``depth`` candidate lists (streamed)."""
+    fp = Fingerprint()
+    for qid, ranking in iter_run_lists(run_path, depth):
+        fp.add(qid, (d for d, _ in ranking))
+    return fp.hexdigest()
+
+
+def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: int | None, model: str) -> dict:
+    """Write scored candidate lists atomically; returns the header. NaN scores are refused."""
+    path = Path(path)
+    fp, queries, pairs = Fingerprint(), 0, 0
+    with atomic_write(path.with_name(path.name + ".body")) as body:
+        for qid, scored in lists:
+            fp.add(qid, (d for d, _ in scored))
+            queries += 1
+            for docid, score in scored:
+                if math.isnan(score):
+                    raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write {path}")
+                body.write(f"{qid}\t{docid}\t{score:.7g}\n")
+                pairs += 1
+    header = {"fingerprint": fp.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
+    body_path = path.with_name(path.name + ".body")
+    try:
+        with atomic_write(path) as out, open(body_path, encoding="utf-8") as src:
+            out.write(MAGIC + json.dumps(header, sort_keys=True) + "\n")
+            for line in src:
+                out.write(line)
+    finally:
+        body_path.unlink(missing_ok=True)
+    return header
+
+
+class ScoreFile:
+    """A teacher score file: its header, a streamed reader, and the check against a run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("score file not found", self.path)
+        with open(self.path, encoding="utf-8") as handle:
+            first = handle.readline()
+        if not first.startswith(MAGIC):
+            raise InputError("not a distilrank score file (write one with 'distilrank score')", self.path, 1)
+        try:
+            self.header = json.loads(first[len(MAGIC):])
+            self.fingerprint = str(self.header["fingerprint"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError("malformed score file header", self.path, 1) from None
+        self.depth = self.header.get("depth")
+
+    def check_run(self, run_path: str | Path) -> None:
+        """Refuse the file when it was made for other candidate lists than ``run_path``'s top-depth."""
+        if run_fingerprint(run_path, self.depth) != self.fingerprint:
+            raise InputError(
+                f"score file does not match the candidate lists of {run_path} (top-{self.depth}): "
+                "it was written for another run or depth; rescore with 'distilrank score'", self.path, 1)
+
+    def __iter__(self) -> Iterator[tuple[str, Ranking]]:
+        """Stream ``(qid, [(docid, score), ...])``; the body is checked against the header's fingerprint."""
+        fp = Fingerprint()
+        current, scored = None, []
+        with open(self.path, encoding="utf-8") as handle:
+            handle.readline()
+            for lineno, line in enumerate(handle, 2):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 3:
+                    raise InputError("expected 'qid<TAB>docid<TAB>score'", self.path, lineno)
+                try:
+                    score = float(parts[2])
+                except ValueError:
+                    raise InputError(f"score {parts[2]!r} is not a number", self.path, lineno) from None
+                if parts[0] != current:
+                    if current is not None:
+                        fp.add(current, (d for d, _ in scored))
+                        yield current, scored
+                    current, scored = parts[0], []
+                scored.append((parts[1], score))
+        if current is not None:
+            fp.add(current, (d for d, _ in scored))
+            yield current, scored
+        if fp.hexdigest() != self.fingerprint:
+            raise InputError("score file body does not match its header's fingerprint (edited or truncated?)", self.path)

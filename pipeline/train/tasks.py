@@ -1,0 +1,99 @@
+"""Ranking tasks for the Trainer: a cross-encoder trained on groups with LCE or a distillation loss.
+
+Groups come from ``groups.LabeledGroups`` (LCE) or ``groups.ScoredGroups`` (teacher scores). Pairs are
+tokenized by ``CrossEncoder.encode``, the same rule as at inference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import InputError
+from .groups import Group, shuffled
+from .losses import (listwise_kl_loss, lce_loss, margin_mse_loss, pointwise_mse_loss,
+                     soft_label_ce_loss)
+
+OBJECTIVES = ("lce", "kl", "margin-mse", "mse")
+
+
+def pair_scores(encoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
+                **forward) -> tuple[torch.Tensor, object]:
+    """Scores ``(groups, group_size)`` of the model on the groups' pairs, and the raw model output."""
+    size = len(groups[0].docids)
+    if any(len(g.docids) != size for g in groups):
+        raise ValueError("groups of one batch must have the same size")
+    queries = [g.query for g in groups for _ in g.docids]
+    passages = docstore.get_many([d for g in groups for d in g.docids])
+    batch = {k: v.to(device, non_blocking=True) for k, v in encoder.encode(queries, passages).items()}
+    output = model(**batch, **forward)
+    return encoder.logits_to_scores(output.logits).view(len(groups), size), (output, batch)
+
+
+class RankerTask:
+    """Train ``encoder.model`` (a ``CrossEncoder``'s model) on groups with one objective.
+
+    - ``lce``: softmax cross-entropy, positive at index 0 (labeled groups);
+    - ``kl``: listwise KL to the teacher's scores (``temperature``, ``teacher_temperature``);
+    - ``margin-mse``: margins to the group's first (teacher-best) candidate;
+    - ``mse``: pointwise MSE to the teacher's scores.
+    With ``label_weight`` > 0 and groups carrying labels, a label loss (cross-entropy to the relevant
+    members) is added to a distillation objective. ``hidden`` (an ``lm_distill.HiddenMatcher``) adds
+    hidden-state matching to a teacher on the same pairs.
+    """
+
+    def __init__(self, name: str, encoder, source, docstore, objective: str = "lce", seed: int = 42,
+                 temperature: float = 1.0, teacher_temperature: float | None = None,
+                 label_weight: float = 0.0, hidden=None, hidden_weight: float = 1.0):
+        if objective not in OBJECTIVES:
+            raise InputError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        self.name, self.encoder, self.source, self.docstore = name, encoder, source, docstore
+        self.objective, self.seed = objective, seed
+        self.temperature, self.teacher_temperature = temperature, teacher_temperature
+        self.label_weight, self.hidden, self.hidden_weight = label_weight, hidden, hidden_weight
+        self._count: int | None = None
+
+    def build(self, device: torch.device) -> dict[str, torch.nn.Module]:
+        modules = {"model": self.encoder.model.float().to(device)}
+        if self.hidden is not None:
+            modules.update(self.hidden.build(modules["model"], device))
+        return modules
+
+    def num_examples(self) -> int:
+        if self._count is None:
+            self._count = self.source.count()
+            print(f"{self.name}: {self.source.stats.summary()}")
+        return self._count
+
+    def examples(self, epoch: int) -> Iterator[Group]:
+        return shuffled(self.source.iter_groups(epoch), self.seed, epoch)
+
+    def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
+        forward = self.hidden.forward_kwargs() if self.hidden is not None else {}
+        scores, (output, batch) = pair_scores(self.encoder, modules["model"], groups, self.docstore, device, **forward)
+        metrics: dict[str, float] = {}
+        if self.objective == "lce":
+            loss = lce_loss(scores)
+        else:
+            teacher = torch.tensor([g.teacher for g in groups], device=device, dtype=torch.float32)
+            if self.objective == "kl":
+                loss = listwise_kl_loss(scores, teacher, self.temperature, self.teacher_temperature)
+            elif self.objective == "margin-mse":
+                loss = margin_mse_loss(scores, teacher)
+            else:
+                loss = pointwise_mse_loss(scores, teacher)
+            if self.label_weight and groups[0].labels is not None:
+                labels = torch.tensor([g.labels for g in groups], device=device)
+                label_loss = soft_label_ce_loss(scores, labels)
+                metrics["label_loss"] = float(label_loss.detach())
+                loss = loss + self.label_weight * label_loss
+        if self.hidden is not None:
+            hidden_loss = self.hidden.loss(modules, output, batch)
+            metrics["hidden_loss"] = float(hidden_loss.detach())
+            loss = loss + self.hidden_weight * hidden_loss
+        return loss, metrics
+
+    def save(self, modules, path: Path) -> None:
+        self.encoder.model = modules["model"]
+        self.encoder.save_pretrained(path)

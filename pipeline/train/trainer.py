@@ -1,0 +1,278 @@
+"""The training loop shared by every procedure: AdamW, linear warmup and decay, gradient
+accumulation, autocast (bf16/fp16 on CUDA), seeding, a tqdm bar with the running loss, a JSONL log,
+checkpoints (``save_pretrained`` + optimizer/scheduler/RNG state) and ``resume``.
+
+What a step computes lives in a ``Task`` (see ``tasks.py``): ``build(device)`` makes the trainable
+modules and ``batches(epoch)`` the data, both in one place (``Trainer._setup``), so a distributed
+version later wraps exactly there. There is no global state: everything lives on the Trainer.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..rerank import resolve_device, resolve_dtype
+
+CHECKPOINT = "checkpoint"
+STATE_FILE = "trainer_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+class Task(Protocol):
+    """What the Trainer trains: modules, data and the loss of one micro-batch."""
+
+    name: str
+
+    def build(self, device: torch.device) -> dict[str, torch.nn.Module]:
+        """The trainable modules on ``device``; ``"model"`` is the one saved with ``save_pretrained``."""
+
+    def num_examples(self) -> int:
+        """Examples (groups) in one epoch."""
+
+    def examples(self, epoch: int) -> Iterator[Any]:
+        """The examples of ``epoch`` in training order (deterministic under the task's seed)."""
+
+    def loss(self, modules: dict[str, torch.nn.Module], examples: list, device: torch.device) -> tuple[torch.Tensor, dict]:
+        """The mean loss over ``examples`` and extra metrics to log."""
+
+    def save(self, modules: dict[str, torch.nn.Module], path: Path) -> None:
+        """Save the trained model (``save_pretrained`` and the tokenizer) into ``path``."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (saved with every checkpoint)."""
+
+    epochs: int = 1
+    batch_size: int = 16  # examples (groups) per optimizer step
+    accumulation: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-5
+    epoch_lrs: tuple[float, ...] = ()  # per-epoch peak learning rate (last one repeats); overrides lr when given
+    warmup: float = 0.1  # fraction of the steps with linear warmup
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    precision: str | None = None  # None: bf16 autocast on CUDA, fp32 on CPU; or fp32|bf16|fp16
+    seed: int = 42
+    log_every: int = 10
+    save_every: int | None = None  # checkpoint every N steps (and always at the end of an epoch)
+    stop_after: int | None = None  # stop after this step as if interrupted (checkpoint kept; resume continues)
+    progress: bool = True
+
+
+def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training (weights stay fp32): bf16 by default on CUDA, none on CPU."""
+    dtype = resolve_dtype(precision, device)
+    if dtype == torch.float16 and device.type != "cuda":
+        raise InputError("fp16 training needs a CUDA device (use bf16 or fp32 on CPU)")
+    return None if dtype == torch.float32 else dtype
+
+
+class Trainer:
+    """Runs a ``Task`` for ``config`` into ``output`` (log, checkpoint, final model)."""
+
+    def __init__(self, task: Task, output: str | Path, config: TrainConfig, device: str | torch.device = "auto"):
+        if config.batch_size < 1 or config.accumulation < 1 or config.batch_size < config.accumulation:
+            raise InputError("batch size and accumulation must be >= 1, with batch size >= accumulation")
+        self.task, self.output, self.config = task, Path(output), config
+        self.device = resolve_device(device)
+        self.dtype = autocast_dtype(config.precision, self.device)
+
+    # ---- schedule -------------------------------------------------------------------------------
+
+    def _plan(self) -> tuple[int, int]:
+        """(steps per epoch, total steps)."""
+        n = self.task.num_examples()
+        if n == 0:
+            raise InputError(f"{self.task.name}: no training examples (see the counts above)")
+        per_epoch = math.ceil(n / self.config.batch_size)
+        total = per_epoch * self.config.epochs
+        if self.config.max_steps:
+            total = min(total, self.config.max_steps)
+        return per_epoch, max(total, 1)
+
+    def _base_lr(self) -> float:
+        return self.config.epoch_lrs[0] if self.config.epoch_lrs else self.config.lr
+
+    def _lr_lambda(self, per_epoch: int, total: int):
+        cfg = self.config
+        warmup = int(cfg.warmup * total)
+        base = self._base_lr()
+
+        def factor(step: int) -> float:
+            epoch = min(step // per_epoch, cfg.epochs - 1)
+            peak = (cfg.epoch_lrs[min(epoch, len(cfg.epoch_lrs) - 1)] / base) if cfg.epoch_lrs else 1.0
+            if step < warmup:
+                return peak * (step + 1) / (warmup + 1)
+            return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+        return factor
+
+    # ---- setup: modules, optimizer and data in one place ------------------------------------------
+
+    def _setup(self):
+        torch.manual_seed(self.config.seed)
+        random.seed(self.config.seed)
+        np.random.seed(self.config.seed)
+        modules = self.task.build(self.device)
+        params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        lr = self._base_lr()
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=lr, fused=self.device.type == "cuda" or None)
+        per_epoch, total = self._plan()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(per_epoch, total))
+        return modules, optimizer, scheduler, per_epoch, total
+
+    def _batches(self, epoch: int, skip: int) -> Iterator[list]:
+        batch: list = []
+        done = 0
+        for example in self.task.examples(epoch):
+            batch.append(example)
+            if len(batch) == self.config.batch_size:
+                if done >= skip:
+                    yield batch
+                done += 1
+                batch = []
+        if batch and done >= skip:
+            yield batch
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, modules, optimizer, scheduler, scaler, step: int, epoch: int, in_epoch: int) -> None:
+        tmp = self.output / (CHECKPOINT + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.task.save(modules, tmp)
+        state = {
+            "step": step, "epoch": epoch, "in_epoch": in_epoch, "config": asdict(self.config),
+            "modules": {k: m.state_dict() for k, m in modules.items() if k != "model"},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }
+        torch.save(state, tmp / STATE_FILE)
+        final = self.output / CHECKPOINT
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+
+    def _load_checkpoint(self, modules, optimizer, scheduler, scaler) -> tuple[int, int, int]:
+        folder = self.output / CHECKPOINT
+        if not (folder / STATE_FILE).is_file():
+            raise InputError("nothing to resume: no checkpoint in the output folder", folder)
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        from safetensors.torch import load_file
+
+        weights = load_file(str(folder / "model.safetensors"))
+        missing, unexpected = modules["model"].load_state_dict(weights, strict=False)
+        if unexpected or [k for k in missing if "position_ids" not in k]:
+            raise InputError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", folder)
+        for name, sd in state["modules"].items():
+            modules[name].load_state_dict(sd)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return state["step"], state["epoch"], state["in_epoch"]
+
+    # ---- the loop -----------------------------------------------------------------------------------
+
+    def _log(self, record: dict) -> None:
+        with open(self.output / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train; returns a summary (steps, final running loss, seconds). Saves the model into ``output``."""
+        cfg = self.config
+        self.output.mkdir(parents=True, exist_ok=True)
+        modules, optimizer, scheduler, per_epoch, total = self._setup()
+        scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        step = epoch = in_epoch = 0
+        if resume:
+            step, epoch, in_epoch = self._load_checkpoint(modules, optimizer, scheduler, scaler)
+            self._log({"event": "resume", "step": step})
+        else:
+            (self.output / LOG_FILE).unlink(missing_ok=True)
+            self._log({"event": "start", "task": self.task.name, "device": str(self.device), "steps": total,
+                       "steps_per_epoch": per_epoch, "examples": self.task.num_examples(), "config": asdict(cfg)})
+        for module in modules.values():
+            module.train()
+        autocast = (lambda: torch.autocast(self.device.type, dtype=self.dtype)) if self.dtype else contextlib.nullcontext
+        bar = tqdm(total=total, initial=step, desc=self.task.name, disable=not cfg.progress, dynamic_ncols=True)
+        running, started, interrupted = None, time.perf_counter(), False
+        while step < total and not interrupted:
+            for batch in self._batches(epoch, in_epoch):
+                chunks = [batch[i :: cfg.accumulation] for i in range(cfg.accumulation)]
+                loss_value, metrics = 0.0, {}
+                for chunk in chunks:
+                    if not chunk:
+                        continue
+                    with autocast():
+                        loss, metrics = self.task.loss(modules, chunk, self.device)
+                    loss = loss * (len(chunk) / len(batch))
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    loss_value += float(loss.detach())
+                if scaler:
+                    scaler.unscale_(optimizer)
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                in_epoch += 1
+                if not math.isfinite(loss_value):
+                    raise RuntimeError(f"{self.task.name}: loss is {loss_value} at step {step}; lower the learning rate")
+                running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.4f}")
+                if step % cfg.log_every == 0 or step == total:
+                    self._log({"step": step, "epoch": epoch, "loss": loss_value, "running_loss": running,
+                               "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
+                               **{k: float(v) for k, v in metrics.items()}})
+                if step >= total:
+                    break
+                if (cfg.save_every and step % cfg.save_every == 0) or (cfg.stop_after and step >= cfg.stop_after):
+                    self._save_checkpoint(modules, optimizer, scheduler, scaler, step, epoch, in_epoch)
+                if cfg.stop_after and step >= cfg.stop_after:
+                    interrupted = True
+                    break
+            else:
+                epoch, in_epoch = epoch + 1, 0
+                if epoch >= cfg.epochs:
+                    break
+                self._save_checkpoint(modules, optimizer, scheduler, scaler, step, epoch, in_epoch)
+        bar.close()
+        seconds = time.perf_counter() - started
+        summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running,
+                   "seconds": round(seconds, 3), "complete": step >= total}
+        if step >= total:
+            self.task.save(modules, self.output)
+            shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
+        self._log({"event": "end", **summary})
+        return summary

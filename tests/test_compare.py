@@ -1,0 +1,192 @@
+"""``compare`` end to end on the embedded sample with tiny rerankers; the reports' numbers checked independently."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ir_measures
+import pytest
+
+from pipeline.cli import main
+from pipeline.compare import compare
+from pipeline.data import read_qrels
+from pipeline.errors import InputError
+from pipeline.runs import Run
+from pipeline.significance import compare as paired
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "pipeline" / "resources" / "sample"
+MEASURES = ["nDCG@10", "RR(rel=2)@10", "R(rel=2)@30"]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> dict[str, Path]:
+    """A 2-layer two-logit 'teacher' and a 1-layer one-logit 'student' (random weights, 32 wide)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
+    models = {}
+    for name, layers, labels in (("teacher", 2, 2), ("student", 1, 1)):
+        torch.manual_seed(len(name))
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=256, num_labels=labels)
+        folder = root / name
+        BertForSequenceClassification(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        models[name] = folder
+    return models
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.retrieve import build_index
+
+    return build_index(SAMPLE / "collection.tsv", tmp_path_factory.mktemp("indexes") / "sample")
+
+
+def write_config(folder: Path, models: dict[str, Path], index: Path, **rerank) -> Path:
+    extra = "".join(f"{k} = {v}\n" for k, v in rerank.items())
+    text = f"""
+name = "tiny"
+[data]
+collection = "{SAMPLE / 'collection.tsv'}"
+topics = "{SAMPLE / 'queries.tsv'}"
+qrels = "{SAMPLE / 'qrels.tsv'}"
+[first_stage]
+index = "{index}"
+hits = 40
+[rerank]
+depth = 30
+device = "cpu"
+warmup_queries = 1
+chunk_queries = 7
+{extra}
+[teacher]
+name = "big"
+model = "{models['teacher']}"
+[[students]]
+name = "small"
+model = "{models['student']}"
+[evaluation]
+measures = {json.dumps(MEASURES)}
+permutations = 2000
+"""
+    path = folder / "tiny.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def comparison(tmp_path_factory, tiny_models, sample_index):
+    folder = tmp_path_factory.mktemp("compare")
+    return compare(write_config(folder, tiny_models, sample_index), output=folder / "out", progress=False)
+
+
+def test_reports_are_written_and_partial_files_removed(comparison):
+    out = comparison.output
+    for name in ("report.md", "report.json", "effectiveness_vs_speed.png", "bm25.trec", "big.trec", "small.trec",
+                 "big.trec.timing.json", "small.trec.timing.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.partial")) and not list(out.glob(".*.tmp"))
+    assert (out / "effectiveness_vs_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "| BM25 + small" in md and "Speedup vs teacher" in md and "differs significantly from the teacher" in md
+
+
+def test_report_numbers_equal_ir_measures_on_the_written_run_files(comparison):
+    report = json.loads((comparison.output / "report.json").read_text())
+    qrels = read_qrels(SAMPLE / "qrels.tsv")
+    parsed = [ir_measures.parse_measure(m) for m in MEASURES]
+    assert [p["name"] for p in report["pipelines"]] == ["bm25", "big", "small"]
+    for entry in report["pipelines"]:
+        run = Run.read(comparison.output / entry["run_file"])  # our rank order, as written
+        expected = ir_measures.calc_aggregate(parsed, qrels, run.to_ir_measures())
+        for measure, name in zip(parsed, MEASURES):
+            assert entry["metrics"][name] == pytest.approx(expected[measure], abs=1e-9), (entry["name"], name)
+        per_query = {m.query_id: m.value for m in ir_measures.iter_calc([parsed[0]], qrels, run.to_ir_measures())}
+        for qid, value in report["per_query"][entry["name"]][MEASURES[0]].items():
+            assert value == pytest.approx(per_query.get(qid, 0.0))
+    # Significance in the report = the tests on the written runs' per-query scores.
+    small = report["per_query"]["small"][MEASURES[0]]
+    big = report["per_query"]["big"][MEASURES[0]]
+    test = paired(small, big, permutations=2000, seed=0)
+    assert report["significance"]["small"]["teacher"][MEASURES[0]]["p_ttest"] == pytest.approx(test.p_ttest)
+    assert report["significance"]["small"]["teacher"][MEASURES[0]]["p_randomisation"] == pytest.approx(test.p_randomisation)
+    assert set(report["significance"]) == {"big", "small"} and set(report["significance"]["big"]) == {"bm25"}
+
+
+def test_same_candidates_speed_and_context(comparison):
+    report = json.loads((comparison.output / "report.json").read_text())
+    bm25 = Run.read(comparison.output / "bm25.trec")
+    timings = {p["name"]: p["timing"] for p in report["pipelines"]}
+    for name in ("big", "small"):
+        run = Run.read(comparison.output / f"{name}.trec")
+        assert set(run) == set(bm25)
+        for qid in run:  # the same candidates: top 30 reranked, the rest in BM25 order
+            assert {d for d, _ in run[qid][:30]} == {d for d, _ in bm25[qid][:30]}
+            assert [d for d, _ in run[qid][30:]] == [d for d, _ in bm25[qid][30:]]
+        t = timings[name]
+        assert t["pairs"] == sum(min(len(r), 30) for r in bm25.rankings.values())
+        assert t["pairs_per_s"] > 0 and t["latency_p95_ms"] >= t["latency_p50_ms"] > 0
+        assert t["rounds"] == 5  # 30 queries in rounds of 7, interleaved
+    speedups = {p["name"]: p["speedup_vs_teacher"] for p in report["pipelines"]}
+    assert speedups["big"] == pytest.approx(1.0)
+    assert speedups["small"] == pytest.approx(timings["small"]["pairs_per_s"] / timings["big"]["pairs_per_s"])
+    assert report["environment"]["versions"]["torch"] and report["environment"]["cpu_count"]
+    assert report["config"]["depth"] == 30 and report["num_queries"] == 30
+    assert [p["model_info"].get("layers") for p in report["pipelines"]] == [None, 2, 1]
+
+
+def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_models, sample_index, monkeypatch):
+    import pipeline.stages
+
+    out = comparison.output
+    config = write_config(out.parent, tiny_models, sample_index)
+    calls = {"n": 0}
+    real = pipeline.stages.rerank_run
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # warm-up x2, then round 1 of both rerankers, then round 2 of the first
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.stages, "rerank_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compare(config, output=out, progress=False)
+    assert not any((out / name).exists() for name in ("report.md", "report.json", "effectiveness_vs_speed.png"))
+    assert json.loads((out / "bm25.trec.json").read_text())["key"]["hits"] == 40  # the finished first stage stays
+    partial = {p.name: Run.read(p) for p in out.glob("*.trec.partial")}
+    assert set(partial) == {"big.trec.partial", "small.trec.partial"}
+    assert all(len(run) == 7 for run in partial.values())  # the finished round, usable as a run
+    monkeypatch.setattr(pipeline.stages, "rerank_run", real)
+    again = compare(config, output=out, progress=False)
+    assert again.bm25.timing["cached"] is True
+    assert again.bm25.metrics == comparison.bm25.metrics
+
+
+def test_missing_model_fails_before_any_work(tmp_path: Path, tiny_models, sample_index, capsys):
+    models = dict(tiny_models, student=tmp_path / "not-trained")
+    config = write_config(tmp_path, models, tmp_path / "no-index-yet")
+    with pytest.raises(InputError, match="model folder of 'small' not found"):
+        compare(config, output=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "no-index-yet").exists()
+    assert main(["compare", "--config", str(config), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model folder of 'small' not found" in err[0]
+
+
+def test_precomputed_first_stage_run_needs_no_index(comparison, tiny_models, tmp_path: Path):
+    """``first_stage.run``: rerank a given run file (e.g. made elsewhere) with passages from the collection."""
+    config = write_config(tmp_path, tiny_models, tmp_path / "unused")
+    text = config.read_text().replace(f'index = "{tmp_path / "unused"}"', f'run = "{comparison.output / "bm25.trec"}"')
+    config.write_text(text)
+    result = compare(config, output=tmp_path / "out", progress=False)
+    assert not (tmp_path / "unused").exists()
+    assert result.bm25.metrics == comparison.bm25.metrics
+    assert Run.read(tmp_path / "out" / "small.trec").rankings.keys() == Run.read(comparison.output / "bm25.trec").rankings.keys()
+    config.write_text(text.replace("hits = 40", f'hits = 40\nindex = "{tmp_path}"'))
+    with pytest.raises(InputError, match="exactly one of 'index'"):
+        compare(config, output=tmp_path / "out2", progress=False)

@@ -1,0 +1,152 @@
+"""The CLI end to end on tiny models: teacher training (plain and bootstrapped), teacher scores, the four
+distillation procedures, resume, and the refusals (mismatching score file, hidden states across tokenizers)."""
+import json
+from pathlib import Path
+
+import pytest
+from train_helpers import one_thread, tiny_bert, tiny_data  # noqa: F401 (autouse fixture)
+
+from pipeline.cli import main
+from pipeline.train.recipes import PROCEDURES
+
+FAST = ["--max-length", "48", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("procedures")
+    data = tiny_data(root / "data", queries=6, per_query=10)
+    base = tiny_bert(root / "base", layers=4, head=False)
+    return root, data, base
+
+
+@pytest.fixture(autouse=True)
+def cache(env, monkeypatch):
+    monkeypatch.setenv("DISTILRANK_CACHE", str(env[0] / "cache"))
+
+
+def _inputs(data):
+    return ["--topics", str(data["topics"]), "--run", str(data["run"]), "--collection", str(data["collection"])]
+
+
+@pytest.fixture(scope="module")
+def teacher(env):
+    root, data, base = env
+    out = root / "teacher"
+    args = ["train", "--init", str(base), *_inputs(data), "--qrels", str(data["qrels"]), "--output", str(out),
+            "--negatives", "3", "--epochs", "2", "--batch-size", "4", "--lr", "1e-3",
+            "--bootstrap-from", str(base), "--bootstrap-topics", str(data["topics"]),
+            "--bootstrap-run", str(data["run"]), "--bootstrap-group-size", "4", "--bootstrap-batch-size", "4",
+            "--bootstrap-depth", "8", *FAST]
+    assert main(args) == 0
+    return out
+
+
+def test_bootstrapped_teacher(teacher):
+    info = json.loads((teacher / "distilrank_train.json").read_text())
+    assert info["summaries"]["bootstrap"]["steps"] == 4  # 6 queries / 4 per batch x 2 epochs
+    assert info["summaries"]["lce"]["complete"] and Path(info["init"]).name == "base"
+    header = (teacher / "bootstrap" / "biencoder.scores").read_text().splitlines()[0]
+    assert '"depth": 8' in header and '"pairs": 48' in header
+    assert (teacher / "model.safetensors").is_file() and not (teacher / "checkpoint").exists()
+    from pipeline.rerank import CrossEncoder
+
+    assert CrossEncoder(teacher, device="cpu").predict([("what is a piano", "piano piano")]).shape == (1,)
+
+
+def test_train_resume_skips_finished_phases(teacher, env, capsys):
+    root, data, base = env
+    args = ["train", "--init", str(base), *_inputs(data), "--qrels", str(data["qrels"]), "--output", str(teacher),
+            "--negatives", "3", "--epochs", "2", "--batch-size", "4", "--resume", *FAST,
+            "--bootstrap-from", str(base), "--bootstrap-topics", str(data["topics"]), "--bootstrap-run", str(data["run"])]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "bootstrap: already finished" in out and "teacher-lce: already finished" in out
+
+
+@pytest.fixture(scope="module")
+def scores(env, teacher):
+    root, data, _ = env
+    path = root / "teacher.scores"
+    assert main(["score", "--model", str(teacher), *_inputs(data), "--output", str(path), "--depth", "8",
+                 "--device", "cpu"]) == 0
+    return path
+
+
+@pytest.mark.parametrize("procedure", PROCEDURES)
+def test_each_procedure_end_to_end(procedure, env, teacher, scores):
+    root, data, _ = env
+    out = root / f"student-{procedure}"
+    args = ["distill", "--procedure", procedure, "--teacher", str(teacher), "--layers", "2", "--output", str(out),
+            *_inputs(data), "--scores", str(scores), "--qrels", str(data["qrels"]), "--group-size", "4",
+            "--depth", "8", "--batch-size", "4", "--lm-batch-size", "16", "--lm-pairs-per-query", "4",
+            "--max-steps", "2", *FAST]
+    if procedure == "lm-distill+ranker-distill":
+        args += ["--hidden-weight", "0.5"]
+    assert main(args) == 0
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(out))
+    assert config.num_hidden_layers == 2 and config.num_labels == 1
+    info = json.loads((out / "distilrank_train.json").read_text())
+    assert info["procedure"] == procedure
+    assert ("lm-distill" in info["summaries"]) == procedure.startswith("lm-distill")
+    if procedure.startswith("lm-distill"):
+        assert (out / "lm-distill" / "model.safetensors").is_file()
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["event"] == "end" and log[-1]["steps"] >= 1
+    if procedure == "lm-distill+ranker-distill":
+        assert any("hidden_loss" in r for r in log)
+
+
+def test_mismatching_score_file_is_refused(env, teacher, scores, capsys):
+    root, data, _ = env
+    other = root / "other.trec"
+    other.write_text("".join(line + "\n" for line in data["run"].read_text().splitlines()[1:]))
+    out = root / "refused"
+    code = main(["distill", "--procedure", "ranker-distill", "--teacher", str(teacher), "--layers", "1",
+                 "--output", str(out), "--topics", str(data["topics"]), "--run", str(other),
+                 "--collection", str(data["collection"]), "--scores", str(scores), *FAST])
+    assert code == 2
+    assert "does not match the candidate lists" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+
+
+def test_fine_tune_needs_qrels(env, teacher, capsys):
+    root, data, _ = env
+    code = main(["distill", "--procedure", "fine-tune", "--teacher", str(teacher), "--layers", "1",
+                 "--output", str(root / "noqrels"), *_inputs(data), *FAST])
+    assert code == 2 and "needs --qrels" in capsys.readouterr().err
+
+
+def test_hidden_state_matching_refuses_another_tokenizer(env, teacher, scores, capsys):
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertTokenizerFast
+
+    root, data, _ = env
+    other = root / "other-vocab"
+    other.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "is", "a", "the"]
+    (other / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(other / "vocab.txt")).save_pretrained(other)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=1)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(other)
+    common = ["--teacher", str(teacher), "--layers", "1", *_inputs(data), "--scores", str(scores), "--init-from",
+              str(other), "--qrels", str(data["qrels"]), "--group-size", "4", "--depth", "8", "--max-steps", "1",
+              "--batch-size", "4", *FAST]
+    code = main(["distill", "--procedure", "lm-distill+ranker-distill", "--output", str(root / "s1"), *common])
+    assert code == 2 and "needs the student to use the teacher's tokenizer" in capsys.readouterr().err
+    # score-only distillation works across tokenizers
+    assert main(["distill", "--procedure", "ranker-distill", "--output", str(root / "s2"), *common]) == 0
+
+
+def test_train_excludes_held_out_queries(env):
+    root, data, base = env
+    held_out = root / "held-out.qids"
+    held_out.write_text("# held out\n100\n101\n")
+    out = root / "teacher-excluded"
+    assert main(["train", "--init", str(base), *_inputs(data), "--qrels", str(data["qrels"]), "--output", str(out),
+                 "--exclude-qids", str(held_out), "--negatives", "3", "--batch-size", "4", *FAST]) == 0
+    info = json.loads((out / "distilrank_train.json").read_text())
+    assert info["groups"] == "4 groups from 6 queries, 2 not in topics"
+    assert info["bootstrap"] is None and info["summaries"]["lce"]["steps"] == 1

@@ -1,0 +1,96 @@
+"""The training loop on a tiny BERT: loss goes down, resume continues the same run, student copies."""
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import one_thread, tiny_bert, tiny_data  # noqa: F401 (autouse fixture)
+
+from pipeline.data import DocStore, read_qrels, read_topics
+from pipeline.errors import InputError
+from pipeline.train.groups import LabeledGroups
+from pipeline.train.recipes import load_encoder
+from pipeline.train.students import evenly_spaced_layers, make_student
+from pipeline.train.tasks import RankerTask
+from pipeline.train.trainer import CHECKPOINT, LOG_FILE, TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    data = tiny_data(root / "data", queries=8)
+    model = tiny_bert(root / "tiny", layers=2)
+    return root, data, model
+
+
+def _task(data, model, seed=7):
+    topics, qrels = read_topics(data["topics"]), read_qrels(data["qrels"])
+    docstore = DocStore(data["collection"])
+    source = LabeledGroups(topics, qrels, data["run"], negatives=3, seed=seed, in_collection=docstore.missing)
+    return RankerTask("lce", load_encoder(model, seed, max_length=48), source, docstore, objective="lce", seed=seed)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_training_lowers_the_loss(setup, monkeypatch):
+    root, data, model = setup
+    monkeypatch.setenv("DISTILRANK_CACHE", str(root / "cache"))
+    config = TrainConfig(epochs=20, batch_size=8, lr=5e-3, warmup=0.0, progress=False, log_every=1)
+    summary = Trainer(_task(data, model), root / "fit", config, "cpu").fit()
+    losses = [r["loss"] for r in map(eval_json, (root / "fit" / LOG_FILE).read_text().splitlines()) if "loss" in r]
+    assert summary["complete"] and len(losses) == 20
+    assert sum(losses[-3:]) / 3 < 0.5 * losses[0]
+    assert (root / "fit" / "config.json").is_file() and not (root / "fit" / CHECKPOINT).exists()
+
+
+def eval_json(line: str) -> dict:
+    import json
+
+    return json.loads(line)
+
+
+def test_resume_continues_the_same_run(setup, monkeypatch):
+    root, data, model = setup
+    monkeypatch.setenv("DISTILRANK_CACHE", str(root / "cache"))
+    config = dict(epochs=2, batch_size=4, accumulation=2, lr=1e-3, progress=False, log_every=1)
+    Trainer(_task(data, model), root / "full", TrainConfig(**config), "cpu").fit()
+    interrupted = Trainer(_task(data, model), root / "parts", TrainConfig(**config, stop_after=3), "cpu").fit()
+    assert not interrupted["complete"] and (root / "parts" / CHECKPOINT / "trainer_state.pt").is_file()
+    resumed = Trainer(_task(data, model), root / "parts", TrainConfig(**config), "cpu").fit(resume=True)
+    assert resumed["complete"] and resumed["steps"] == 4
+    full, parts = _weights(root / "full"), _weights(root / "parts")
+    for name, value in full.items():
+        torch.testing.assert_close(parts[name], value, atol=1e-5, rtol=1e-4)
+    with pytest.raises(InputError, match="nothing to resume"):
+        Trainer(_task(data, model), root / "empty", TrainConfig(**config), "cpu").fit(resume=True)
+
+
+def test_copying_all_layers_gives_identical_outputs(setup):
+    _, _, model = setup
+    teacher = load_encoder(model, 0)
+    batch = teacher.encode(["what is a volcano"], ["a volcano is a mountain"])
+    student = make_student(teacher.model, None).eval()
+    teacher.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(student(**batch).logits, teacher.model(**batch).logits)
+    one = make_student(teacher.model, [1])
+    assert one.config.num_hidden_layers == 1
+    torch.testing.assert_close(one.base_model.encoder.layer[0].output.dense.weight,
+                               teacher.model.base_model.encoder.layer[1].output.dense.weight)
+
+
+def test_evenly_spaced_layers():
+    assert evenly_spaced_layers(6, 3) == [1, 3, 5]
+    assert evenly_spaced_layers(6, 2) == [2, 5]
+    assert evenly_spaced_layers(6, 6) == list(range(6))
+    with pytest.raises(InputError):
+        evenly_spaced_layers(6, 7)
+
+
+def test_random_student_shape(setup):
+    _, _, model = setup
+    student = make_student(model, 1, init="random", hidden=16, heads=2, intermediate=32)
+    assert (student.config.num_hidden_layers, student.config.hidden_size) == (1, 16)
