@@ -135,8 +135,9 @@ def render_markdown(comparison: "Comparison", environment: dict[str, Any]) -> st
     lines = [
         f"# {cfg.name}: full vs distilled pipelines",
         "",
-        f"BM25 (k1={cfg.k1}, b={cfg.b}) top {cfg.hits} from `{_source_label(cfg.prebuilt or cfg.index)}`, "
-        f"top {cfg.depth} reranked; {comparison.num_queries} judged queries of `{_source_label(cfg.topics)}` "
+        (f"First stage: the run file `{_source_label(cfg.run)}`, top {cfg.hits}, " if cfg.run else
+         f"BM25 (k1={cfg.k1}, b={cfg.b}) top {cfg.hits} from `{_source_label(cfg.prebuilt or cfg.index)}`, ")
+        + f"top {cfg.depth} reranked; {comparison.num_queries} judged queries of `{_source_label(cfg.topics)}` "
         f"(qrels `{_source_label(cfg.qrels)}`"
         + (f", queries of `{_source_label(cfg.qids)}`" if cfg.qids else "") + ").",
         "",

@@ -185,6 +185,7 @@ def test_precomputed_first_stage_run_needs_no_index(comparison, tiny_models, tmp
     config.write_text(text)
     result = compare(config, output=tmp_path / "out", progress=False)
     assert not (tmp_path / "unused").exists()
+    assert "First stage: the run file `bm25.trec`" in (tmp_path / "out" / "report.md").read_text()
     assert result.bm25.metrics == comparison.bm25.metrics
     assert Run.read(tmp_path / "out" / "small.trec").rankings.keys() == Run.read(comparison.output / "bm25.trec").rankings.keys()
     config.write_text(text.replace("hits = 40", f'hits = 40\nindex = "{tmp_path}"'))
