@@ -140,14 +140,20 @@ def register(subparsers) -> None:
     g.add_argument("--bootstrap-max-steps", type=int, default=None)
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("score", help="write a teacher's scores for a run's candidate lists (for distillation)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--run", required=True)
-    p.add_argument("--topics", required=True)
-    p.add_argument("--collection", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--depth", type=int, default=100)
-    p.add_argument("--batch-tokens", type=int, default=None)
+    p = subparsers.add_parser(
+        "score", help="write a teacher's scores for a run's candidate lists (for distillation)",
+        description="Score the top --depth candidates of every query of a run with a teacher, once; every "
+        "ranker-distill student reuses the file (it carries a fingerprint of the candidate lists, so a file made "
+        "for another run is refused). No labels are needed: any queries will do.",
+        epilog="example: distilrank score --model models/subset-teacher --run runs/dev.bm25.trec "
+        "--topics queries.dev.small.tsv --collection collection.tsv --output runs/dev.teacher.scores --depth 30")
+    p.add_argument("--model", required=True, help="the teacher: a cross-encoder folder or hub name")
+    p.add_argument("--run", required=True, help="candidate lists (TREC or MS MARCO run, e.g. BM25)")
+    p.add_argument("--topics", required=True, help="topics TSV with the run's queries")
+    p.add_argument("--collection", required=True, help="collection.tsv or JSONL with the passages")
+    p.add_argument("--output", required=True, help="score file to write")
+    p.add_argument("--depth", type=int, default=100, help="candidates scored per query (default 100)")
+    p.add_argument("--batch-tokens", type=int, default=None, help="engine token budget per batch")
     _common(p)
     p.set_defaults(func=cmd_score)
 
