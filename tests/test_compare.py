@@ -43,7 +43,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> 
 def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.retrieve import build_index
 
-    return build_index(SAMPLE / "collection.tsv", tmp_path_factory.mktemp("indexes") / "sample")
+    return build_index(SAMPLE / "passages.tsv", tmp_path_factory.mktemp("indexes") / "sample")
 
 
 def write_config(folder: Path, models: dict[str, Path], index: Path, **rerank) -> Path:
@@ -51,7 +51,7 @@ def write_config(folder: Path, models: dict[str, Path], index: Path, **rerank) -
     text = f"""
 name = "tiny"
 [data]
-collection = "{SAMPLE / 'collection.tsv'}"
+collection = "{SAMPLE / 'passages.tsv'}"
 topics = "{SAMPLE / 'queries.tsv'}"
 qrels = "{SAMPLE / 'qrels.tsv'}"
 [first_stage]

@@ -32,7 +32,7 @@ def _models(tmp_path: Path) -> tuple[Path, Path]:
 BASE = f"""
 name = "t"
 [data]
-collection = "{SAMPLE / 'collection.tsv'}"
+collection = "{SAMPLE / 'passages.tsv'}"
 topics = "{SAMPLE / 'queries.tsv'}"
 qrels = "{SAMPLE / 'qrels.tsv'}"
 [first_stage]
@@ -125,7 +125,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path):
 
 def test_input_check_names_every_missing_input(tmp_path: Path):
     text = BASE.replace(str(SAMPLE / "qrels.tsv"), str(tmp_path / "no-qrels.tsv")).replace(
-        str(SAMPLE / "collection.tsv"), str(tmp_path / "no-collection.tsv"))
+        str(SAMPLE / "passages.tsv"), str(tmp_path / "no-collection.tsv"))
     config = load_config(_config(tmp_path, text))
     with pytest.raises(InputError) as err:
         config.check_inputs()
