@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 from .atomic import atomic_write
 from .config import Config, ModelSpec, load_config
-from .data import read_qrels, read_topics
+from .data import read_qids, read_qrels, read_topics
 from .errors import InputError
 from .evaluate import evaluate_per_query
 from .runs import Run
@@ -99,17 +99,6 @@ class Comparison:
 # ---- inputs ---------------------------------------------------------------------------------------
 
 
-def _read_qids(path: Path) -> list[str]:
-    """Query ids from a file: one a line, or the first column of a TSV (topics, qrels)."""
-    qids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            qids.append(line.split()[0])
-    if not qids:
-        raise InputError("no query ids in file", path)
-    return list(dict.fromkeys(qids))
-
-
 def load_queries(config: Config) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     """The judged queries to compare on (restricted to ``data.qids`` when given) and their qrels."""
     topics = read_topics(config.topics)
@@ -120,7 +109,7 @@ def load_queries(config: Config) -> tuple[dict[str, str], dict[str, dict[str, in
                          config.qrels)
     keep = [q for q in topics if q in qrels]
     if config.qids is not None:
-        wanted = set(_read_qids(config.qids))
+        wanted = set(read_qids(config.qids))
         absent = sorted(wanted - set(qrels))
         if absent:
             raise InputError(f"{len(absent)} query ids have no judgments in {config.qrels} (e.g. {absent[:3]})",

@@ -116,6 +116,15 @@ def read_qrels(path: str | Path, topics: dict[str, str] | None = None) -> dict[s
     return qrels
 
 
+def read_qids(path: str | Path) -> list[str]:
+    """Query ids from a file, in order without repeats: one a line, or the first column of a TSV (topics,
+    qrels); blank lines and ``#`` comments are skipped."""
+    qids = [line.split()[0] for _, line in _open_text(Path(path)) if line.strip() and not line.startswith("#")]
+    if not qids:
+        raise InputError("no query ids in file", path)
+    return list(dict.fromkeys(qids))
+
+
 def is_graded(qrels: dict[str, dict[str, int]]) -> bool:
     """Whether the qrels use grades above 1 (TREC DL style) rather than binary relevance."""
     return any(g > 1 for docs in qrels.values() for g in docs.values())

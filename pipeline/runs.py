@@ -17,6 +17,40 @@ from .errors import InputError
 FORMATS = ("trec", "msmarco")
 
 
+def iter_run_rows(path: str | Path) -> Iterator[tuple[int, str, str, int, float]]:
+    """Stream ``(lineno, qid, docid, rank, score)`` from a TREC or MS MARCO run file (format from the first
+    line; MS MARCO rows score ``-rank``). A malformed line, a bad number or a NaN score raises ``InputError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("run file not found", path)
+    fmt = None
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            if fmt is None:
+                fmt = "msmarco" if "\t" in line and len(line.rstrip("\n").split("\t")) == 3 else "trec"
+            parts = line.rstrip("\n").split("\t") if fmt == "msmarco" else line.split()
+            if fmt == "msmarco" and len(parts) != 3:
+                raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
+            if fmt == "trec" and len(parts) != 6:
+                raise InputError("expected 'qid Q0 docid rank score tag' (TREC run format)", path, lineno)
+            try:
+                rank = int(parts[3] if fmt == "trec" else parts[2])
+                score = float(parts[4]) if fmt == "trec" else -float(rank)
+            except ValueError:
+                raise InputError("rank or score is not a number", path, lineno) from None
+            if math.isnan(score):
+                raise InputError("score is NaN", path, lineno)
+            yield lineno, parts[0], parts[2 if fmt == "trec" else 1], rank, score
+
+
+def rank_rows(entries: list[tuple[int, str, float, int]]) -> list[tuple[str, float]]:
+    """One query's ``(rank, docid, score, lineno)`` rows as a ranking: by rank, then score, then file order."""
+    entries.sort(key=lambda e: (e[0], -e[2], e[3]))
+    return [(docid, score) for _, docid, score, _ in entries]
+
+
 class Run:
     """Query id -> ranked list of (docid, score), best first."""
 
@@ -65,46 +99,19 @@ class Run:
 
     @classmethod
     def read(cls, path: str | Path, name: str | None = None) -> "Run":
-        """Read a TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid\\tdocid\\trank``) run.
+        """Read a TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid\tdocid\trank``) run.
 
         The format is detected from the first line. Rows are ordered by rank within each query.
         A docid twice for the same query, a malformed line or a bad number raises ``InputError``.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("run file not found", path)
         rows: dict[str, list[tuple[int, str, float, int]]] = {}
         seen: dict[str, dict[str, int]] = {}
-        fmt = None
-        with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                if fmt is None:
-                    fmt = "msmarco" if "\t" in line and len(line.rstrip("\n").split("\t")) == 3 else "trec"
-                parts = line.rstrip("\n").split("\t") if fmt == "msmarco" else line.split()
-                if fmt == "msmarco" and len(parts) != 3:
-                    raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
-                if fmt == "trec" and len(parts) != 6:
-                    raise InputError("expected 'qid Q0 docid rank score tag' (TREC run format)", path, lineno)
-                qid, docid = parts[0], parts[2 if fmt == "trec" else 1]
-                try:
-                    rank = int(parts[3] if fmt == "trec" else parts[2])
-                    score = float(parts[4]) if fmt == "trec" else -float(rank)
-                except ValueError:
-                    raise InputError("rank or score is not a number", path, lineno) from None
-                if math.isnan(score):
-                    raise InputError("score is NaN", path, lineno)
-                first = seen.setdefault(qid, {}).setdefault(docid, lineno)
-                if first != lineno:
-                    raise InputError(f"duplicate docid {docid} for query {qid} (first on line {first})", path, lineno)
-                rows.setdefault(qid, []).append((rank, docid, score, lineno))
-        rankings = {}
-        for qid, entries in rows.items():
-            # Rank is the order; for TREC files with equal ranks fall back to score, then file order.
-            entries.sort(key=lambda e: (e[0], -e[2], e[3]))
-            rankings[qid] = [(docid, score) for _, docid, score, _ in entries]
-        return cls(rankings, name or path.stem)
+        for lineno, qid, docid, rank, score in iter_run_rows(path):
+            first = seen.setdefault(qid, {}).setdefault(docid, lineno)
+            if first != lineno:
+                raise InputError(f"duplicate docid {docid} for query {qid} (first on line {first})", path, lineno)
+            rows.setdefault(qid, []).append((rank, docid, score, lineno))
+        return cls({qid: rank_rows(entries) for qid, entries in rows.items()}, name or Path(path).stem)
 
     def write(self, path: str | Path, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Path:
         """Write the run atomically (temporary file, then rename). ``fmt``: ``trec`` or ``msmarco``."""

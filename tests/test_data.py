@@ -116,3 +116,12 @@ def test_docstore_on_the_real_subset(subset_dir: Path):
     store = DocStore(subset_dir / "collection.tsv")
     assert len(store) == 31362
     assert store.get("421").startswith("Wi-Fi or WiFi")
+
+
+def test_read_qids_from_id_lists_and_tsv(tmp_path: Path):
+    from pipeline.data import read_qids
+
+    assert read_qids(write(tmp_path / "ids.txt", "# held out\n7\n3\n7\n\n")) == ["7", "3"]
+    assert read_qids(write(tmp_path / "q.tsv", "5\tfirst query\n2\tsecond\n")) == ["5", "2"]
+    with pytest.raises(InputError, match="no query ids"):
+        read_qids(write(tmp_path / "empty.txt", "# nothing\n"))

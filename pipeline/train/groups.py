@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import InputError
+from ..runs import iter_run_rows, rank_rows
 
 #: A ranked candidate list: (docid, score) best first.
 Ranking = list[tuple[str, float]]
@@ -57,10 +58,6 @@ class GroupStats:
         return ", ".join(parts)
 
 
-def _detect_format(line: str) -> str:
-    return "msmarco" if "\t" in line and len(line.rstrip("\n").split("\t")) == 3 else "trec"
-
-
 def iter_run_lists(path: str | Path, depth: int | None = None) -> Iterator[tuple[str, Ranking]]:
     """Stream ``(qid, ranking)`` from a TREC or MS MARCO run file, one query at a time.
 
@@ -68,46 +65,22 @@ def iter_run_lists(path: str | Path, depth: int | None = None) -> Iterator[tuple
     sort the file by query first, e.g. ``sort -s -k1,1``). Rows are ordered by rank; ``depth``
     keeps the first ``depth`` of each query.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("run file not found", path)
     seen: set[str] = set()
-    fmt = None
     current: str | None = None
-    rows: list[tuple[int, float, int, str]] = []
-
-    def flush() -> tuple[str, Ranking]:
-        rows.sort(key=lambda r: (r[0], -r[1], r[2]))
-        ranking = [(doc, score) for _, score, _, doc in rows]
-        return current, ranking[:depth] if depth else ranking
-
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            fmt = fmt or _detect_format(line)
-            parts = line.rstrip("\n").split("\t") if fmt == "msmarco" else line.split()
-            if len(parts) != (3 if fmt == "msmarco" else 6):
-                expected = "qid<TAB>docid<TAB>rank" if fmt == "msmarco" else "qid Q0 docid rank score tag"
-                raise InputError(f"expected '{expected}'", path, lineno)
-            qid, docid = parts[0], parts[1 if fmt == "msmarco" else 2]
-            try:
-                rank = int(parts[2] if fmt == "msmarco" else parts[3])
-                score = -float(rank) if fmt == "msmarco" else float(parts[4])
-            except ValueError:
-                raise InputError("rank or score is not a number", path, lineno) from None
-            if qid != current:
-                if current is not None:
-                    yield flush()
-                if qid in seen:
-                    raise InputError(
-                        f"query {qid} appears again after other queries: the run must keep each query's rows "
-                        "together (sort it by query id first)", path, lineno)
-                seen.add(qid)
-                current, rows = qid, []
-            rows.append((rank, score, lineno, docid))
+    rows: list[tuple[int, str, float, int]] = []
+    for lineno, qid, docid, rank, score in iter_run_rows(path):
+        if qid != current:
+            if current is not None:
+                yield current, rank_rows(rows)[:depth]
+            if qid in seen:
+                raise InputError(
+                    f"query {qid} appears again after other queries: the run must keep each query's rows "
+                    "together (sort it by query id first)", path, lineno)
+            seen.add(qid)
+            current, rows = qid, []
+        rows.append((rank, docid, score, lineno))
     if current is not None:
-        yield flush()
+        yield current, rank_rows(rows)[:depth]
 
 
 def query_rng(seed: int, epoch: int, qid: str) -> random.Random:

@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 
 from ..atomic import atomic_write
-from ..data import DocStore, read_qrels, read_topics
+from ..data import DocStore, read_qids, read_qrels, read_topics
 from ..errors import InputError
 from ..rerank import CrossEncoder
 from . import PROCEDURES
@@ -26,18 +26,6 @@ from .tasks import RankerTask
 from .trainer import CHECKPOINT, TrainConfig, Trainer
 
 INFO_FILE = "distilrank_train.json"
-
-
-def read_qid_file(path: str | Path) -> set[str]:
-    """Query ids from a file: one a line, or the first column of a TSV; ``#`` lines are comments."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("query id file not found", path)
-    qids = {line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")}
-    if not qids:
-        raise InputError("no query ids in file", path)
-    return qids
 
 
 @dataclass
@@ -55,7 +43,7 @@ class Inputs:
         """Read the inputs; ``exclude_qids`` (a file of query ids) leaves those queries out (e.g. a held-out half)."""
         t = read_topics(topics)
         if exclude_qids is not None:
-            excluded = read_qid_file(exclude_qids)
+            excluded = set(read_qids(exclude_qids))
             t = {q: text for q, text in t.items() if q not in excluded}
             if not t:
                 raise InputError("every query of the topics is excluded", exclude_qids)
