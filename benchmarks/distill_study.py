@@ -22,8 +22,11 @@ queries.dl20.tsv, qrels.dl20.tsv, queries.dev.small.tsv) and ``--runs DIR`` (``d
 top-1000 of the DL20 queries; ``dev.bm25.trec[.gz]``, top-30 or more of the dev queries). Without the run
 files they are made with ``pipeline.retrieve.BM25`` (needs pyserini) into the work folder.
 
-    python benchmarks/distill_study.py                 # the full study (GPU: about 6 minutes on an H100)
+    python benchmarks/distill_study.py                 # the full study (GPU: minutes on an H100)
     python benchmarks/distill_study.py --quick         # a small end-to-end check for a CPU (minutes)
+    python benchmarks/distill_study.py --dev-queries 1500 --depth 16 --group-size 8 --batch-size 8 \
+        --max-length 128 --bootstrap-epochs 1 --lm-batch-size 32 --torch-threads 2 \
+        --work runs/distill_study_cpu --results benchmarks/results/distill_study_cpu.md   # scaled for 2 CPU cores
 
 The table is printed and written to ``benchmarks/results/distill_study[_quick].md``.
 """
@@ -123,11 +126,25 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", default="2,3")
     p.add_argument("--dev-queries", type=int, default=None, help="unlabeled dev queries used (default all; quick 40)")
     p.add_argument("--heldout-queries", type=int, default=None, help="evaluate on the first N held-out queries")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per pair in training (default 256; quick 128)")
+    p.add_argument("--depth", type=int, default=None, help="BM25 candidates per unlabeled query that the bi-encoder "
+                   "and the teacher score (default 30; quick 8)")
+    p.add_argument("--group-size", type=int, default=None, help="candidates per distillation group (default 16; quick 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="groups per training step (default 16; quick 8)")
+    p.add_argument("--bootstrap-epochs", type=int, default=None, help="epochs of the bi-encoder bootstrap (default 2; "
+                   "quick 1); the first runs at lr 1.5e-4, later ones at 1e-4")
+    p.add_argument("--student-init", default="base", choices=("base", "teacher"),
+                   help="students start from evenly spaced layers of the pretrained MiniLM (base, the study's "
+                        "setting) or of the fine-tuned teacher")
+    p.add_argument("--reuse-teacher", action="store_true",
+                   help="keep the teacher and its scores from an earlier run in the same work folder (same inputs); "
+                        "only the students are trained again (e.g. with another --student-init)")
     p.add_argument("--student-epochs", type=int, default=1)
     p.add_argument("--student-lr", type=float, default=1.5e-4)
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="epochs of the labels-only student training (default 10; quick 1)")
     p.add_argument("--lm-pairs-per-query", type=int, default=None, help="LM-distillation pairs per query (4; quick 2)")
+    p.add_argument("--lm-batch-size", type=int, default=None, help="pairs per LM-distillation step (128; quick 32)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads (quick: 1)")
     p.add_argument("--threads", type=int, default=2, help="BM25 threads when the runs are made here")
     p.add_argument("--seed", type=int, default=42)
@@ -159,6 +176,7 @@ def main() -> int:
     from pipeline.train.groups import iter_run_lists
     from pipeline.train.recipes import (PROCEDURES, BootstrapConfig, DistillConfig, Inputs, distill, score_run,
                                         train_teacher)
+    from pipeline.train.scores import ScoreFile
     from pipeline.train.trainer import TrainConfig
 
     hf_logging.disable_progress_bar()
@@ -170,20 +188,21 @@ def main() -> int:
         shared = ROOT.parent / "shared" / "data" / "msmarco-subset"
         args.data = shared if shared.is_dir() else ROOT / "carry" / "msmarco-subset"
     work = args.work / ("quick" if quick else "full")
-    for stale in ("teacher", "students", "scores", "split"):
+    for stale in ("students",) if args.reuse_teacher else ("teacher", "students", "scores", "split"):
         shutil.rmtree(work / stale, ignore_errors=True)
     (work / "split").mkdir(parents=True, exist_ok=True)
     layers = [int(n) for n in args.layers.split(",")]
     dev_limit = args.dev_queries or (16 if quick else None)
     heldout_limit = args.heldout_queries or (3 if quick else None)
-    max_length = 128 if quick else 256
-    depth = 8 if quick else 30
+    max_length = args.max_length or (128 if quick else 256)
+    depth = args.depth or (8 if quick else 30)
     finetune_epochs = args.finetune_epochs or (1 if quick else 10)
     lm_pairs = args.lm_pairs_per_query or (2 if quick else 4)
     if args.torch_threads or quick:
         torch.set_num_threads(args.torch_threads or 1)  # a busy 2-core box runs faster on one thread
-    group = 8 if quick else 16
-    batch = 8 if quick else 16
+    group = args.group_size or (8 if quick else 16)
+    batch = args.batch_size or (8 if quick else 16)
+    bootstrap_epochs = args.bootstrap_epochs or (1 if quick else 2)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.machine()}), "
           f"torch {torch.__version__}, MiniLM {minilm}, {'quick' if quick else 'full'} mode")
 
@@ -258,12 +277,15 @@ def main() -> int:
     with phase("teacher: bi-encoder bootstrap + LCE"):
         start = time.perf_counter()
         boot = BootstrapConfig(minilm, dev_topics, dev_run, depth=depth, group_size=group,
-                               train=cfg(epochs=1 if quick else 2, batch_size=batch, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4),
+                               train=cfg(epochs=bootstrap_epochs, batch_size=batch, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4),
                                          warmup=0.05))
         inputs = Inputs.load(train_topics, split / "dl20-train.bm25.trec", collection, train_qrels, docstore=docstore)
         train_teacher(minilm, inputs, teacher, cfg(epochs=1, batch_size=batch, lr=1e-5), negatives=7, device=str(device),
-                      bootstrap=boot, max_length=max_length)
-        teacher_s = time.perf_counter() - start
+                      bootstrap=boot, max_length=max_length, resume=args.reuse_teacher)
+        timing = teacher / "study_seconds.json"  # the first run's wall time (bi-encoder scores included)
+        if not (args.reuse_teacher and timing.is_file()):
+            timing.write_text(json.dumps({"train s": time.perf_counter() - start}))
+        teacher_s = json.loads(timing.read_text())["train s"]
     with phase("teacher: rerank held-out"):
         rerank_row("teacher: MiniLM cross-encoder (bootstrap + LCE)", teacher, 6, teacher_s)
     if args.export:
@@ -272,8 +294,12 @@ def main() -> int:
     distill_inputs = Inputs.load(distill_topics, distill_run, collection, train_qrels, docstore=docstore)
     scores = work / "scores" / "teacher.scores"
     with phase("teacher scores (once, for every student)"):
-        header = score_run(teacher, distill_inputs, scores, depth, device=str(device))
-        print(f"  {header['pairs']} pairs of {header['queries']} queries scored")
+        if args.reuse_teacher and scores.is_file():
+            ScoreFile(scores).check_run(distill_run)
+            print(f"  reusing {scores}")
+        else:
+            header = score_run(teacher, distill_inputs, scores, depth, device=str(device))
+            print(f"  {header['pairs']} pairs of {header['queries']} queries scored")
 
     for n in layers:
         lm_done: Path | None = None
@@ -285,11 +311,11 @@ def main() -> int:
                 if lm_done is not None and procedure.startswith("lm-distill"):
                     shutil.copytree(lm_done, out / "lm-distill")  # the LM-distillation step is shared
                 dcfg = DistillConfig(
-                    procedure=procedure, layers=n, base=minilm, depth=depth, group_size=group,
+                    procedure=procedure, layers=n, base=minilm, init_from=args.student_init, depth=depth, group_size=group,
                     lm_pairs_per_query=lm_pairs, max_length=max_length,
                     rank=cfg(epochs=finetune_epochs if fine_tune else args.student_epochs,
                              batch_size=batch, lr=args.student_lr),
-                    lm=cfg(epochs=1, batch_size=32 if quick else 128, lr=3e-4))
+                    lm=cfg(epochs=1, batch_size=args.lm_batch_size or (32 if quick else 128), lr=3e-4))
                 distill(teacher, distill_inputs, out, dcfg, scores=None if fine_tune else scores,
                         device=str(device), resume=lm_done is not None)
                 if procedure.startswith("lm-distill") and lm_done is None:
@@ -304,7 +330,7 @@ def main() -> int:
     results = args.results or ROOT / "benchmarks" / "results" / ("distill_study_quick.md" if quick else "distill_study.md")
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(table, encoding="utf-8")
-    (work / "rows.json").write_text(json.dumps({"rows": rows, "phases_s": PHASES}, indent=2))
+    (work / f"{results.stem}.json").write_text(json.dumps({"rows": rows, "phases_s": PHASES}, indent=2))
     print(f"written to {results}")
     return 0
 
@@ -321,7 +347,8 @@ def render(rows, args, device, torch, quick, n_train, n_held, n_dev) -> str:
     phases = "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in PHASES.items())
     return (
         f"# Distillation study{' (quick check, not the study)' if quick else ''}\n\n"
-        f"Measured by `benchmarks/distill_study.py{' --quick' if quick else ''}` on {machine}, torch {torch.__version__}. "
+        f"Measured by `python benchmarks/distill_study.py {' '.join(sys.argv[1:])}` on {machine}, "
+        f"torch {torch.__version__}. "
         f"MS MARCO subset; DL20 split by sorted qid (even positions train: {n_train} queries; odd positions "
         f"held out: {n_held} evaluated); {n_dev} unlabeled MS MARCO dev-small queries. Rerank depth 100 "
         "(BM25 top-100 of the held-out queries); nDCG@10 graded, RR and R with rel=2. Pairs/s on the held-out "

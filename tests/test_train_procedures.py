@@ -62,6 +62,10 @@ def test_train_resume_skips_finished_phases(teacher, env, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "bootstrap: already finished" in out and "teacher-lce: already finished" in out
+    from pipeline.train.recipes import read_info
+
+    summaries = read_info(teacher)["summaries"]  # the resumed run keeps what the finished phases recorded
+    assert summaries["bootstrap"]["steps"] > 0 and summaries["lce"]["steps"] > 0
 
 
 @pytest.fixture(scope="module")

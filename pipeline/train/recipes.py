@@ -95,6 +95,13 @@ def read_info(folder: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def kept_summaries(folder: Path, summaries: dict) -> dict:
+    """``summaries`` with each phase skipped on resume replaced by the summary recorded when it ran."""
+    before = read_info(folder).get("summaries", {})
+    return {name: before.get(name, summary) if summary.get("skipped") else summary
+            for name, summary in summaries.items()}
+
+
 # ---- teacher scores -------------------------------------------------------------------------------
 
 
@@ -179,7 +186,8 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
                       objective="lce", seed=config.seed)
     summaries["lce"] = run_phase(task, output, config, device, resume)
     write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
-                        "bootstrap": asdict(bootstrap) if bootstrap else None, "summaries": summaries,
+                        "bootstrap": asdict(bootstrap) if bootstrap else None,
+                        "summaries": kept_summaries(output, summaries),
                         "groups": source.stats.summary()})
     return summaries
 
@@ -268,6 +276,7 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
                           hidden_weight=cfg.hidden_weight)
     summaries[task.name] = run_phase(task, output, cfg.rank, device, resume)
     write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
-                        "init": str(base.resolve()), "config": asdict(cfg), "summaries": summaries,
+                        "init": str(base.resolve()), "config": asdict(cfg),
+                        "summaries": kept_summaries(output, summaries),
                         "groups": source.stats.summary()})
     return summaries
