@@ -151,7 +151,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=None, help="tokens per pair in training (default 256; quick 128)")
     p.add_argument("--depth", type=int, default=None, help="BM25 candidates per unlabeled query that the bi-encoder "
                    "and the teacher score (default 30; quick 8)")
-    p.add_argument("--group-size", type=int, default=None, help="candidates per distillation group (default 16; quick 8)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="candidates per distillation group (default 16; quick 8)")
     p.add_argument("--batch-size", type=int, default=None, help="groups per training step (default 16; quick 8)")
     p.add_argument("--bootstrap-epochs", type=int, default=None, help="epochs of the bi-encoder bootstrap (default 2; "
                    "quick 1); the first runs at lr 1.5e-4, later ones at 1e-4")
@@ -305,7 +306,7 @@ def main() -> int:
         inputs = Inputs.load(train_topics, split / "dl20-train.bm25.trec", collection, train_qrels, docstore=docstore)
         train_teacher(minilm, inputs, teacher, cfg(epochs=1, batch_size=batch, lr=1e-5), negatives=7, device=str(device),
                       bootstrap=boot, max_length=max_length, resume=args.reuse_teacher)
-        timing = teacher / "study_seconds.json"  # the first run's wall time (bi-encoder scores included)
+        timing = work / "teacher_seconds.json"  # the first run's wall time (bi-encoder scores included)
         if not (args.reuse_teacher and timing.is_file()):
             timing.write_text(json.dumps({"train s": time.perf_counter() - start}))
         teacher_s = json.loads(timing.read_text())["train s"]
@@ -334,8 +335,8 @@ def main() -> int:
                 if lm_done is not None and procedure.startswith("lm-distill"):
                     shutil.copytree(lm_done, out / "lm-distill")  # the LM-distillation step is shared
                 dcfg = DistillConfig(
-                    procedure=procedure, layers=n, base=minilm, init_from=args.student_init, depth=depth, group_size=group,
-                    lm_pairs_per_query=lm_pairs, max_length=max_length,
+                    procedure=procedure, layers=n, base=minilm, init_from=args.student_init, depth=depth,
+                    group_size=group, lm_pairs_per_query=lm_pairs, max_length=max_length,
                     rank=cfg(epochs=finetune_epochs if fine_tune else args.student_epochs,
                              batch_size=batch, lr=args.student_lr),
                     lm=cfg(epochs=1, batch_size=args.lm_batch_size or (32 if quick else 128), lr=3e-4))
