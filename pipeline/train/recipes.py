@@ -23,7 +23,7 @@ from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
 from .scores import ScoreFile, write_scores
 from .students import make_student
 from .tasks import RankerTask
-from .trainer import CHECKPOINT, TrainConfig, Trainer
+from .trainer import CHECKPOINT, LOG_FILE, TrainConfig, Trainer
 
 INFO_FILE = "distilrank_train.json"
 
@@ -73,12 +73,20 @@ def load_encoder(path: str | Path, seed: int, max_length: int = 256) -> CrossEnc
     return CrossEncoder(path, device="cpu", precision="fp32", max_length=max_length)
 
 
+def finished_summary(folder: Path) -> dict:
+    """The summary a finished phase logged at its end (the last ``end`` event of its training log)."""
+    path = folder / LOG_FILE
+    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    ends = [e for e in events if e.get("event") == "end"]
+    return {k: v for k, v in ends[-1].items() if k != "event"} if ends else {}
+
+
 def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool) -> dict:
     """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted."""
     finished = (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists()
     if resume and finished:
         print(f"{task.name}: already finished in {folder}, skipped")
-        return {"task": task.name, "skipped": True}
+        return {**finished_summary(folder), "task": task.name, "skipped": True}
     trainer = Trainer(task, folder, config, device)
     summary = trainer.fit(resume=resume and (folder / CHECKPOINT).exists())
     print(f"{task.name}: {summary['steps']} steps in {summary['seconds']:.1f}s, running loss {summary['running_loss']:.4f}")
@@ -93,13 +101,6 @@ def write_info(folder: Path, info: dict) -> None:
 def read_info(folder: str | Path) -> dict:
     path = Path(folder) / INFO_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def kept_summaries(folder: Path, summaries: dict) -> dict:
-    """``summaries`` with each phase skipped on resume replaced by the summary recorded when it ran."""
-    before = read_info(folder).get("summaries", {})
-    return {name: before.get(name, summary) if summary.get("skipped") else summary
-            for name, summary in summaries.items()}
 
 
 # ---- teacher scores -------------------------------------------------------------------------------
@@ -187,8 +188,7 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
     summaries["lce"] = run_phase(task, output, config, device, resume)
     write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
                         "bootstrap": asdict(bootstrap) if bootstrap else None,
-                        "summaries": kept_summaries(output, summaries),
-                        "groups": source.stats.summary()})
+                        "summaries": summaries, "groups": source.stats.summary()})
     return summaries
 
 
@@ -277,6 +277,6 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
     summaries[task.name] = run_phase(task, output, cfg.rank, device, resume)
     write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
                         "init": str(base.resolve()), "config": asdict(cfg),
-                        "summaries": kept_summaries(output, summaries),
+                        "summaries": summaries,
                         "groups": source.stats.summary()})
     return summaries
