@@ -20,23 +20,11 @@ MEASURES = ["nDCG@10", "RR(rel=2)@10", "R(rel=2)@30"]
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> dict[str, Path]:
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, tiny_bert) -> dict[str, Path]:
     """A 2-layer two-logit 'teacher' and a 1-layer one-logit 'student' (random weights, 32 wide)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     root = tmp_path_factory.mktemp("tiny-models")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
-    models = {}
-    for name, layers, labels in (("teacher", 2, 2), ("student", 1, 1)):
-        torch.manual_seed(len(name))
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=256, num_labels=labels)
-        folder = root / name
-        BertForSequenceClassification(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        models[name] = folder
-    return models
+    return {"teacher": tiny_bert(root / "teacher", layers=2, labels=2, seed=7),
+            "student": tiny_bert(root / "student", layers=1, labels=1, seed=7)}
 
 
 @pytest.fixture(scope="session")

@@ -16,36 +16,14 @@ from pipeline.runs import Run
 from pipeline.stages import Pipeline, rerank_run
 from pipeline.timing import StageTiming, timing_path, write_timings
 
-WORDS = ("cat dog river bank money loan interest rate tower paris france height meter history war king "
-         "queen music guitar piano protein cell energy light speed sound water ice fire stone").split()
-
-
-def save_tiny(path: Path, tokenizer_dir: Path, num_labels: int | None = 1, seed: int = 0, layers: int = 2) -> Path:
-    """A tiny random BERT (vocab of bert-base-uncased) with a 1- or 2-logit head, or no head (None)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, num_labels=num_labels or 2)
-    model = BertModel(config) if num_labels is None else BertForSequenceClassification(config)
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
-    return path
-
-
-def texts(n: int, seed: int, low: int = 1, high: int = 120) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=int(rng.integers(low, high)))) for _ in range(n)]
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_bert) -> Path:
+    return tiny_bert(tmp_path_factory.mktemp("models") / "tiny1")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, minilm_path) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("models") / "tiny1", minilm_path)
-
-
-@pytest.fixture(scope="module")
-def tiny2(tmp_path_factory, minilm_path) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("models") / "tiny2", minilm_path, num_labels=2, seed=1)
+def tiny2(tmp_path_factory, tiny_bert) -> Path:
+    return tiny_bert(tmp_path_factory.mktemp("models") / "tiny2", labels=2, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +43,7 @@ def per_pair_scores(encoder: CrossEncoder, queries: list[str], passages: list[st
 # ---- CrossEncoder ---------------------------------------------------------------------------
 
 
-def test_encode_matches_the_tokenizer_pair_encoding(ce, minilm_path):
+def test_encode_matches_the_tokenizer_pair_encoding(ce, minilm_path, texts):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(minilm_path)
@@ -86,7 +64,7 @@ def test_encode_caps_the_query_and_truncates_only_the_passage(ce):
     assert enc["token_type_ids"][0, : first_sep + 1].eq(0).all() and enc["token_type_ids"][0, first_sep + 1 :].eq(1).all()
 
 
-def test_length_sorted_batches_equal_per_pair_scoring(ce):
+def test_length_sorted_batches_equal_per_pair_scoring(ce, texts):
     queries, passages = texts(40, 3, 1, 12), texts(40, 4, 1, 200)
     expected = per_pair_scores(ce, queries, passages)
     engine = ScoringEngine(ce, batch_tokens=600, chunk_pairs=15)  # several chunks, many batches
@@ -102,7 +80,7 @@ def test_length_sorted_batches_equal_per_pair_scoring(ce):
     assert all(lengths[b].min() >= 0.9 * lengths[b].max() or len(b) == 1 for b in plan)
 
 
-def test_pretokenized_passages_and_padding_multiple_give_the_same_scores(ce):
+def test_pretokenized_passages_and_padding_multiple_give_the_same_scores(ce, texts):
     queries, passages = ["what is a cat", "river bank"], texts(30, 5, 1, 80)
     chunk = PairChunk(queries, [i % 2 for i in range(30)], passages=passages)
     engine = ScoringEngine(ce, batch_tokens=512, pad_multiple=16)
@@ -113,7 +91,7 @@ def test_pretokenized_passages_and_padding_multiple_give_the_same_scores(ce):
     assert np.abs(by_text - expected).max() < 1e-5 and np.abs(by_ids - expected).max() < 1e-5
 
 
-def test_two_logit_head_scores_by_log_softmax_of_the_relevant_class(tiny2):
+def test_two_logit_head_scores_by_log_softmax_of_the_relevant_class(tiny2, texts):
     ce2 = CrossEncoder(tiny2, device="cpu")
     assert ce2.num_labels == 2
     queries, passages = texts(5, 6, 1, 8), texts(5, 7, 5, 60)
@@ -124,19 +102,14 @@ def test_two_logit_head_scores_by_log_softmax_of_the_relevant_class(tiny2):
     assert (ce2.predict(list(zip(queries, passages))) <= 0).all()
 
 
-def test_other_heads_are_refused(tmp_path, minilm_path):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
-                        intermediate_size=16, num_labels=3)
-    BertForSequenceClassification(config).save_pretrained(tmp_path / "nli")
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(tmp_path / "nli")
+def test_other_heads_are_refused(tmp_path, tiny_bert):
+    tiny_bert(tmp_path / "nli", layers=1, labels=3)
     with pytest.raises(InputError, match="3-label classification head"):
         CrossEncoder(tmp_path / "nli", device="cpu")
 
 
-def test_encoder_without_head_loads_as_one_logit_ranker(tmp_path, minilm_path, caplog):
-    path = save_tiny(tmp_path / "bare", minilm_path, num_labels=None)
+def test_encoder_without_head_loads_as_one_logit_ranker(tmp_path, tiny_bert, caplog):
+    path = tiny_bert(tmp_path / "bare", labels=None)
     with caplog.at_level(logging.WARNING, logger="pipeline.rerank"):
         bare = CrossEncoder(path, device="cpu")
     assert bare.num_labels == 1 and bare.new_head
@@ -144,16 +117,15 @@ def test_encoder_without_head_loads_as_one_logit_ranker(tmp_path, minilm_path, c
     assert bare.predict([("a cat", "a dog")]).shape == (1,)
 
 
-def test_unknown_folder_missing_tokenizer_and_offline_hub_name(tmp_path, minilm_path, monkeypatch):
+def test_unknown_folder_missing_tokenizer_and_offline_hub_name(tmp_path, tiny_bert, monkeypatch):
     with pytest.raises(InputError, match="model folder not found"):
         CrossEncoder(tmp_path / "nowhere" / "model", device="cpu")
     with pytest.raises(InputError, match="no config.json"):
         CrossEncoder(tmp_path, device="cpu")
-    from transformers import BertConfig, BertForSequenceClassification
-
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
-                        intermediate_size=16, num_labels=1)
-    BertForSequenceClassification(config).save_pretrained(tmp_path / "notok")
+    model = tiny_bert(tmp_path / "notok", layers=1)
+    for path in model.iterdir():  # keep the model, drop the tokenizer
+        if path.name not in ("config.json", "model.safetensors"):
+            path.unlink()
     with pytest.raises(InputError, match="tokenizer"):
         CrossEncoder(tmp_path / "notok", device="cpu")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -161,7 +133,7 @@ def test_unknown_folder_missing_tokenizer_and_offline_hub_name(tmp_path, minilm_
         CrossEncoder("castorini/monobert-large-msmarco", device="cpu")
 
 
-def test_save_and_load_round_trip(tmp_path, tiny, minilm_path):
+def test_save_and_load_round_trip(tmp_path, tiny, texts):
     from transformers import AutoModelForSequenceClassification
 
     original = CrossEncoder(tiny, device="cpu", max_length=128, query_max_length=32)
@@ -188,7 +160,7 @@ def test_devices_and_precisions():
             resolve_device("cuda")
 
 
-def test_bf16_scores_follow_fp32(tiny):
+def test_bf16_scores_follow_fp32(tiny, texts):
     pairs = list(zip(texts(12, 10, 1, 10), texts(12, 11, 1, 100)))
     fp32 = CrossEncoder(tiny, device="cpu").predict(pairs)
     bf16 = CrossEncoder(tiny, device="cpu", precision="bf16").predict(pairs)
@@ -212,7 +184,7 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def corpus():
+def corpus(texts):
     docs = {f"d{i}": t for i, t in enumerate(texts(12, 12, 3, 60))}
     topics = {"q1": "cat dog river", "q2": "music guitar piano"}
     first = Run({"q1": [(f"d{i}", 10.0 - i) for i in range(8)], "q2": [(f"d{i}", 5.0 - i / 2) for i in range(4, 12)]})

@@ -11,13 +11,11 @@ import pytest
 from pipeline.cli import main
 from pipeline.runs import Run
 
-from test_rerank import save_tiny, texts
-
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, minilm_path) -> dict[str, Path]:
+def files(tmp_path_factory, tiny_bert, texts) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
-    model = save_tiny(root / "model", minilm_path)
+    model = tiny_bert(root / "model")
     passages = texts(20, 20, 3, 80)
     (root / "collection.tsv").write_text("".join(f"p{i}\t{t}\n" for i, t in enumerate(passages)))
     (root / "topics.tsv").write_text("1\tcat dog river\n2\tmusic piano\n")

@@ -1,23 +1,24 @@
 """The zero-shot bi-encoder (bootstrap teacher) against sentence-transformers on the real pretrained MiniLM."""
 import pytest
 import torch
-from train_helpers import minilm_path, one_thread  # noqa: F401 (autouse fixture)
 
 from pipeline.train.biencoder import BiEncoder
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-def test_biencoder_matches_sentence_transformers():
+
+def test_biencoder_matches_sentence_transformers(minilm_path):
     sentence_transformers = pytest.importorskip("sentence_transformers")
     texts = ["what is a volcano", "A volcano is a rupture in the crust of a planet.", "Pianos have 88 keys."]
-    ours = BiEncoder(minilm_path(), device="cpu").embed(texts)
-    reference = sentence_transformers.SentenceTransformer(str(minilm_path()), device="cpu").encode(
+    ours = BiEncoder(minilm_path, device="cpu").embed(texts)
+    reference = sentence_transformers.SentenceTransformer(str(minilm_path), device="cpu").encode(
         texts, convert_to_tensor=True, normalize_embeddings=True)
     torch.testing.assert_close(ours, reference.float(), atol=1e-4, rtol=1e-4)
     cos = ours @ ours[0]
     assert cos[1] > cos[2]  # the volcano passage is closer to the volcano query
 
 
-def test_biencoder_scores_candidate_lists():
+def test_biencoder_scores_candidate_lists(minilm_path):
     passages = {"a": "volcano lava eruption", "b": "piano keys music"}
 
     class Store:
@@ -25,6 +26,6 @@ def test_biencoder_scores_candidate_lists():
             return [passages[i] for i in ids]
 
     store = Store()
-    encoder = BiEncoder(minilm_path(), device="cpu")
+    encoder = BiEncoder(minilm_path, device="cpu")
     (qid, scored), = list(encoder.score_lists([("q", [("b", 1.0), ("a", 0.5)])], {"q": "what is a volcano"}, store))
     assert qid == "q" and [d for d, _ in scored] == ["b", "a"] and scored[1][1] > scored[0][1]

@@ -4,25 +4,20 @@ import json
 from pathlib import Path
 
 import pytest
-from train_helpers import one_thread, tiny_bert, tiny_data  # noqa: F401 (autouse fixture)
 
 from pipeline.cli import main
 from pipeline.train.recipes import PROCEDURES
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["--max-length", "48", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny_bert, tiny_data):
     root = tmp_path_factory.mktemp("procedures")
     data = tiny_data(root / "data", queries=6, per_query=10)
-    base = tiny_bert(root / "base", layers=4, head=False)
+    base = tiny_bert(root / "base", layers=4, labels=None)
     return root, data, base
-
-
-@pytest.fixture(autouse=True)
-def cache(env, monkeypatch):
-    monkeypatch.setenv("DISTILRANK_CACHE", str(env[0] / "cache"))
 
 
 def _inputs(data):
@@ -123,18 +118,10 @@ def test_fine_tune_needs_qrels(env, teacher, capsys):
     assert code == 2 and "needs --qrels" in capsys.readouterr().err
 
 
-def test_hidden_state_matching_refuses_another_tokenizer(env, teacher, scores, capsys):
-    from transformers import AutoModelForSequenceClassification, BertConfig, BertTokenizerFast
-
+def test_hidden_state_matching_refuses_another_tokenizer(env, teacher, scores, capsys, tiny_bert):
     root, data, _ = env
-    other = root / "other-vocab"
-    other.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "is", "a", "the"]
-    (other / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(other / "vocab.txt")).save_pretrained(other)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, num_labels=1)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(other)
+    other = tiny_bert(root / "other-vocab", layers=1,
+                      vocab=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "is", "a", "the"))
     common = ["--teacher", str(teacher), "--layers", "1", *_inputs(data), "--scores", str(scores), "--init-from",
               str(other), "--qrels", str(data["qrels"]), "--group-size", "4", "--depth", "8", "--max-steps", "1",
               "--batch-size", "4", *FAST]

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import one_thread, tiny_bert, tiny_data  # noqa: F401 (autouse fixture)
 
 from pipeline.data import DocStore, read_qrels, read_topics
 from pipeline.errors import InputError
@@ -13,9 +12,11 @@ from pipeline.train.students import evenly_spaced_layers, make_student
 from pipeline.train.tasks import RankerTask
 from pipeline.train.trainer import CHECKPOINT, LOG_FILE, TrainConfig, Trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_bert, tiny_data):
     root = tmp_path_factory.mktemp("trainer")
     data = tiny_data(root / "data", queries=8)
     model = tiny_bert(root / "tiny", layers=2)
@@ -35,9 +36,8 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_training_lowers_the_loss(setup, monkeypatch):
+def test_training_lowers_the_loss(setup):
     root, data, model = setup
-    monkeypatch.setenv("DISTILRANK_CACHE", str(root / "cache"))
     config = TrainConfig(epochs=20, batch_size=8, lr=5e-3, warmup=0.0, progress=False, log_every=1)
     summary = Trainer(_task(data, model), root / "fit", config, "cpu").fit()
     losses = [r["loss"] for r in map(eval_json, (root / "fit" / LOG_FILE).read_text().splitlines()) if "loss" in r]
@@ -52,9 +52,8 @@ def eval_json(line: str) -> dict:
     return json.loads(line)
 
 
-def test_resume_continues_the_same_run(setup, monkeypatch):
+def test_resume_continues_the_same_run(setup):
     root, data, model = setup
-    monkeypatch.setenv("DISTILRANK_CACHE", str(root / "cache"))
     config = dict(epochs=2, batch_size=4, accumulation=2, lr=1e-3, progress=False, log_every=1)
     Trainer(_task(data, model), root / "full", TrainConfig(**config), "cpu").fit()
     interrupted = Trainer(_task(data, model), root / "parts", TrainConfig(**config, stop_after=3), "cpu").fit()
