@@ -1,4 +1,4 @@
-"""Comparison configs: TOML files (``configs/*.toml``), presets, and validation of every input up front.
+"""Comparison configs: one dataclass per TOML section, defaults and help text written once, one validator.
 
 A config names the data, the first stage, the teacher and the students, and how to evaluate::
 
@@ -14,7 +14,7 @@ A config names the data, the first stage, the teacher and the students, and how 
     [first_stage]
     index = "../indexes/msmarco-subset"   # built from data.collection when missing
     # prebuilt = "msmarco-v1-passage"     # or a Pyserini prebuilt index (online)
-    # run = "../runs/dl20.bm25.trec"      # or a precomputed first-stage run (any retriever; needs data.collection, no Java)
+    # run = "../runs/dl20.bm25.trec"      # or a precomputed run (any retriever; needs data.collection, no Java)
     k1 = 0.82
     b = 0.68
     hits = 1000
@@ -33,86 +33,202 @@ A config names the data, the first stage, the teacher and the students, and how 
 
     [evaluation]
     measures = ["nDCG@10", "RR(rel=2)@10", "R(rel=2)@100"]
+    significance_level = 0.05
+
+Every key, its default and its help are the fields of the section classes below (``describe_keys`` lists
+them); the sections are the section-typed fields of ``Config``. Each section checks its own values when it
+is made (``Section``: types and the field metadata ``min``, ``choices``, ``check``; then ``check()`` for rules
+between fields), so a config built in code is held to the same rules as one read from TOML.
 
 Relative paths are relative to the folder of the config file, except the default output folder
 ``runs/NAME``, which is under the current folder (``output = "..."`` or ``--output`` change it).
-A model is a local folder or a Hugging Face hub name (``owner/name``, online or already in the local
-cache). ``load_config`` checks the keys and values; ``Config.check_inputs`` checks that every file,
-folder and model exists (and that the network is there when the config needs it) so that a
-comparison fails before any work starts.
+A model is a local folder or a Hugging Face hub name (``pipeline.hub.is_hub_name``; online or already in the
+local cache). ``Config.check_inputs`` checks that every file, folder and model exists (and that the network
+is there when the config needs it), so that a comparison fails before any work starts.
 """
 from __future__ import annotations
 
-import os
-import socket
 import tomllib
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from .data import NAMED_QRELS, NAMED_TOPICS
+from .devices import device_name, precision_name
 from .errors import InputError
+from .evaluate import default_measures, parse_measures
+from .hub import hub_cached, is_hub_name, online
+from .retrieve import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, index_present
 
 #: Where the presets live: ``configs/`` at the project root.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
 SIGNIFICANCE_TESTS = ("t-test", "randomisation")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One reranker: its display name and its model (a folder path or a hub name)."""
+def _help(text: str, **rules: Any) -> dict[str, Any]:
+    """Field metadata: the help text and the rules the validator applies (``min``, ``choices``, ``check``,
+    ``path``: how a relative path is resolved, ``formerly``: the key's old name, refused with a hint)."""
+    return {"help": text, **rules}
 
-    name: str
-    model: str
-    description: str = ""
+
+def _probability(value: float) -> float:
+    if not 0 < value < 1:
+        raise InputError(f"must be between 0 and 1, not {value}")
+    return value
+
+
+def _file_name(value: str) -> str:
+    """``value`` when it can name a file or folder (``runs/NAME``, ``NAME.trec``)."""
+    if not value or any(c in value for c in "/\\") or value in (".", ".."):
+        raise InputError(f"name {value!r} cannot name files (it must be set, without slashes)")
+    return value
+
+
+class Section:
+    """Base of the config sections: every field checked against its type and metadata once the dataclass is made."""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in fields(self):
+            object.__setattr__(self, f.name, _checked(f, getattr(self, f.name), hints[f.name]))
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields (none by default)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSection(Section):
+    """[data]: the collection, the queries and their judgments."""
+
+    topics: str = field(metadata=_help("topics TSV (qid<TAB>query) or a Pyserini name (online)",
+                                       path=NAMED_TOPICS))
+    qrels: str = field(metadata=_help("TREC qrels (qid 0 docid grade) or a Pyserini name (online)", path=NAMED_QRELS))
+    collection: Path | None = field(default=None, metadata=_help(
+        "collection TSV or JSONL: passage text, and the source of the index when it is missing", path="file"))
+    qids: Path | None = field(default=None, metadata=_help(
+        "only these queries: a file of query ids, one a line, or a topics TSV", path="file"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirstStageSection(Section):
+    """[first_stage]: where the candidates come from (exactly one of index, prebuilt, run) and how many."""
+
+    index: Path | None = field(default=None, metadata=_help(
+        "a local Lucene index folder (built from data.collection when missing)", path="file"))
+    prebuilt: str | None = field(default=None, metadata=_help("a Pyserini prebuilt index name (online)"))
+    run: Path | None = field(default=None, metadata=_help(
+        "a precomputed first-stage run file (any retriever; needs data.collection, no Java)", path="file"))
+    k1: float = field(default=DEFAULT_K1, metadata=_help("BM25 k1", min=0))
+    b: float = field(default=DEFAULT_B, metadata=_help("BM25 b", min=0))
+    hits: int = field(default=DEFAULT_HITS, metadata=_help("first-stage hits (candidates) kept per query", min=1))
+    threads: int = field(default=1, metadata=_help("BM25 search and indexing threads", min=1))
+
+    def check(self) -> None:
+        if sum(value is not None for value in (self.index, self.prebuilt, self.run)) != 1:
+            raise InputError("needs exactly one of 'index' (a local folder), 'prebuilt' (a Pyserini name) "
+                             "or 'run' (a precomputed run file)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerankSection(Section):
+    """[rerank]: how every reranker runs (the same for all, so their speeds compare)."""
+
+    depth: int = field(default=100, metadata=_help(
+        "rerank depth: candidates reranked per query (the rest keep their first-stage order)", min=1))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N", check=device_name))
+    precision: str | None = field(default=None, metadata=_help(
+        "fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)", check=precision_name))
+    batch_tokens: int | None = field(default=None, metadata=_help(
+        "padded tokens per batch (default: the engine's for the device)", min=1))
+    max_length: int | None = field(default=None, metadata=_help(
+        "tokens per (query, passage) pair (default: each model's saved setting)", min=1))
+    warmup_queries: int = field(default=2, metadata=_help("queries through each reranker before timing", min=0))
+    chunk_queries: int = field(default=0, metadata=_help(
+        "queries per interleaved round (0: about one engine chunk of pairs, at least 10 rounds)", min=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec(Section):
+    """[teacher] and each [[students]]: one reranker, its display name and its model."""
+
+    model: str = field(metadata=_help("a model folder or a Hugging Face hub name", path="model"))
+    name: str = field(default="", metadata=_help("the display name, also the run file's (default: the folder's name)"))
+    description: str = field(default="", metadata=_help("one line for the report"))
+
+    def check(self) -> None:
+        if not self.model:
+            raise InputError("'model' must name a folder or a Hugging Face hub name")
+        name = self.name or Path(self.model).name
+        if _file_name(name) == "bm25":
+            raise InputError("name 'bm25' is the first stage's")
+        object.__setattr__(self, "name", name)
 
     @property
     def is_hub_name(self) -> bool:
-        return not Path(self.model).exists() and _looks_like_hub_name(self.model)
+        return not Path(self.model).exists() and is_hub_name(self.model)
 
 
-@dataclass(frozen=True)
-class Config:
-    """A validated comparison config (all paths absolute, all values typed)."""
+@dataclass(frozen=True, kw_only=True)
+class EvaluationSection(Section):
+    """[evaluation]: measures, significance tests and the plot."""
 
-    name: str
-    source: Path | None
-    topics: str
-    qrels: str
-    qids: Path | None  # optional: only these queries (a file of query ids, one a line, or a topics TSV)
-    collection: Path | None
-    index: Path | None
-    prebuilt: str | None
-    run: Path | None  # a precomputed first-stage run (any retriever) instead of BM25: needs no Java
-    k1: float
-    b: float
-    hits: int
-    threads: int
-    depth: int
-    device: str
-    precision: str | None
-    batch_tokens: int | None
-    max_length: int | None
-    warmup_queries: int
-    chunk_queries: int  # queries per interleaved round; 0: about one engine chunk of pairs
-    teacher: ModelSpec
-    students: tuple[ModelSpec, ...]
-    measures: tuple[str, ...]  # empty: the standard measures of the qrels (``default_measures``)
-    plot_measure: str | None  # None: the first measure
-    significance_test: str
-    alpha: float
-    permutations: int
-    seed: int
-    output: Path
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    measures: tuple[str, ...] = field(default=(), metadata=_help(
+        "ir-measures names (default: the qrels' standard measures, graded or binary)"))
+    plot_measure: str | None = field(default=None, metadata=_help(
+        "the measure plotted and compared (default: the first)"))
+    significance_test: str = field(default="t-test", metadata=_help(
+        "the paired test behind the table's marks", choices=SIGNIFICANCE_TESTS))
+    significance_level: float = field(default=0.05, metadata=_help(
+        "a difference is marked significant when p < this", check=_probability, formerly="alpha"))
+    permutations: int = field(default=10_000, metadata=_help("permutations of the randomisation test", min=1))
+    seed: int = field(default=0, metadata=_help("seed of the randomisation test"))
+
+    def check(self) -> None:
+        parse_measures(self.measures)
+        if self.plot_measure is not None:
+            if self.measures and self.plot_measure not in self.measures:
+                raise InputError(f"plot_measure {self.plot_measure!r} must be one of the measures "
+                                 f"{list(self.measures)}")
+            parse_measures([self.plot_measure])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(Section):
+    """A validated comparison config (all paths absolute, all values typed): the sections and where reports go."""
+
+    name: str = field(default="", metadata=_help("names runs/NAME and the reports (default: the config file's name)"))
+    data: DataSection = field(metadata=_help("[data]"))
+    teacher: ModelSpec = field(metadata=_help("[teacher]"))
+    first_stage: FirstStageSection = field(default_factory=FirstStageSection, metadata=_help("[first_stage]"))
+    rerank: RerankSection = field(default_factory=RerankSection, metadata=_help("[rerank]"))
+    students: tuple[ModelSpec, ...] = field(default=(), metadata=_help("[[students]]"))
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection, metadata=_help("[evaluation]"))
+    output: Path | None = field(default=None, metadata=_help("the folder for runs and reports (default runs/NAME)",
+                                                            path="file"))
+    source: Path | None = field(default=None, compare=False, metadata=_help("the config file read", toml=False))
+
+    def check(self) -> None:
+        _file_name(self.name)
+        if not self.students:
+            raise InputError("at least one [[students]] table is needed")
+        names = [spec.name for spec in self.rerankers]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(f"reranker names must be unique; repeated: {repeated}")
+        if self.rerank.depth > self.first_stage.hits:
+            raise InputError(f"rerank.depth ({self.rerank.depth}) cannot exceed first_stage.hits "
+                             f"({self.first_stage.hits})")
+        object.__setattr__(self, "output", (self.output or Path("runs") / self.name).resolve())
 
     def resolved_measures(self, qrels: Mapping[str, Mapping[str, int]]) -> tuple[tuple[str, ...], str]:
         """The measures to report (the config's, else the qrels' standard ones) and the one to plot."""
-        from .evaluate import default_measures
-
-        measures = self.measures or tuple(default_measures(qrels))
-        plot = self.plot_measure or measures[0]
+        measures = self.evaluation.measures or tuple(default_measures(qrels))
+        plot = self.evaluation.plot_measure or measures[0]
         return (measures if plot in measures else (*measures, plot)), plot
 
     @property
@@ -120,55 +236,48 @@ class Config:
         """The teacher, then the students."""
         return (self.teacher, *self.students)
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: paths as strings."""
-        out = asdict(self)
-        out.pop("raw")
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
-
     # ---- input checks -----------------------------------------------------------------------
 
     def needs_network(self) -> list[str]:
         """What in this config must come from the network (unless already cached locally)."""
-        from .data import NAMED_QRELS, NAMED_TOPICS
-
+        data = self.data
         needs = []
-        if self.prebuilt:
-            needs.append(f"the prebuilt index {self.prebuilt!r}")
-        if self.topics in NAMED_TOPICS and not Path(self.topics).exists():
-            needs.append(f"the named topics {self.topics!r}")
-        if self.qrels in NAMED_QRELS and not Path(self.qrels).exists():
-            needs.append(f"the named qrels {self.qrels!r}")
-        needs += [f"the model {m.model!r}" for m in self.rerankers if m.is_hub_name and not _hub_cached(m.model)]
+        if self.first_stage.prebuilt:
+            needs.append(f"the prebuilt index {self.first_stage.prebuilt!r}")
+        if data.topics in NAMED_TOPICS and not Path(data.topics).exists():
+            needs.append(f"the named topics {data.topics!r}")
+        if data.qrels in NAMED_QRELS and not Path(data.qrels).exists():
+            needs.append(f"the named qrels {data.qrels!r}")
+        needs += [f"the model {m.model!r} (read as a Hugging Face hub name: no such folder)"
+                  for m in self.rerankers if m.is_hub_name and not hub_cached(m.model)]
         return needs
 
     def check_inputs(self) -> None:
         """Every input present, or one ``InputError`` naming all that is missing (before any work)."""
+        data, first = self.data, self.first_stage
         problems: list[str] = []
         remote = self.needs_network()
-        if remote and not _online():
+        if remote and not online():
             problems.append(
                 "this config needs the network for " + ", ".join(remote) + ", but this machine is offline "
-                "(HF_HUB_OFFLINE is set or huggingface.co cannot be reached); use local files instead, "
-                "e.g. configs/msmarco-subset.toml or configs/demo.toml"
+                "(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set, or huggingface.co cannot be reached); use local "
+                "files instead, e.g. configs/msmarco-subset.toml or configs/demo.toml"
             )
-        for label, value in (("topics", self.topics), ("qrels", self.qrels)):
-            if not _is_named(value, label) and not Path(value).is_file():
+        for label, value, names in (("topics", data.topics, NAMED_TOPICS), ("qrels", data.qrels, NAMED_QRELS)):
+            if value not in names and not Path(value).is_file():
                 problems.append(f"{label} file not found: {value}")
-        if self.qids is not None and not self.qids.is_file():
-            problems.append(f"query id file (data.qids) not found: {self.qids}")
-        if self.run is not None:
-            if not self.run.is_file():
-                problems.append(f"first-stage run file not found: {self.run}")
-            if self.collection is None or not self.collection.is_file():
-                problems.append(f"first_stage.run needs data.collection for the passage text (not found: {self.collection})")
-        elif self.prebuilt is None:
-            index_ok = self.index is not None and self.index.is_dir() and any(self.index.glob("segments_*"))
-            if not index_ok and (self.collection is None or not self.collection.exists()):
-                problems.append(
-                    f"no index at {self.index} and no collection to build it from"
-                    + (f" (collection not found: {self.collection})" if self.collection else "")
-                )
+        if data.qids is not None and not data.qids.is_file():
+            problems.append(f"query id file (data.qids) not found: {data.qids}")
+        collection_ok = data.collection is not None and data.collection.exists()
+        if first.run is not None:
+            if not first.run.is_file():
+                problems.append(f"first-stage run file not found: {first.run}")
+            if not collection_ok or not data.collection.is_file():
+                problems.append(f"first_stage.run needs data.collection for the passage text (not found: "
+                                f"{data.collection})")
+        elif first.index is not None and not index_present(first.index) and not collection_ok:
+            problems.append(f"no index at {first.index} and no collection to build it from"
+                            + (f" (collection not found: {data.collection})" if data.collection else ""))
         for spec in self.rerankers:
             if spec.is_hub_name:
                 continue
@@ -180,21 +289,149 @@ class Config:
                 problems.append(f"model folder of {spec.name!r} has no config.json "
                                 f"(not a transformers model): {folder}")
         if problems:
-            where = f"{self.source}: " if self.source else ""
-            raise InputError(where + "; ".join(problems))
+            raise InputError("; ".join(problems), self.source)
+
+
+# ---- the validator: types and metadata ----------------------------------------------------------------
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _kinds(hint: Any) -> tuple[tuple[Any, ...], bool]:
+    """The accepted types of an annotation, and whether ``None`` is one of them."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        return tuple(a for a in args if a is not type(None)), type(None) in args
+    return (hint,), False
+
+
+def _label(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {_label(typing.get_args(kind)[0])}"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false", Path: "a path"}.get(
+        kind, getattr(kind, "__name__", str(kind)))
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (an int is a float, a string a path, a list a tuple); anything else is an error."""
+    if typing.get_origin(kind) is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(name, item, typing.get_args(kind)[0]) for item in value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+    elif isinstance(value, kind):
+        return value
+    raise InputError(f"{name} must be {_label(kind)}, not {value!r}")
+
+
+def _checked(f: Field, value: Any, hint: Any) -> Any:
+    """One field's value checked against its annotation and its metadata (``min``, ``choices``, ``check``)."""
+    kinds, optional = _kinds(hint)
+    if value is None:
+        if optional:
+            return None
+        raise InputError(f"{f.name} must be set")
+    value = _coerce(f.name, value, kinds[0])
+    rules = f.metadata
+    if "min" in rules and value < rules["min"]:
+        raise InputError(f"{f.name} must be at least {rules['min']}, not {value}")
+    if "choices" in rules and value not in rules["choices"]:
+        raise InputError(f"{f.name} must be one of {list(rules['choices'])}, not {value!r}")
+    if "check" in rules:
+        try:
+            value = rules["check"](value)
+        except InputError as err:
+            raise InputError(f"{f.name}: {err.message}") from None
+    return value
+
+
+def _keys(cls: type) -> dict[str, Field]:
+    """The TOML keys of a section: its fields, less the ones not read from files."""
+    return {f.name: f for f in fields(cls) if f.metadata.get("toml", True)}
+
+
+def _section_type(hint: Any) -> tuple[type | None, bool]:
+    """The section class of a field (or ``None``) and whether it is an array of tables (``[[students]]``)."""
+    kind = _kinds(hint)[0][0]
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return (item, True) if is_dataclass(item) else (None, False)
+    return (kind, False) if is_dataclass(kind) else (None, False)
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    """A section from its TOML table: unknown and renamed keys refused, required keys asked for, sections nested."""
+    label = f"[{where}]" if where else "the top level"
+    if not isinstance(table, Mapping):
+        raise InputError(f"{label} must be a table")
+    keys = _keys(cls)
+    renamed = {f.metadata["formerly"]: name for name, f in keys.items() if "formerly" in f.metadata}
+    for key in table:
+        if key in renamed:
+            raise InputError(f"{label} {key!r} is now called {renamed[key]!r}: {keys[renamed[key]].metadata['help']}")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise InputError(f"unknown key(s) {unknown} in {label}; allowed: {sorted(keys)}")
+    values: dict[str, Any] = {}
+    for name, f in keys.items():
+        section, many = _section_type(_hints(cls)[name])
+        if name not in table:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise InputError(f"{label} needs {name!r}" + ("" if section else f" ({f.metadata['help']})"))
+            if section is None or many:
+                continue
+        value = table.get(name, {})
+        if section is not None and many:
+            if not isinstance(value, list):
+                raise InputError(f"[[{name}]] must be an array of tables")
+            value = tuple(_build(section, item, f"{name}[{i}]") for i, item in enumerate(value))
+        elif section is not None:
+            value = _build(section, value, name)
+        values[name] = value
+    try:
+        return cls(**values)
+    except InputError as err:
+        raise InputError(f"{label} {err.message}" if where else err.message) from None
+
+
+def sections() -> dict[str, type]:
+    """The TOML sections (``data``, ``first_stage``, ...) and their classes, in the order of ``Config``."""
+    out = {}
+    for name in _keys(Config):
+        section, _ = _section_type(_hints(Config)[name])
+        if section is not None:
+            out[name] = section
+    return out
+
+
+def describe_keys() -> str:
+    """Every config key with its default and help, section by section (``distilrank compare --keys``)."""
+    lines = []
+    for where, cls in {"": Config, **sections()}.items():
+        many = where and _section_type(_hints(Config)[where])[1]
+        lines.append(f"[[{where}]]" if many else f"[{where}]" if where else "top level (and preset = NAME)")
+        for name, f in _keys(cls).items():
+            if name in sections():
+                continue
+            if f.default is MISSING and f.default_factory is MISSING:
+                name += " (required)"
+            elif f.default not in (None, "", ()):
+                name += f" = {f.default!r}"
+            lines.append(f"  {name}: {f.metadata['help']}")
+    return "\n".join(lines)
 
 
 # ---- loading ------------------------------------------------------------------------------------
-
-_SECTIONS: dict[str, set[str]] = {
-    "": {"name", "preset", "output", "data", "first_stage", "rerank", "teacher", "students", "evaluation"},
-    "data": {"collection", "topics", "qrels", "qids"},
-    "first_stage": {"index", "prebuilt", "run", "k1", "b", "hits", "threads"},
-    "rerank": {"depth", "device", "precision", "batch_tokens", "max_length", "warmup_queries", "chunk_queries"},
-    "teacher": {"name", "model", "description"},
-    "students": {"name", "model", "description"},
-    "evaluation": {"measures", "plot_measure", "significance_test", "alpha", "permutations", "seed"},
-}
 
 
 def available_presets() -> list[str]:
@@ -227,42 +464,36 @@ def _merge(base: dict, override: Mapping) -> dict:
     return out
 
 
+def _local_looking(model: str, folder: Path) -> bool:
+    """A model string that means a folder: it exists, starts with ./ ../ / ~, or is no hub name."""
+    return (folder / model).exists() or model.startswith((".", "/", "~")) or not is_hub_name(model)
+
+
+def _resolve_table(table: dict, cls: type, folder: Path) -> dict:
+    """The relative paths of one table made absolute against ``folder``, following each field's ``path`` rule."""
+    table = dict(table)
+    for name, f in _keys(cls).items():
+        rule, value = f.metadata.get("path"), table.get(name)
+        if rule is None or not isinstance(value, str):
+            continue
+        if rule == "model" and not _local_looking(value, folder):
+            continue
+        if isinstance(rule, Mapping) and value in rule:  # a named set (topics, qrels)
+            continue
+        table[name] = str((folder / Path(value).expanduser()).resolve())
+    return table
+
+
 def _resolve_paths(raw: dict, folder: Path) -> dict:
     """Relative paths of a config file made absolute against the file's folder (before merging)."""
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for section, keys in (("data", ("collection", "topics", "qrels", "qids")), ("first_stage", ("index", "run"))):
-        for key in keys:
-            value = raw.get(section, {}).get(key)
-            if isinstance(value, str) and not _is_named(value, key):
-                raw[section][key] = str((folder / value).resolve())
-    for key in ("output",):
-        if isinstance(raw.get(key), str):
-            raw[key] = str((folder / raw[key]).resolve())
-    models = [raw.get("teacher", {})] + [s for s in raw.get("students", []) if isinstance(s, dict)]
-    for spec in models:
-        value = spec.get("model")
-        if isinstance(value, str) and _local_looking(value, folder):
-            spec["model"] = str((folder / value).resolve())
-    if isinstance(raw.get("students"), list):
-        raw["students"] = [dict(s) if isinstance(s, dict) else s for s in raw["students"]]
+    raw = _resolve_table(raw, Config, folder)
+    for name, cls in sections().items():
+        value = raw.get(name)
+        if isinstance(value, dict):
+            raw[name] = _resolve_table(value, cls, folder)
+        elif isinstance(value, list):
+            raw[name] = [_resolve_table(v, cls, folder) if isinstance(v, dict) else v for v in value]
     return raw
-
-
-def _local_looking(model: str, folder: Path) -> bool:
-    """A model string that means a folder: it exists, or starts with ./ ../ / ~, or is not ``owner/name``."""
-    return (folder / model).exists() or model.startswith((".", "/", "~")) or not _looks_like_hub_name(model)
-
-
-def _looks_like_hub_name(model: str) -> bool:
-    parts = model.split("/")
-    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
-
-
-def _is_named(value: str, key: str) -> bool:
-    from .data import NAMED_QRELS, NAMED_TOPICS
-
-    names = NAMED_TOPICS if key == "topics" else NAMED_QRELS if key == "qrels" else {}
-    return value in names
 
 
 def load_raw(path: str | Path) -> tuple[dict, Path]:
@@ -289,159 +520,20 @@ def load_raw(path: str | Path) -> tuple[dict, Path]:
     return raw, path
 
 
-def _get(section: Mapping, key: str, kind: type | tuple, default: Any, where: str, path: Path | None) -> Any:
-    value = section.get(key, default)
-    if value is None:
-        return None
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
-        raise InputError(f"{where}{key} must be {' or '.join(k.__name__ for k in kinds)}, not {value!r}", path)
-    return value
-
-
-def _check_keys(section: Mapping, allowed: set[str], where: str, path: Path | None) -> None:
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise InputError(f"unknown key(s) {unknown} in [{where or 'top level'}]; allowed: {sorted(allowed)}", path)
-
-
-def _model_spec(section: Any, where: str, path: Path | None) -> ModelSpec:
-    if not isinstance(section, Mapping):
-        raise InputError(f"[{where}] must be a table with 'name' and 'model'", path)
-    _check_keys(section, _SECTIONS["students" if where.startswith("students") else "teacher"], where, path)
-    model = _get(section, "model", str, None, f"{where}.", path)
-    if not model:
-        raise InputError(f"[{where}] needs 'model' (a folder or a Hugging Face hub name)", path)
-    name = _get(section, "name", str, None, f"{where}.", path) or Path(model).name
-    if not name or any(c in name for c in "/\\") or name in ("bm25", ".", ".."):
-        raise InputError(f"[{where}] name {name!r} cannot name files (no slashes, not 'bm25')", path)
-    return ModelSpec(name, model, _get(section, "description", str, "", f"{where}.", path))
-
-
 def config_from_dict(raw: Mapping, source: Path | None = None, output: str | Path | None = None) -> Config:
     """Check keys, types and values of a parsed config (paths already absolute) and build ``Config``."""
-    from .evaluate import _parse
-
-    for section, allowed in _SECTIONS.items():
-        table = raw if not section else raw.get(section, {})
-        if section == "students":
-            continue
-        if not isinstance(table, Mapping):
-            raise InputError(f"[{section}] must be a table", source)
-        _check_keys(table, allowed, section, source)
-    data, first, rerank = raw.get("data", {}), raw.get("first_stage", {}), raw.get("rerank", {})
-    evaluation = raw.get("evaluation", {})
-    name = _get(raw, "name", str, source.stem if source else None, "", source)
-    if not name or any(c in name for c in "/\\"):
-        raise InputError("'name' must be set and cannot contain slashes (it names runs/NAME)", source)
-    topics = _get(data, "topics", str, None, "data.", source)
-    qrels = _get(data, "qrels", str, None, "data.", source)
-    if not topics or not qrels:
-        raise InputError("[data] needs 'topics' and 'qrels'", source)
-    collection = _get(data, "collection", str, None, "data.", source)
-    qids = _get(data, "qids", str, None, "data.", source)
-    index = _get(first, "index", str, None, "first_stage.", source)
-    prebuilt = _get(first, "prebuilt", str, None, "first_stage.", source)
-    first_run = _get(first, "run", str, None, "first_stage.", source)
-    if sum(map(bool, (index, prebuilt, first_run))) != 1:
-        raise InputError("[first_stage] needs exactly one of 'index' (a local folder), 'prebuilt' (a Pyserini name) "
-                         "or 'run' (a precomputed run file)", source)
-    from .retrieve import DEFAULT_B, DEFAULT_K1
-
-    ints = {
-        "hits": (_get(first, "hits", int, 1000, "first_stage.", source), 1),
-        "threads": (_get(first, "threads", int, 1, "first_stage.", source), 1),
-        "depth": (_get(rerank, "depth", int, 100, "rerank.", source), 1),
-        "warmup_queries": (_get(rerank, "warmup_queries", int, 2, "rerank.", source), 0),
-        "chunk_queries": (_get(rerank, "chunk_queries", int, 0, "rerank.", source), 0),
-        "permutations": (_get(evaluation, "permutations", int, 10_000, "evaluation.", source), 1),
-    }
-    for key, (value, low) in ints.items():
-        if value < low:
-            raise InputError(f"{key} must be at least {low}, not {value}", source)
-    if ints["depth"][0] > ints["hits"][0]:
-        raise InputError(f"rerank.depth ({ints['depth'][0]}) cannot exceed first_stage.hits ({ints['hits'][0]})",
-                         source)
-    device = _get(rerank, "device", str, "auto", "rerank.", source)
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise InputError(f"rerank.device must be one of {list(DEVICES)} (or cuda:N), not {device!r}", source)
-    precision = _get(rerank, "precision", str, None, "rerank.", source)
-    if precision is not None and precision not in PRECISIONS:
-        raise InputError(f"rerank.precision must be one of {list(PRECISIONS)}, not {precision!r}", source)
-    teacher = _model_spec(raw.get("teacher"), "teacher", source)
-    students_raw = raw.get("students", [])
-    if not isinstance(students_raw, list) or not students_raw:
-        raise InputError("at least one [[students]] table is needed", source)
-    students = tuple(_model_spec(s, f"students[{i}]", source) for i, s in enumerate(students_raw))
-    names = [teacher.name] + [s.name for s in students]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"reranker names must be unique; repeated: {dupes}", source)
-    measures = _get(evaluation, "measures", list, [], "evaluation.", source)
-    if not all(isinstance(m, str) for m in measures):
-        raise InputError("evaluation.measures must be a list of ir-measures names", source)
+    raw = dict(raw)
+    if source is not None:
+        raw.setdefault("name", source.stem)
+    if output is not None:
+        raw["output"] = str(output)
     try:
-        _parse(measures)
+        return replace(_build(Config, raw, ""), source=source)
     except InputError as err:
-        raise InputError(f"evaluation.measures: {err.message}", source) from None
-    plot_measure = _get(evaluation, "plot_measure", str, None, "evaluation.", source)
-    if plot_measure is not None and measures and plot_measure not in measures:
-        raise InputError(f"evaluation.plot_measure {plot_measure!r} must be one of the measures {measures}", source)
-    if plot_measure is not None:
-        _parse([plot_measure])
-    test = _get(evaluation, "significance_test", str, "t-test", "evaluation.", source)
-    if test not in SIGNIFICANCE_TESTS:
-        raise InputError(f"evaluation.significance_test must be one of {list(SIGNIFICANCE_TESTS)}, not {test!r}",
-                         source)
-    alpha = _get(evaluation, "alpha", float, 0.05, "evaluation.", source)
-    if not 0 < alpha < 1:
-        raise InputError(f"evaluation.alpha must be between 0 and 1, not {alpha}", source)
-    batch_tokens = _get(rerank, "batch_tokens", int, None, "rerank.", source)
-    max_length = _get(rerank, "max_length", int, None, "rerank.", source)
-    if output is None:
-        output = Path(raw["output"]) if isinstance(raw.get("output"), str) else Path("runs") / name
-    return Config(
-        name=name, source=source, topics=topics, qrels=qrels, qids=Path(qids) if qids else None,
-        collection=Path(collection) if collection else None, index=Path(index) if index else None,
-        prebuilt=prebuilt, run=Path(first_run) if first_run else None,
-        k1=_get(first, "k1", float, DEFAULT_K1, "first_stage.", source),
-        b=_get(first, "b", float, DEFAULT_B, "first_stage.", source),
-        hits=ints["hits"][0], threads=ints["threads"][0], depth=ints["depth"][0], device=device,
-        precision=precision, batch_tokens=batch_tokens, max_length=max_length,
-        warmup_queries=ints["warmup_queries"][0], chunk_queries=ints["chunk_queries"][0],
-        teacher=teacher, students=students, measures=tuple(measures), plot_measure=plot_measure,
-        significance_test=test, alpha=alpha, permutations=ints["permutations"][0],
-        seed=_get(evaluation, "seed", int, 0, "evaluation.", source), output=Path(output).resolve(), raw=dict(raw),
-    )
+        raise InputError(err.message, source) from None
 
 
 def load_config(path: str | Path, output: str | Path | None = None) -> Config:
     """Read, merge (``preset``) and check a TOML config; ``path`` may also be a preset name."""
     raw, source = load_raw(path)
     return config_from_dict(raw, source, output)
-
-
-# ---- network --------------------------------------------------------------------------------------
-
-
-def _online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """False when the user asked for offline mode or ``host`` cannot be reached."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _hub_cached(name: str) -> bool:
-    """Whether a hub model's config is already in the local Hugging Face cache."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    found = try_to_load_from_cache(name, "config.json")
-    return isinstance(found, str)

@@ -15,8 +15,8 @@ import json
 import mmap
 import os
 from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -179,7 +179,8 @@ class DocStore:
 
     An offset index (sorted ids, byte offsets, lengths) is built once and cached under
     ``$DISTILRANK_CACHE`` (default ``~/.cache/distilrank``; the collection's folder may be
-    read-only), keyed by the file's path, size and mtime; the file itself is memory-mapped. For the 8.8M-passage MS MARCO
+    read-only), keyed by the file's path, size and mtime; the file itself is memory-mapped. For the 8.8M-passage
+    MS MARCO
     collection the index is about 8.8M x 20 bytes = 180 MB of RAM.
     """
 
@@ -276,7 +277,7 @@ class DocStore:
     def missing(self, docids: Sequence[str]) -> list[str]:
         """The ids in ``docids`` that the collection lacks, in input order."""
         pos = self._positions(list(docids))
-        return [d for d, p in zip(docids, pos) if p < 0]
+        return [d for d, p in zip(docids, pos, strict=True) if p < 0]
 
     def __contains__(self, docid: str) -> bool:
         return bool(self._positions([docid])[0] >= 0)
@@ -288,7 +289,7 @@ class DocStore:
         if (pos < 0).any():
             raise KeyError(docids[int(np.argmax(pos < 0))])
         mm, texts = self._mm, []
-        for start, length in zip(self.offsets[pos].tolist(), self.lengths[pos].tolist()):
+        for start, length in zip(self.offsets[pos].tolist(), self.lengths[pos].tolist(), strict=True):
             line = mm[start : start + length].decode("utf-8")
             if self.format == "tsv":
                 texts.append(line.partition("\t")[2])
@@ -305,7 +306,7 @@ class DocStore:
             self._mm.close()
         self._file.close()
 
-    def __enter__(self) -> "DocStore":
+    def __enter__(self) -> DocStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,15 +13,24 @@ README) and none of their judgments is used for training. Trained models are reu
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from .atomic import atomic_write
+from .compare import compare
 from .config import Config, load_config
+from .data import iter_collection, read_topics
 from .errors import InputError
+from .first_stage import CachedFirstStage
+from .results import Comparison
+from .train.recipes import BootstrapConfig, DistillConfig, Inputs, distill, read_info
+from .train.recipes import train_teacher as train
+from .train.trainer import CHECKPOINT, TrainConfig
+
+log = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "resources" / "sample"
 TRAIN_TOPICS = SAMPLE_DIR / "queries.train.tsv"
@@ -67,32 +76,26 @@ def pretrained_minilm() -> Path:
 
 
 def _trained(folder: Path) -> bool:
-    from .train.recipes import read_info
-    from .train.trainer import CHECKPOINT
-
     return (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists() and bool(read_info(folder))
 
 
-def train_runs(config: Config, log: Callable[[str], None]) -> tuple[Path, Path]:
+def train_runs(config: Config) -> tuple[Path, Path]:
     """The training queries with the unlabeled ones (a topics file) and their candidates (a run file).
 
     Candidates: BM25's top ``TRAIN_HITS`` (the index is built when missing), padded with random
     passages to ``TRAIN_MIN_CANDIDATES``. Both files go beside the reports.
     """
-    from .compare import FirstStage
-    from .data import iter_collection, read_topics
-
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     topics = {**read_topics(TRAIN_TOPICS), **read_topics(UNLABELED_TOPICS)}
     topics_path, run_path = out / "train+unlabeled.tsv", out / "train+unlabeled.bm25.trec"
     with atomic_write(topics_path) as handle:
         handle.writelines(f"{qid}\t{text}\n" for qid, text in topics.items())
-    first = FirstStage(replace(config, hits=TRAIN_HITS), out, log)
-    log(f"BM25 for {len(topics)} training queries (labeled and unlabeled), padded with random passages "
-        f"to {TRAIN_MIN_CANDIDATES} candidates")
-    run = first.bm25().batch_search(topics, k=TRAIN_HITS)
-    pool = [docid for docid, _ in iter_collection(config.collection)]
+    searcher = CachedFirstStage(config.first_stage, config.data.collection, out).searcher()
+    log.info("BM25 for %d training queries (labeled and unlabeled), padded with random passages to %d candidates",
+             len(topics), TRAIN_MIN_CANDIDATES)
+    run = searcher.batch_search(topics, k=TRAIN_HITS)
+    pool = [docid for docid, _ in iter_collection(config.data.collection)]
     rng = random.Random(0)
     for qid in topics:
         ranking = run.rankings.setdefault(qid, [])
@@ -104,15 +107,10 @@ def train_runs(config: Config, log: Callable[[str], None]) -> tuple[Path, Path]:
     return topics_path, run_path
 
 
-def train_teacher(config: Config, topics: Path, run: Path, device: str, log: Callable[[str], None],
-                  s: DemoSettings) -> None:
+def train_teacher(config: Config, topics: Path, run: Path, device: str, s: DemoSettings) -> None:
     """The teacher: bi-encoder bootstrap over all training queries' candidates, then LCE on the labeled ones."""
-    from .train.recipes import BootstrapConfig, Inputs
-    from .train.recipes import train_teacher as train
-    from .train.trainer import TrainConfig
-
     minilm = pretrained_minilm()
-    inputs = Inputs.load(TRAIN_TOPICS, run, config.collection, TRAIN_QRELS)
+    inputs = Inputs.load(TRAIN_TOPICS, run, config.data.collection, TRAIN_QRELS)
     bootstrap = BootstrapConfig(
         biencoder=minilm, topics=topics, run=run, depth=s.depth, group_size=s.boot_group, teacher_temperature=0.1,
         train=TrainConfig(epochs=s.boot_epochs, batch_size=s.boot_batch, lr=s.boot_lr, warmup=0.1, seed=s.seed,
@@ -120,60 +118,54 @@ def train_teacher(config: Config, topics: Path, run: Path, device: str, log: Cal
     )
     lce = TrainConfig(epochs=s.lce_epochs, batch_size=s.lce_batch, lr=s.lce_lr, warmup=0.1, seed=s.seed, log_every=10,
                       progress=False, max_steps=s.max_steps)
-    log(f"teacher: fine-tuning the pretrained MiniLM into {config.teacher.model}")
+    log.info("teacher: fine-tuning the pretrained MiniLM into %s", config.teacher.model)
     train(minilm, inputs, config.teacher.model, lce, negatives=7, depth=TRAIN_HITS, device=device,
           bootstrap=bootstrap, max_length=s.max_length)
 
 
-def distill_student(config: Config, topics: Path, run: Path, device: str, log: Callable[[str], None],
-                    s: DemoSettings) -> None:
+def distill_student(config: Config, topics: Path, run: Path, device: str, s: DemoSettings) -> None:
     """A 2-layer student (2 of the teacher's layers) distilled from the teacher's scores on all training queries."""
-    from .train.recipes import DistillConfig, Inputs, distill
-    from .train.trainer import TrainConfig
-
-    inputs = Inputs.load(topics, run, config.collection, TRAIN_QRELS)
+    inputs = Inputs.load(topics, run, config.data.collection, TRAIN_QRELS)
     cfg = DistillConfig(
         procedure="ranker-distill", layers=STUDENT_LAYERS, init_from=s.student_init, base=pretrained_minilm(),
         depth=s.depth, group_size=s.student_group, temperature=1.0, max_length=s.max_length,
         rank=TrainConfig(epochs=s.student_epochs, batch_size=s.student_batch, lr=s.student_lr, warmup=0.1,
                          seed=s.seed, log_every=10, progress=False, max_steps=s.max_steps),
     )
-    log(f"student: distilling {STUDENT_LAYERS} layers into {config.students[0].model}")
+    log.info("student: distilling %d layers into %s", STUDENT_LAYERS, config.students[0].model)
     distill(config.teacher.model, inputs, config.students[0].model, cfg, device=device)
 
 
 def run_demo(output: str | Path | None = None, models: str | Path | None = None, device: str = "cpu",
-             retrain: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-             settings: DemoSettings | None = None, config: str | Path = "demo"):
+             retrain: bool = False, progress: bool | None = None, settings: DemoSettings | None = None,
+             config: str | Path = "demo") -> Comparison:
     """Train (or reuse) the demo's teacher and student, compare, and return the ``Comparison``.
 
     ``output``: runs and reports (default ``runs/demo``); ``models``: the folder for the two trained
     models (default: where ``configs/demo.toml`` puts them, ``models/``); ``config``: the comparison
     config (default the ``demo`` preset; another config must keep the sample's collection).
     """
-    from .compare import compare
-
     start = time.perf_counter()
     settings = settings or DemoSettings()
     config = load_config(config, output)
-    if device != config.device:
-        config = replace(config, device=device)
+    if device != config.rerank.device:
+        config = replace(config, rerank=replace(config.rerank, device=device))
     if models is not None:
         models = Path(models).resolve()
         config = replace(
             config, teacher=replace(config.teacher, model=str(models / Path(config.teacher.model).name)),
             students=tuple(replace(s, model=str(models / Path(s.model).name)) for s in config.students))
-    for path in (config.collection, TRAIN_TOPICS, TRAIN_QRELS, UNLABELED_TOPICS):
+    for path in (config.data.collection, TRAIN_TOPICS, TRAIN_QRELS, UNLABELED_TOPICS):
         if path is None or not Path(path).is_file():
             raise InputError("the embedded sample is incomplete (reinstall distilrank)", path)
     teacher, student = Path(config.teacher.model), Path(config.students[0].model)
     if retrain or not (_trained(teacher) and _trained(student)):
-        topics, run = train_runs(config, log)
+        topics, run = train_runs(config)
         if retrain or not _trained(teacher):
-            train_teacher(config, topics, run, device, log, settings)
-        distill_student(config, topics, run, device, log, settings)
+            train_teacher(config, topics, run, device, settings)
+        distill_student(config, topics, run, device, settings)
     else:
-        log(f"reusing the trained {teacher} and {student} (--retrain trains them again)")
-    comparison = compare(config, progress=progress, log=log)
+        log.info("reusing the trained %s and %s (--retrain trains them again)", teacher, student)
+    comparison = compare(config, progress=progress)
     comparison.seconds = time.perf_counter() - start
     return comparison

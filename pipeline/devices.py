@@ -35,7 +35,7 @@ def precision_name(precision: str) -> str:
     return name
 
 
-def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; CUDA absent is an ``InputError``."""
     import torch
 
@@ -49,7 +49,7 @@ def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
     return torch.device(name)
 
 
-def resolve_dtype(precision: "str | torch.dtype | None", device: "str | torch.device") -> "torch.dtype":
+def resolve_dtype(precision: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
     """``fp32``/``bf16``/``fp16``; ``None`` means bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
     import torch
 

@@ -9,7 +9,7 @@ aggregate is the mean over the qrels' queries. Queries in the run without judgme
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import ir_measures
 
@@ -26,13 +26,15 @@ def default_measures(qrels: Mapping[str, Mapping[str, int]]) -> tuple[str, ...]:
     return GRADED_MEASURES if is_graded(qrels) else BINARY_MEASURES
 
 
-def _parse(measures: Iterable[str]) -> list:
+def parse_measures(measures: Iterable[str]) -> list:
+    """The ir-measures objects of measure names; an unknown name is an ``InputError``."""
     parsed = []
     for name in measures:
         try:
             parsed.append(ir_measures.parse_measure(name))
         except (ValueError, NameError, SyntaxError, TypeError):
-            raise InputError(f"unknown measure {name!r} (ir-measures syntax, e.g. RR@10, nDCG@10, RR(rel=2)@10)") from None
+            raise InputError(f"unknown measure {name!r} (ir-measures syntax, e.g. RR@10, nDCG@10, "
+                             "RR(rel=2)@10)") from None
     return parsed
 
 
@@ -41,11 +43,11 @@ def evaluate_per_query(
 ) -> dict[str, dict[str, float]]:
     """measure name -> {qid -> value} over every query of the qrels (unranked queries score 0)."""
     names = list(measures or default_measures(qrels))
-    parsed = _parse(names)
+    parsed = parse_measures(names)
     qrels_dict = {q: dict(d) for q, d in qrels.items()}
     run_dict = {q: r for q, r in run.to_ir_measures().items() if q in qrels_dict}
     result: dict[str, dict[str, float]] = {name: {q: 0.0 for q in qrels_dict} for name in names}
-    by_measure = {str(m): name for m, name in zip(parsed, names)}
+    by_measure = {str(m): name for m, name in zip(parsed, names, strict=True)}
     for metric in ir_measures.iter_calc(parsed, qrels_dict, run_dict):
         name = by_measure[str(metric.measure)]
         if metric.query_id in result[name]:
@@ -53,10 +55,16 @@ def evaluate_per_query(
     return result
 
 
-def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], measures: Iterable[str] | None = None) -> dict[str, float]:
+def mean_scores(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """measure name -> the mean of its per-query values (0 without queries): the one aggregation."""
+    return {name: (sum(values.values()) / len(values) if values else 0.0) for name, values in per_query.items()}
+
+
+def evaluate(
+    run: Run, qrels: Mapping[str, Mapping[str, int]], measures: Iterable[str] | None = None
+) -> dict[str, float]:
     """measure name -> mean over the qrels' queries (unranked queries count as 0)."""
-    per_query = evaluate_per_query(run, qrels, measures)
-    return {name: (sum(v.values()) / len(v) if v else 0.0) for name, v in per_query.items()}
+    return mean_scores(evaluate_per_query(run, qrels, measures))
 
 
 def msmarco_mrr10(run: Run, qrels: Mapping[str, Mapping[str, int]], min_grade: int = 1) -> float:

@@ -20,10 +20,10 @@ import importlib
 import os
 import re
 import subprocess
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 from .errors import InputError
 
@@ -65,7 +65,7 @@ def _drop_unavailable_options() -> None:
     jnius_config.options[:] = [o for o in jnius_config.get_options() if o not in _DROPPED_OPTIONS]
 
 
-@lru_cache(maxsize=None)
+@cache
 def ensure_java() -> str:
     """Point JAVA_HOME at a Java 21+ runtime and fix pyjnius options; returns JAVA_HOME. Idempotent."""
     configured = os.environ.get("JAVA_HOME")

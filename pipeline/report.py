@@ -4,72 +4,106 @@
 comparison's folder. All three are rendered in memory first and then each is written atomically, so an
 interruption leaves either no report or a complete one.
 
-Significance marks (paired test of the config, ``t-test`` by default, at ``alpha``): ``*`` a student
-differs from the teacher, ``†`` a reranker differs from BM25. The full p-values of both tests (paired
-t-test and randomisation test) are in ``report.json``.
+Significance marks (paired test of the config, ``t-test`` by default, at ``evaluation.significance_level``):
+``*`` a student differs from the teacher, ``†`` a reranker differs from BM25. The full p-values of both tests
+(paired t-test and randomisation test) are in ``report.json``, with the machine and the versions
+(``environment``).
 """
 from __future__ import annotations
 
 import io
 import json
+import os
+import platform
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
 from .atomic import atomic_write
-
-if TYPE_CHECKING:
-    from .compare import Comparison, PipelineResult
+from .hub import is_hub_name
+from .results import Comparison, PipelineResult
+from .significance import PairedTest
 
 MARK_TEACHER, MARK_BM25 = "*", "†"
+REPORT_FILES = ("report.md", "report.json", "effectiveness_vs_speed.png")
+#: The packages whose versions a report records.
+VERSIONED = ("distilrank", "torch", "transformers", "pyserini", "ir-measures", "numpy", "scipy")
 
 
-def _p(comparison: "Comparison", test) -> float:
-    return test.p_ttest if comparison.config.significance_test == "t-test" else test.p_randomisation
+def environment() -> dict[str, Any]:
+    """The hardware and software versions a result was measured with."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    memory = None
+    try:
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "memory_gib": memory,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None, "versions": versions,
+    }
 
 
-def marks(comparison: "Comparison", result: "PipelineResult", measure: str) -> str:
+def _p(comparison: Comparison, test: PairedTest) -> float:
+    return test.p_ttest if comparison.config.evaluation.significance_test == "t-test" else test.p_randomisation
+
+
+def marks(comparison: Comparison, result: PipelineResult, measure: str) -> str:
     """The significance marks of ``result`` on ``measure``."""
     tests = comparison.significance.get(result.name, {})
-    alpha = comparison.config.alpha
+    level = comparison.config.evaluation.significance_level
     out = ""
-    if "teacher" in tests and _p(comparison, tests["teacher"][measure]) < alpha:
+    if "teacher" in tests and _p(comparison, tests["teacher"][measure]) < level:
         out += MARK_TEACHER
-    if "bm25" in tests and _p(comparison, tests["bm25"][measure]) < alpha:
+    if "bm25" in tests and _p(comparison, tests["bm25"][measure]) < level:
         out += MARK_BM25
     return out
 
 
-def _params(result: "PipelineResult") -> str:
+def _params(result: PipelineResult) -> str:
     n = result.model_info.get("parameters")
     if not n:
         return ""
     return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.0f}k"
 
 
-def _shape(result: "PipelineResult") -> str:
+def _shape(result: PipelineResult) -> str:
     info = result.model_info
     return f"{info['layers']}x{info['hidden']}" if info.get("layers") else ""
 
 
-def _model_label(result: "PipelineResult") -> str:
+def _model_label(result: PipelineResult) -> str:
     """A hub name as is, a local folder by its name."""
-    from pathlib import Path
-
-    from .config import _looks_like_hub_name
-
     model = result.model or ""
-    return model if _looks_like_hub_name(model) and not Path(model).exists() else Path(model).name
+    return model if is_hub_name(model) and not Path(model).exists() else Path(model).name
 
 
 def _source_label(value: object) -> str:
-    from pathlib import Path
-
     return Path(str(value)).name if "/" in str(value) else str(value)
 
 
-def table_rows(comparison: "Comparison", plain: bool = False) -> tuple[list[str], list[list[Any]]]:
+def table_rows(comparison: Comparison, plain: bool = False) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the main table: one row per pipeline."""
     primary = comparison.plot_measure
     header = ["Pipeline", "Model", "Layers x width", "Params", *comparison.measures,
@@ -90,56 +124,53 @@ def table_rows(comparison: "Comparison", plain: bool = False) -> tuple[list[str]
         else:
             t = result.timing
             speedup = comparison.speedup(result)
-            cells += [f"{t['pairs_per_s']:,.0f}", f"{t['latency_p50_ms']:.1f}", f"{t['latency_p95_ms']:.1f}",
+            cells += [f"{t.pairs_per_s:,.0f}", f"{t.latency_ms(50):.1f}", f"{t.latency_ms(95):.1f}",
                       "1.00x" if result.kind == "teacher" else f"{speedup:.2f}x"]
         rows.append(cells)
     return header, rows
 
 
-def stage_rows(comparison: "Comparison") -> tuple[list[str], list[list[Any]]]:
+def stage_rows(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
     """End-to-end time per stage and per pipeline (BM25 time + that reranker's time)."""
     bm25 = comparison.bm25.timing
-    bm25_s = float(bm25.get("wall_s", 0.0))
     header = ["Stage", "Queries", "Pairs", "Wall s", "ms/query", "End-to-end s (BM25 + stage)"]
     rows = []
     for stage in comparison.stages:
-        if stage["stage"] == "index":
-            rows.append(["index (built once)", "", "", f"{stage['wall_s']:.2f}", "", ""])
-    cached = " (cached)" if bm25.get("cached") else ""
-    rows.append([f"bm25{cached}", bm25.get("queries", ""), bm25.get("pairs", ""), f"{bm25_s:.2f}",
-                 f"{1000 * bm25_s / max(bm25.get('queries', 1), 1):.1f}", f"{bm25_s:.2f}"])
-    for result in comparison.pipelines:
-        if result.kind == "bm25":
-            continue
-        t = result.timing
-        rows.append([f"rerank: {result.name}", t["queries"], t["pairs"], f"{t['wall_s']:.2f}",
-                     f"{1000 * t['wall_s'] / max(t['queries'], 1):.1f}", f"{bm25_s + t['wall_s']:.2f}"])
+        if stage.stage == "index":
+            rows.append(["index (built once)", "", "", f"{stage.wall_s:.2f}", "", ""])
+    cached = " (cached)" if bm25.extra.get("cached") else ""
+    for label, t in [(f"bm25{cached}", bm25)] + [(f"rerank: {r.name}", r.timing) for r in comparison.pipelines
+                                                  if r.kind != "bm25"]:
+        end_to_end = t.wall_s if t is bm25 else bm25.wall_s + t.wall_s
+        rows.append([label, t.queries, t.pairs, f"{t.wall_s:.2f}", f"{1000 * t.wall_s / max(t.queries, 1):.1f}",
+                     f"{end_to_end:.2f}"])
     return header, rows
 
 
-def _legend(comparison: "Comparison") -> str:
-    cfg = comparison.config
-    test = ("paired t-test" if cfg.significance_test == "t-test"
-            else f"paired randomisation test ({cfg.permutations:,} permutations)")
-    return (f"{MARK_TEACHER} differs significantly from the teacher, {MARK_BM25} from BM25 ({test}, p < {cfg.alpha}; "
+def _legend(comparison: Comparison) -> str:
+    evaluation = comparison.config.evaluation
+    test = ("paired t-test" if evaluation.significance_test == "t-test"
+            else f"paired randomisation test ({evaluation.permutations:,} permutations)")
+    return (f"{MARK_TEACHER} differs significantly from the teacher, {MARK_BM25} from BM25 ({test}, "
+            f"p < {evaluation.significance_level}; "
             f"{comparison.num_queries} queries; no correction for multiple comparisons). Speedup: rerank pairs/s over "
             "the teacher's, same candidates, same engine, interleaved rounds after a warm-up.")
 
 
-def render_markdown(comparison: "Comparison", environment: dict[str, Any]) -> str:
+def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
     """``report.md``: the main table, the legend, the stage times and the setting."""
-    cfg = comparison.config
+    cfg, first, data = comparison.config, comparison.config.first_stage, comparison.config.data
     header, rows = table_rows(comparison)
     stage_header, stage_table = stage_rows(comparison)
     device = environment.get("gpu") or environment.get("cpu") or "unknown"
     lines = [
         f"# {cfg.name}: full vs distilled pipelines",
         "",
-        (f"First stage: the run file `{_source_label(cfg.run)}`, top {cfg.hits}, " if cfg.run else
-         f"BM25 (k1={cfg.k1}, b={cfg.b}) top {cfg.hits} from `{_source_label(cfg.prebuilt or cfg.index)}`, ")
-        + f"top {cfg.depth} reranked; {comparison.num_queries} judged queries of `{_source_label(cfg.topics)}` "
-        f"(qrels `{_source_label(cfg.qrels)}`"
-        + (f", queries of `{_source_label(cfg.qids)}`" if cfg.qids else "") + ").",
+        (f"First stage: the run file `{_source_label(first.run)}`, top {first.hits}, " if first.run else
+         f"BM25 (k1={first.k1}, b={first.b}) top {first.hits} from `{_source_label(first.prebuilt or first.index)}`, ")
+        + f"top {cfg.rerank.depth} reranked; {comparison.num_queries} judged queries of "
+        f"`{_source_label(data.topics)}` (qrels `{_source_label(data.qrels)}`"
+        + (f", queries of `{_source_label(data.qids)}`" if data.qids else "") + ").",
         "",
         tabulate(rows, header, tablefmt="github", disable_numparse=True),
         "",
@@ -159,7 +190,7 @@ def render_markdown(comparison: "Comparison", environment: dict[str, Any]) -> st
     return "\n".join(lines)
 
 
-def render_json(comparison: "Comparison", environment: dict[str, Any]) -> str:
+def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
     """``report.json``: every number, the config, the hardware and the versions."""
     record = {
         "name": comparison.config.name,
@@ -172,7 +203,8 @@ def render_json(comparison: "Comparison", environment: dict[str, Any]) -> str:
         "pipelines": [
             {
                 "name": r.name, "kind": r.kind, "model": r.model, "description": r.description,
-                "run_file": r.run_path.name, "metrics": r.metrics, "model_info": r.model_info, "timing": r.timing,
+                "run_file": r.run_path.name, "metrics": r.metrics, "model_info": r.model_info,
+                "timing": r.timing.to_dict(),
                 "speedup_vs_teacher": comparison.speedup(r),
                 "marks": {m: marks(comparison, r, m) for m in comparison.measures},
             }
@@ -182,17 +214,18 @@ def render_json(comparison: "Comparison", environment: dict[str, Any]) -> str:
             name: {other: {m: t.as_dict() for m, t in tests.items()} for other, tests in against.items()}
             for name, against in comparison.significance.items()
         },
-        "significance_marks": {"teacher": MARK_TEACHER, "bm25": MARK_BM25, "test": comparison.config.significance_test,
-                               "alpha": comparison.config.alpha},
-        "stages": comparison.stages,
+        "significance_marks": {"teacher": MARK_TEACHER, "bm25": MARK_BM25,
+                               "test": comparison.config.evaluation.significance_test,
+                               "significance_level": comparison.config.evaluation.significance_level},
+        "stages": [stage.to_dict() for stage in comparison.stages],
         "per_query": {r.name: r.per_query for r in comparison.pipelines},
-        "config": comparison.config.as_dict(),
+        "config": asdict(comparison.config),
         "environment": environment,
     }
     return json.dumps(record, indent=2, default=str) + "\n"
 
 
-def render_plot(comparison: "Comparison") -> bytes:
+def render_plot(comparison: Comparison) -> bytes:
     """``effectiveness_vs_speed.png``: rerank pairs/s (log x) against the plotted measure, BM25 as a line."""
     import matplotlib
 
@@ -231,22 +264,18 @@ def render_plot(comparison: "Comparison") -> bytes:
     return buffer.getvalue()
 
 
-def terminal_table(comparison: "Comparison") -> str:
+def terminal_table(comparison: Comparison) -> str:
     """The main table for the terminal (with the legend)."""
     header, rows = table_rows(comparison)
     return tabulate(rows, header, tablefmt="simple", disable_numparse=True) + "\n" + _legend(comparison)
 
 
-def write_reports(comparison: "Comparison") -> dict[str, Any]:
-    """Render all three reports in memory, then write each atomically; returns their paths."""
-    from .compare import environment
-
+def write_reports(comparison: Comparison) -> dict[str, Any]:
+    """Render all three reports (``REPORT_FILES``) in memory, then write each atomically; returns their paths."""
     env = environment()
-    rendered = {
-        "report.md": render_markdown(comparison, env).encode("utf-8"),
-        "report.json": render_json(comparison, env).encode("utf-8"),
-        "effectiveness_vs_speed.png": render_plot(comparison),
-    }
+    rendered = dict(zip(REPORT_FILES, (render_markdown(comparison, env).encode("utf-8"),
+                                       render_json(comparison, env).encode("utf-8"), render_plot(comparison)),
+                        strict=True))
     paths = {}
     for name, data in rendered.items():
         path = comparison.output / name

@@ -8,25 +8,37 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
-from tqdm import tqdm
 
 from .atomic import atomic_write
 from .data import iter_collection
 from .errors import InputError
 from .java import import_pyserini
+from .progress import bar as progress_bar
 from .runs import Run
 
 #: Pyserini's defaults, and the values tuned for MS MARCO passage (Anserini's "tuned" BM25).
 DEFAULT_K1, DEFAULT_B = 0.9, 0.4
 MSMARCO_K1, MSMARCO_B = 0.82, 0.68
+#: First-stage hits (candidates) per query unless told otherwise.
+DEFAULT_HITS = 1000
+
+
+def index_present(index_dir: str | Path) -> bool:
+    """Whether ``index_dir`` holds a complete Lucene index (a ``segments_N`` file)."""
+    path = Path(index_dir)
+    return path.is_dir() and any(path.glob("segments_*"))
+
+
+def index_files(index_dir: str | Path) -> list[tuple[str, int]]:
+    """The index's commit points (``segments_N`` names and sizes): they change whenever the index does."""
+    return sorted((p.name, p.stat().st_size) for p in Path(index_dir).glob("segments_*"))
 
 
 def _require_index(index_dir: str | Path) -> Path:
     path = Path(index_dir)
-    if not path.is_dir() or not any(path.glob("segments_*")):
+    if not index_present(path):
         raise InputError("no Lucene index in this directory (build one with 'distilrank index')", path)
     return path
 
@@ -36,7 +48,7 @@ def _write_json_collection(collection: Path, out_dir: Path) -> int:
     seen: set[str] = set()
     count = 0
     with atomic_write(out_dir / "docs.jsonl") as out:
-        for docid, text in tqdm(iter_collection(collection), desc="converting", unit=" docs", mininterval=2):
+        for docid, text in progress_bar(iter_collection(collection), desc="converting", unit=" docs", mininterval=2):
             if docid in seen:
                 raise InputError(f"duplicate document id {docid}", collection)
             seen.add(docid)
@@ -72,7 +84,7 @@ def build_index(collection: str | Path, index_dir: str | Path, threads: int = 1,
             "-storePositions", "-storeDocvectors", "-storeRaw", "-quiet",
         ]
         lucene.autoclass("io.anserini.index.IndexCollection").main(args)
-        if not any(built.glob("segments_*")):
+        if not index_present(built):
             raise InputError("Pyserini produced no index (see the log above)", collection)
         if index_dir.exists():
             shutil.rmtree(index_dir)
@@ -89,7 +101,7 @@ class IndexDocStore:
         self._searcher = searcher
 
     @classmethod
-    def open(cls, index_dir: str | Path) -> "IndexDocStore":
+    def open(cls, index_dir: str | Path) -> IndexDocStore:
         lucene = import_pyserini()
         return cls(lucene.LuceneSearcher(str(_require_index(index_dir))))
 
@@ -134,16 +146,16 @@ class BM25:
         self._searcher.set_bm25(self.k1, self.b)
 
     @classmethod
-    def from_index(cls, index_dir: str | Path, k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> "BM25":
+    def from_index(cls, index_dir: str | Path, k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> BM25:
         return cls(index_dir, k1, b)
 
     @classmethod
-    def msmarco(cls, index_dir: str | Path) -> "BM25":
+    def msmarco(cls, index_dir: str | Path) -> BM25:
         """BM25 with the MS MARCO passage tuned parameters (k1=0.82, b=0.68)."""
         return cls(index_dir, MSMARCO_K1, MSMARCO_B)
 
     @classmethod
-    def from_prebuilt(cls, name: str, k1: float = MSMARCO_K1, b: float = MSMARCO_B) -> "BM25":
+    def from_prebuilt(cls, name: str, k1: float = MSMARCO_K1, b: float = MSMARCO_B) -> BM25:
         """A Pyserini prebuilt index (e.g. ``msmarco-v1-passage``), downloaded on first use (needs network)."""
         lucene = import_pyserini()
         try:
@@ -162,16 +174,16 @@ class BM25:
         """Passage text from this index's stored raw documents."""
         return IndexDocStore(self._searcher)
 
-    def search(self, query: str, k: int = 1000) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int = DEFAULT_HITS) -> list[tuple[str, float]]:
         """The top ``k`` (docid, score) for one query."""
         return [(h.docid, float(h.score)) for h in self._searcher.search(query, int(k))]
 
-    def batch_search(self, topics: dict[str, str], k: int = 1000, threads: int = 1, batch_size: int = 512,
-                     progress: bool = True) -> Run:
-        """Search every topic (multi-threaded in Lucene, in batches for a progress bar); ranks as Lucene returns them."""
+    def batch_search(self, topics: dict[str, str], k: int = DEFAULT_HITS, threads: int = 1, batch_size: int = 512,
+                     progress: bool | None = None) -> Run:
+        """Search every topic (multi-threaded in Lucene, in batches for a progress bar); ranks as Lucene gives them."""
         qids = list(topics)
         rankings: dict[str, list[tuple[str, float]]] = {}
-        with tqdm(total=len(qids), desc="BM25", unit=" q", disable=not progress, mininterval=1) as bar:
+        with progress_bar(total=len(qids), desc="BM25", unit=" q", enabled=progress, mininterval=1) as bar:
             for start in range(0, len(qids), batch_size):
                 chunk = qids[start : start + batch_size]
                 hits = self._searcher.batch_search([topics[q] for q in chunk], chunk, int(k), int(threads))

@@ -8,8 +8,8 @@ input order (a stable sort), so the same input always gives the same ranking.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 from .atomic import atomic_write
 from .errors import InputError
@@ -59,7 +59,7 @@ class Run:
         self.name = name
 
     @classmethod
-    def from_scores(cls, scores: Mapping[str, Iterable[tuple[str, float]]], name: str = "run") -> "Run":
+    def from_scores(cls, scores: Mapping[str, Iterable[tuple[str, float]]], name: str = "run") -> Run:
         """Rank each query's (docid, score) pairs by score, descending; ties keep input order."""
         return cls({qid: sorted(pairs, key=lambda p: -p[1]) for qid, pairs in scores.items()}, name)
 
@@ -83,11 +83,11 @@ class Run:
         """The number of (query, docid) pairs in the run."""
         return sum(len(r) for r in self.rankings.values())
 
-    def top(self, k: int) -> "Run":
+    def top(self, k: int) -> Run:
         """The first ``k`` documents of every query."""
         return Run({qid: r[:k] for qid, r in self.rankings.items()}, self.name)
 
-    def subset(self, qids: Iterable[str]) -> "Run":
+    def subset(self, qids: Iterable[str]) -> Run:
         """The rankings of the given queries (those present), in the given order."""
         return Run({q: self.rankings[q] for q in qids if q in self.rankings}, self.name)
 
@@ -98,7 +98,7 @@ class Run:
     # ---- files ---------------------------------------------------------------------------------
 
     @classmethod
-    def read(cls, path: str | Path, name: str | None = None) -> "Run":
+    def read(cls, path: str | Path, name: str | None = None) -> Run:
         """Read a TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid\tdocid\trank``) run.
 
         The format is detected from the first line. Rows are ordered by rank within each query.
@@ -113,19 +113,21 @@ class Run:
             rows.setdefault(qid, []).append((rank, docid, score, lineno))
         return cls({qid: rank_rows(entries) for qid, entries in rows.items()}, name or Path(path).stem)
 
-    def write(self, path: str | Path, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Path:
-        """Write the run atomically (temporary file, then rename). ``fmt``: ``trec`` or ``msmarco``."""
+    def lines(self, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Iterator[str]:
+        """The run's lines in ``fmt`` (``trec``: ``qid Q0 docid rank score tag``; ``msmarco``:
+        ``qid<TAB>docid<TAB>rank``): the one place a run file's line is written. A NaN score is a ``ValueError``."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown run format {fmt!r}; expected one of {FORMATS}")
         tag = tag or self.name
+        for qid, ranking in self.rankings.items():
+            for rank, (docid, score) in enumerate(ranking[:max_rank], 1):
+                if math.isnan(score):
+                    raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write it")
+                yield f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n" if fmt == "trec" else f"{qid}\t{docid}\t{rank}\n"
+
+    def write(self, path: str | Path, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Path:
+        """Write the run atomically (temporary file, then rename): nothing is left behind on an error."""
         path = Path(path)
         with atomic_write(path) as out:
-            for qid, ranking in self.rankings.items():
-                for rank, (docid, score) in enumerate(ranking[:max_rank], 1):
-                    if math.isnan(score):
-                        raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write {path}")
-                    if fmt == "trec":
-                        out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
-                    else:
-                        out.write(f"{qid}\t{docid}\t{rank}\n")
+            out.writelines(self.lines(fmt, tag, max_rank))
         return path

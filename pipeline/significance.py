@@ -9,8 +9,8 @@ report is reproducible; the p-value is two-sided, ``(extreme + 1) / (permutation
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 import numpy as np
 from scipy import stats
@@ -90,3 +90,14 @@ def compare(
     p_r = randomisation_test(x, y, permutations, seed)
     mean_a, mean_b = (float(x.mean()), float(y.mean())) if x.size else (0.0, 0.0)
     return PairedTest(len(x), mean_a, mean_b, mean_a - mean_b, t, p_t, p_r, permutations, seed)
+
+
+def paired_tests(
+    system: Mapping[str, Mapping[str, float]], baselines: Mapping[str, Mapping[str, Mapping[str, float]]],
+    measures: Iterable[str], permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED,
+) -> dict[str, dict[str, PairedTest]]:
+    """A system against each baseline on each measure (per-query scores: measure -> qid -> value):
+    baseline label -> measure -> ``PairedTest``."""
+    measures = list(measures)
+    return {label: {m: compare(system[m], base[m], permutations, seed) for m in measures}
+            for label, base in baselines.items()}

@@ -12,11 +12,13 @@ with qrels it also gives MRR@10 as the official MS MARCO evaluation script compu
 from __future__ import annotations
 
 import bz2
+import itertools
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO
 
 from .atomic import atomic_write
 from .errors import InputError
@@ -193,7 +195,7 @@ def validate_run(
         ordered = sorted(ranks)
         if ordered[0] != 1:
             result.add("ranks do not start at 1", f"query {qid} starts at rank {ordered[0]}")
-        gaps = [(a, b) for a, b in zip(ordered, ordered[1:]) if b != a + 1]
+        gaps = [(a, b) for a, b in itertools.pairwise(ordered) if b != a + 1]
         if gaps:
             a, b = gaps[0]
             more = f" (+{len(gaps) - 1} gaps)" if len(gaps) > 1 else ""

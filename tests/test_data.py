@@ -27,7 +27,8 @@ def test_read_topics(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "content, message, line",
-    [("1\tok\n2\t \n", "empty query", 2), ("1\ta\n1\tb\n", "duplicate query id 1", 2), ("no tab here\n", "qid<TAB>query", 1)],
+    [("1\tok\n2\t \n", "empty query", 2), ("1\ta\n1\tb\n", "duplicate query id 1", 2),
+     ("no tab here\n", "qid<TAB>query", 1)],
 )
 def test_bad_topics(tmp_path: Path, content: str, message: str, line: int):
     path = write(tmp_path / "q.tsv", content)

@@ -70,7 +70,8 @@ def test_index_refuses_duplicates_without_leaving_output(tmp_path: Path):
 def test_cli_retrieve_and_evaluate(subset_index: Path, subset_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "dl20.msmarco"
     assert main(["retrieve", "--index", str(subset_index), "--topics", str(subset_dir / "queries.dl20.tsv"),
-                 "--output", str(out), "--hits", "100", "--msmarco-tuned", "--format", "msmarco", "--threads", "2"]) == 0
+                 "--output", str(out), "--hits", "100", "--msmarco-tuned", "--format", "msmarco",
+                 "--threads", "2"]) == 0
     run = Run.read(out)
     assert len(run) == 54 and max(len(r) for r in run.rankings.values()) == 100
     capsys.readouterr()

@@ -31,7 +31,8 @@ def test_identical_systems_are_not_different():
 def test_randomisation_p_value_matches_exhaustive_enumeration():
     diff = A - B
     observed = abs(diff.mean())
-    flips = [abs((np.array(signs) * diff).mean()) >= observed - 1e-12 for signs in itertools.product((-1, 1), repeat=len(diff))]
+    flips = [abs((np.array(signs) * diff).mean()) >= observed - 1e-12
+             for signs in itertools.product((-1, 1), repeat=len(diff))]
     exact = float(np.mean(flips))  # 16/128 = 0.125 for these scores
     assert exact == pytest.approx(0.125)
     assert randomisation_test(A, B, permutations=20_000, seed=3) == pytest.approx(exact, abs=0.01)

@@ -3,16 +3,26 @@
 Each module in ``COMMAND_MODULES`` has ``register(subparsers)`` which adds its subcommands; a
 subcommand's parser sets ``func(args) -> int``. Bad input (``InputError``) prints one line
 ``distilrank: error: FILE:LINE: message`` and exits with code 2.
+
+What reaches the terminal is decided here, once: the library logs (``logging``), and ``setup_output``
+shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
+``-q`` keeps errors only); progress bars follow the same rule (``pipeline.progress``: on a terminal, or
+with ``--progress``; a subcommand's ``--no-progress`` turns its bars off). Results (tables, file names) go to
+stdout.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
+from .. import progress
 from ..errors import InputError
 
 COMMAND_MODULES = ("first_stage", "submission", "rerank", "train", "compare")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,14 +31,56 @@ def build_parser() -> argparse.ArgumentParser:
         description="BM25 first stage (Pyserini) + BERT cross-encoder rerankers: a teacher and its distilled "
         "students, compared for effectiveness and speed.",
     )
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="count", default=0,
+                          help="more messages on stderr (-v: progress messages even when stderr is not a terminal; "
+                          "-vv: debug messages and the libraries' warnings)")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="errors only on stderr, no progress bars")
+    parser.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (tests and tools swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_output(verbose: int = 0, quiet: bool = False, bars: bool = False) -> None:
+    """Logging levels and progress bars for one command (see the module docstring)."""
+    terminal = sys.stderr.isatty()
+    if quiet:
+        level = logging.ERROR
+    elif verbose >= 2:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO if verbose or terminal else logging.WARNING
+    logger = logging.getLogger(__name__.split(".")[0])
+    for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(old)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    # transformers and huggingface_hub read these when first imported: their own bars and notices follow ours.
+    if verbose < 2:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    progress.configure(False if quiet else True if bars else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_output(args.verbose, args.quiet, args.progress)
     try:
         return int(args.func(args) or 0)
     except InputError as err:

@@ -6,6 +6,16 @@ import argparse
 EXAMPLE_COMPARE = "distilrank compare --config configs/msmarco-subset.toml"
 
 
+class _ListKeys(argparse.Action):
+    """``--keys``: print every config key with its default and help, then exit (like ``--version``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from ..config import describe_keys
+
+        print(describe_keys())
+        parser.exit()
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare", help="compare BM25 + teacher with BM25 + each student: effectiveness, significance, speed",
@@ -16,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report.json and effectiveness_vs_speed.png into runs/NAME/ (or --output). All inputs are checked "
         "before any work starts.", epilog=f"example: {EXAMPLE_COMPARE}")
     p.add_argument("--config", required=True, help="a TOML config file or a preset name")
+    p.add_argument("--keys", nargs=0, action=_ListKeys, help="list every config key, its default and help, and exit")
     p.add_argument("--output", default=None, help="folder for runs and reports (default: the config's, runs/NAME)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_compare)
@@ -34,37 +45,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def _show(comparison) -> None:
-    from ..report import terminal_table
+    from ..report import REPORT_FILES, terminal_table
 
     print()
     print(terminal_table(comparison))
     print()
-    for name in ("report.md", "report.json", "effectiveness_vs_speed.png"):
+    for name in REPORT_FILES:
         print(f"{name}: {comparison.output / name}")
 
 
 def _compare(args: argparse.Namespace) -> int:
     from ..compare import compare
 
-    _quiet_transformers()
-    _show(compare(args.config, output=args.output, progress=not args.no_progress))
+    _show(compare(args.config, output=args.output, progress=False if args.no_progress else None))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    _quiet_transformers()
     comparison = run_demo(output=args.output, models=args.models, device=args.device, retrain=args.retrain,
-                          progress=not args.no_progress)
+                          progress=False if args.no_progress else None)
     _show(comparison)
     print(f"demo finished in {comparison.seconds:.0f} s; the report is {comparison.output / 'report.md'}")
     return 0

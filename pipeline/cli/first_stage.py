@@ -5,12 +5,17 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data import read_qrels, read_topics
 from ..errors import InputError
+from ..evaluate import BINARY_MEASURES, GRADED_MEASURES, evaluate_per_query, mean_scores
+from ..retrieve import BM25, DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, MSMARCO_B, MSMARCO_K1, build_index
+from ..runs import Run
 
 EXAMPLE_INDEX = "distilrank index --collection collection.tsv --index indexes/msmarco-subset --threads 2"
 EXAMPLE_RETRIEVE = ("distilrank retrieve --index indexes/msmarco-subset --topics queries.dl20.tsv "
                     "--output runs/dl20.bm25.trec --hits 1000")
-EXAMPLE_EVALUATE = "distilrank evaluate --run runs/dl20.bm25.trec --qrels qrels.dl20.tsv --metrics nDCG@10 'RR(rel=2)@10'"
+EXAMPLE_EVALUATE = ("distilrank evaluate --run runs/dl20.bm25.trec --qrels qrels.dl20.tsv "
+                    "--metrics nDCG@10 'RR(rel=2)@10'")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,16 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "retrieve", help="BM25 first-stage retrieval into a run file",
         description="BM25 search of every query of a topics file over a Lucene index; writes a TREC "
-        "(qid Q0 docid rank score tag) or MS MARCO (qid<TAB>docid<TAB>rank) run.", epilog=f"example: {EXAMPLE_RETRIEVE}")
+        "(qid Q0 docid rank score tag) or MS MARCO (qid<TAB>docid<TAB>rank) run.",
+        epilog=f"example: {EXAMPLE_RETRIEVE}")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--index", help="a Lucene index directory built by 'distilrank index'")
-    source.add_argument("--prebuilt", metavar="NAME", help="a Pyserini prebuilt index, e.g. msmarco-v1-passage (downloads; online only)")
+    source.add_argument("--prebuilt", metavar="NAME",
+                        help="a Pyserini prebuilt index, e.g. msmarco-v1-passage (downloads; online only)")
     p.add_argument("--topics", required=True, help="topics TSV (qid<TAB>query) or a Pyserini name such as dl20-passage")
     p.add_argument("--output", required=True, help="run file to write")
-    p.add_argument("--hits", type=int, default=1000, help="depth k per query (default 1000)")
-    p.add_argument("--k1", type=float, default=None, help="BM25 k1 (default 0.9, Pyserini's)")
-    p.add_argument("--b", type=float, default=None, help="BM25 b (default 0.4, Pyserini's)")
-    p.add_argument("--msmarco-tuned", action="store_true", help="use the MS MARCO tuned parameters k1=0.82, b=0.68")
+    p.add_argument("--hits", type=int, default=DEFAULT_HITS, help="depth k per query (default %(default)s)")
+    p.add_argument("--k1", type=float, default=None, help=f"BM25 k1 (default {DEFAULT_K1}, Pyserini's)")
+    p.add_argument("--b", type=float, default=None, help=f"BM25 b (default {DEFAULT_B}, Pyserini's)")
+    p.add_argument("--msmarco-tuned", action="store_true",
+                   help=f"use the MS MARCO tuned parameters k1={MSMARCO_K1}, b={MSMARCO_B}")
     p.add_argument("--threads", type=int, default=1, help="search threads (default 1)")
     p.add_argument("--format", choices=("trec", "msmarco"), default="trec", help="output format (default trec)")
     p.add_argument("--tag", default="bm25", help="run tag in the TREC output (default bm25)")
@@ -46,28 +54,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate", help="evaluate a run against qrels with ir-measures",
         description="Aggregate (or per-query) effectiveness of a run with ir-measures. Queries of the qrels missing "
-        "from the run count as 0. Default measures: RR@10 nDCG@10 R@100 R@1000 AP for binary qrels; nDCG@10 "
-        "RR(rel=2)@10 R(rel=2)@100 R(rel=2)@1000 AP(rel=2) for graded (TREC DL) qrels.", epilog=f"example: {EXAMPLE_EVALUATE}")
+        f"from the run count as 0. Default measures: {' '.join(BINARY_MEASURES)} for binary qrels; "
+        f"{' '.join(GRADED_MEASURES)} for graded (TREC DL) qrels.", epilog=f"example: {EXAMPLE_EVALUATE}")
     p.add_argument("--run", required=True, help="run file (TREC or MS MARCO format)")
     p.add_argument("--qrels", required=True, help="TREC qrels file or a Pyserini name such as dl20-passage")
-    p.add_argument("--metrics", nargs="+", default=None, help="ir-measures names, e.g. nDCG@10 RR@10 'RR(rel=2)@10' R@1000")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="ir-measures names, e.g. nDCG@10 RR@10 'RR(rel=2)@10' R@1000")
     p.add_argument("--json", action="store_true", help="print one JSON object {measure: value} on stdout")
     p.add_argument("--per-query", action="store_true", help="also print each query's values")
     p.set_defaults(func=_evaluate)
 
 
 def _index(args: argparse.Namespace) -> int:
-    from ..retrieve import build_index
-
     path = build_index(args.collection, args.index, threads=args.threads, force=args.force)
     print(f"index written to {path}")
     return 0
 
 
 def _retrieve(args: argparse.Namespace) -> int:
-    from ..data import read_topics
-    from ..retrieve import BM25, DEFAULT_B, DEFAULT_K1, MSMARCO_B, MSMARCO_K1
-
     if args.hits < 1:
         raise InputError("--hits must be at least 1")
     topics = read_topics(args.topics)  # before the index: bad topics fail fast
@@ -82,14 +86,10 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..data import read_qrels
-    from ..evaluate import evaluate_per_query
-    from ..runs import Run
-
     qrels = read_qrels(args.qrels)
     run = Run.read(args.run)
     per_query = evaluate_per_query(run, qrels, args.metrics)
-    means = {name: sum(v.values()) / len(v) for name, v in per_query.items()}
+    means = mean_scores(per_query)
     if args.json:
         print(json.dumps(means))
         return 0

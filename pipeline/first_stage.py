@@ -1,0 +1,151 @@
+"""The first stage of a comparison, timed like every stage: BM25 candidates, cached, or a precomputed run.
+
+``timed_search`` is the one way a first stage is run and timed (``Pipeline.first`` uses it too). ``CachedFirstStage``
+adds what a comparison needs around it: the index built when missing (timed as the ``index`` stage), the BM25
+run cached as ``FOLDER/bm25.trec`` with the key it depends on (index commit points, k1, b, hits, topics) in
+``bm25.trec.json`` and reused while that key is unchanged, or a precomputed run file read instead; and passage
+text from the collection file (memory-mapped) or the index.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write
+from .config import FirstStageSection
+from .data import DocStore
+from .errors import InputError
+from .retrieve import BM25, build_index, index_files, index_present
+from .runs import Run
+from .timing import StageTiming
+
+log = logging.getLogger(__name__)
+
+BM25_RUN = "bm25.trec"
+
+
+def search_timing(stage: str, wall_s: float, queries: int, pairs: int, **extra: Any) -> StageTiming:
+    """A first stage's cost: searchers report one total, so every query is charged the mean."""
+    return StageTiming(stage, wall_s, queries, pairs, [wall_s / queries] * queries if queries else [],
+                       latency="mean", extra=extra)
+
+
+def timed_search(searcher, topics: Mapping[str, str], k: int, stage: str = "first_stage",
+                 **search: Any) -> tuple[Run, StageTiming]:
+    """``searcher.batch_search(topics, k=k, **search)`` and what it cost."""
+    start = time.perf_counter()
+    run = searcher.batch_search(dict(topics), k=k, **search)
+    wall = time.perf_counter() - start
+    return run, search_timing(stage, wall, len(run), run.num_pairs, **search)
+
+
+def topics_digest(topics: Mapping[str, str]) -> str:
+    """A fingerprint of the queries and their text, in order."""
+    digest = hashlib.sha1()
+    for qid, text in topics.items():
+        digest.update(f"{qid}\t{text}\n".encode())
+    return digest.hexdigest()
+
+
+class CachedFirstStage:
+    """The first stage of a comparison (see the module docstring); ``timings`` holds what ran (or was reused)."""
+
+    def __init__(self, section: FirstStageSection, collection: Path | None, folder: Path):
+        self.section, self.collection, self.folder = section, collection, Path(folder)
+        self.timings: list[StageTiming] = []
+        self._bm25: BM25 | None = None
+
+    def searcher(self) -> BM25:
+        """BM25 over the index (built first when missing) or the prebuilt one; starts the JVM on first use."""
+        if self._bm25 is None:
+            cfg = self.section
+            if cfg.prebuilt:
+                self._bm25 = BM25.from_prebuilt(cfg.prebuilt, cfg.k1, cfg.b)
+            else:
+                if not index_present(cfg.index):
+                    log.info("building the index %s from %s", cfg.index, self.collection)
+                    start = time.perf_counter()
+                    build_index(self.collection, cfg.index, threads=cfg.threads, force=cfg.index.exists())
+                    self.timings.append(StageTiming("index", time.perf_counter() - start, 0, 0,
+                                                    extra={"index": str(cfg.index)}))
+                self._bm25 = BM25(cfg.index, cfg.k1, cfg.b)
+        return self._bm25
+
+    def key(self, topics: Mapping[str, str]) -> dict[str, Any]:
+        """What the BM25 run depends on; a cached run is reused only when this is unchanged."""
+        cfg = self.section
+        key: dict[str, Any] = {"k1": cfg.k1, "b": cfg.b, "hits": cfg.hits, "topics": topics_digest(topics)}
+        if cfg.prebuilt:
+            key["prebuilt"] = cfg.prebuilt
+        else:
+            key["index"] = str(cfg.index)
+            key["segments"] = index_files(cfg.index)
+        return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
+
+    def run(self, topics: Mapping[str, str]) -> tuple[Run, StageTiming]:
+        """The candidates of ``topics`` (the run file's, the cached BM25 run while valid, or a new one), timed."""
+        if self.section.run is not None:
+            return self._precomputed(topics)
+        cfg = self.section
+        path, meta_path = self.folder / BM25_RUN, self.folder / f"{BM25_RUN}.json"
+        if not cfg.prebuilt and not index_present(cfg.index):
+            self.searcher()  # builds the index, so the cache key sees its segments
+        key = self.key(topics)
+        cached = self._cached(path, meta_path, key, topics)
+        if cached is not None:
+            return cached
+        searcher = self.searcher()
+        log.info("BM25: %d queries, top %d (k1=%s, b=%s)", len(topics), cfg.hits, cfg.k1, cfg.b)
+        run, timing = timed_search(searcher, topics, cfg.hits, stage="bm25", threads=cfg.threads)
+        run.name = "bm25"
+        run.write(path, tag="bm25")
+        with atomic_write(meta_path) as out:
+            json.dump({"key": key, "timing": timing.to_dict()}, out, indent=2)
+        timing.extra["cached"] = False
+        self.timings.append(timing)
+        return run, timing
+
+    def _cached(self, path: Path, meta_path: Path, key: dict[str, Any],
+                topics: Mapping[str, str]) -> tuple[Run, StageTiming] | None:
+        """The cached run and the timing it was made with, when its key is ``key``; else ``None``."""
+        if not (path.is_file() and meta_path.is_file()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+        if meta.get("key") != key:
+            return None
+        run = Run.read(path, name="bm25")
+        if not set(run) <= set(topics):
+            return None
+        log.info("BM25: reusing %s (index, parameters and topics unchanged)", path)
+        made = meta["timing"]
+        timing = search_timing("bm25", made["wall_s"], made["queries"], made["pairs"], threads=made.get("threads"),
+                               cached=True)
+        self.timings.append(timing)
+        return run, timing
+
+    def _precomputed(self, topics: Mapping[str, str]) -> tuple[Run, StageTiming]:
+        """The configured first-stage run, restricted to ``topics`` and cut at ``hits``."""
+        source = self.section.run
+        start = time.perf_counter()
+        run = Run.read(source, name="bm25").subset(topics).top(self.section.hits)
+        if not len(run):
+            raise InputError("the first-stage run ranks none of the topics' queries", source)
+        log.info("first stage: %d queries read from %s", len(run), source)
+        timing = search_timing("bm25", time.perf_counter() - start, len(run), run.num_pairs, source=str(source),
+                               cached=True)
+        self.timings.append(timing)
+        return run, timing
+
+    def docstore(self):
+        """Passage text: the collection file when given (memory-mapped), else the index's stored text."""
+        if self.collection is not None and self.collection.is_file():
+            return DocStore(self.collection)
+        return self.searcher().docstore

@@ -1,0 +1,69 @@
+"""What a comparison measured: one ``PipelineResult`` per pipeline and the ``Comparison`` around them.
+
+Plain values: ``pipeline.compare`` fills them, ``pipeline.report`` renders them; neither imports the other's
+work through these types.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .significance import PairedTest
+from .timing import StageTiming
+
+KINDS = ("bm25", "teacher", "student")
+
+
+@dataclass
+class PipelineResult:
+    """One pipeline of the comparison: BM25 alone, BM25 + teacher, or BM25 + a student."""
+
+    name: str
+    kind: str  # one of KINDS
+    run_path: Path
+    metrics: dict[str, float]  # measure -> mean over the queries
+    per_query: dict[str, dict[str, float]] = field(repr=False)  # measure -> qid -> value
+    timing: StageTiming  # the rerank stage, or the first stage's for BM25
+    model: str | None = None
+    description: str = ""
+    model_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pairs_per_s(self) -> float | None:
+        return None if self.kind == "bm25" else self.timing.pairs_per_s
+
+
+@dataclass
+class Comparison:
+    """Everything a report shows: pipelines, significance tests, stage times and the context."""
+
+    config: Config
+    measures: tuple[str, ...]
+    plot_measure: str
+    pipelines: list[PipelineResult]
+    significance: dict[str, dict[str, dict[str, PairedTest]]]  # pipeline -> "teacher"/"bm25" -> measure -> test
+    stages: list[StageTiming]
+    num_queries: int
+    output: Path
+    started: str
+    seconds: float = 0.0
+
+    def pipeline(self, name: str) -> PipelineResult:
+        return next(p for p in self.pipelines if p.name == name)
+
+    @property
+    def teacher(self) -> PipelineResult:
+        return next(p for p in self.pipelines if p.kind == "teacher")
+
+    @property
+    def bm25(self) -> PipelineResult:
+        return next(p for p in self.pipelines if p.kind == "bm25")
+
+    def speedup(self, result: PipelineResult) -> float | None:
+        """Pairs/s of ``result`` over the teacher's (same pairs, same engine, same rounds)."""
+        teacher = self.teacher.pairs_per_s
+        if result.kind == "bm25" or not teacher or result.pairs_per_s is None:
+            return None
+        return result.pairs_per_s / teacher
