@@ -95,9 +95,7 @@ def write_submission(
     out_dir = Path(out_dir)
     run_path, meta_path = out_dir / f"{split}.txt.bz2", out_dir / "metadata.json"
     with atomic_write(run_path, "wb") as raw, bz2.open(raw, "wt", encoding="utf-8") as out:
-        for qid, ranking in run.rankings.items():
-            for rank, (docid, _) in enumerate(ranking[:MAX_PER_QUERY], 1):
-                out.write(f"{qid}\t{docid}\t{rank}\n")
+        out.writelines(run.lines("msmarco", max_rank=MAX_PER_QUERY))
     with atomic_write(meta_path) as out:
         json.dump(meta, out, indent=2)
         out.write("\n")
