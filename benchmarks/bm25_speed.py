@@ -69,7 +69,8 @@ def main() -> None:
         common = ["--index", str(index), "--topics", str(topics_path), "--hits", str(args.hits),
                   "--threads", str(args.threads), "--k1", "0.9", "--b", "0.4"]
         ours = [sys.executable, "-m", "pipeline", "retrieve", *common, "--output", str(ours_out)]
-        theirs = [sys.executable, "-c", PYSERINI_CLI, *common, "--bm25", "--batch-size", "512", "--output", str(theirs_out)]
+        theirs = [sys.executable, "-c", PYSERINI_CLI, *common, "--bm25", "--batch-size", "512",
+                  "--output", str(theirs_out)]
         times: dict[str, list[float]] = {"distilrank retrieve": [], "pyserini.search.lucene": []}
         for _ in range(args.repeats):
             times["pyserini.search.lucene"].append(timed(theirs))

@@ -191,14 +191,23 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from pipeline.cross_encoder import CrossEncoder
     from pipeline.data import DocStore, read_qrels, read_topics
+    from pipeline.devices import resolve_device
     from pipeline.evaluate import evaluate
-    from pipeline.rerank import CrossEncoder, resolve_device
+    from pipeline.rerank import Reranker
     from pipeline.runs import Run
     from pipeline.train.biencoder import BiEncoder
     from pipeline.train.groups import iter_run_lists
-    from pipeline.train.recipes import (PROCEDURES, BootstrapConfig, DistillConfig, Inputs, distill, score_run,
-                                        train_teacher)
+    from pipeline.train.recipes import (
+        PROCEDURES,
+        BootstrapConfig,
+        DistillConfig,
+        Inputs,
+        distill,
+        score_run,
+        train_teacher,
+    )
     from pipeline.train.scores import ScoreFile
     from pipeline.train.trainer import TrainConfig
 
@@ -280,9 +289,9 @@ def main() -> int:
               + (f", {pairs_per_s:,.0f} pairs/s" if pairs_per_s else ""), flush=True)
 
     def rerank_row(name: str, folder: Path, layers_: int, train_s: float | None) -> None:
-        encoder = CrossEncoder.from_pretrained(folder, device=device)
-        encoder.rerank(held_run.subset(list(held_q)[:2]), held_q, docstore, depth=100)  # warm-up
-        run, timing = encoder.rerank(held_run, held_q, docstore, depth=100)
+        reranker = Reranker(CrossEncoder(folder, device=device))
+        reranker.rerank(held_run.subset(list(held_q)[:2]), held_q, docstore, depth=100)  # warm-up
+        run, timing = reranker.rerank(held_run, held_q, docstore, depth=100)
         add_row(name, layers_, run, timing.pairs_per_s, train_s)
 
     with phase("reference rows: BM25, random order, the zero-shot bi-encoder"):
@@ -290,8 +299,8 @@ def main() -> int:
         random_row(held_run, held_qrels, rows, args.seed)
         bi = BiEncoder(minilm, device=str(device), max_length=max_length)
         bi.rerank(held_run.subset(list(held_q)[:2]), held_q, docstore)
-        bi_run, seconds = bi.rerank(held_run, held_q, docstore)
-        add_row("MiniLM bi-encoder, zero-shot (reference)", 6, bi_run, held_run.num_pairs / seconds, None)
+        bi_run, timing = bi.rerank(held_run, held_q, docstore)
+        add_row("MiniLM bi-encoder, zero-shot (reference)", 6, bi_run, timing.pairs_per_s, None)
         del bi
 
     def cfg(**kw) -> TrainConfig:
@@ -304,7 +313,8 @@ def main() -> int:
                                train=cfg(epochs=bootstrap_epochs, batch_size=batch, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4),
                                          warmup=0.05))
         inputs = Inputs.load(train_topics, split / "dl20-train.bm25.trec", collection, train_qrels, docstore=docstore)
-        train_teacher(minilm, inputs, teacher, cfg(epochs=1, batch_size=batch, lr=1e-5), negatives=7, device=str(device),
+        train_teacher(minilm, inputs, teacher, cfg(epochs=1, batch_size=batch, lr=1e-5), negatives=7,
+                      device=str(device),
                       bootstrap=boot, max_length=max_length, resume=args.reuse_teacher)
         timing = work / "teacher_seconds.json"  # the first run's wall time (bi-encoder scores included)
         if not (args.reuse_teacher and timing.is_file()):
@@ -351,7 +361,8 @@ def main() -> int:
 
     table = render(rows, args, device, torch, quick, len(train_q), len(held_q), len(dev))
     print("\n" + table)
-    results = args.results or ROOT / "benchmarks" / "results" / ("distill_study_quick.md" if quick else "distill_study.md")
+    results = args.results or (ROOT / "benchmarks" / "results"
+                               / ("distill_study_quick.md" if quick else "distill_study.md"))
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(table, encoding="utf-8")
     (work / f"{results.stem}.json").write_text(json.dumps({"rows": rows, "phases_s": PHASES}, indent=2))

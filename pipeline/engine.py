@@ -8,34 +8,45 @@ For each chunk of pairs (whole queries, about ``chunk_pairs`` pairs):
    ``1 - max_padding`` of the batch's longest), collating each into
    int32 tensors (pinned on CUDA) with vectorised numpy (no Python loop per pair); it runs up to
    ``prefetch`` batches ahead of the model;
-2. the calling thread copies a batch to the device (``non_blocking``), builds the attention mask and token
-   types there from the row lengths, runs the model under ``torch.inference_mode`` and keeps the scores on
-   the device: no synchronisation per batch. At the end of a chunk its scores are copied back without
-   blocking and collected once the next chunk's first batch is queued, so the device never waits for the host;
+2. the calling thread copies a batch to the device (``non_blocking``), where the cross-encoder builds the
+   attention mask and token types from the row lengths (``CrossEncoder.score``), runs the model under
+   ``torch.inference_mode`` and keeps the scores on the device: no synchronisation per batch. At the end of a
+   chunk its scores are copied back without blocking and collected once the next chunk's first batch is queued,
+   so the device never waits for the host;
 3. the scores are put back in the chunk's original pair order.
 
-Memory is bounded by the chunk size and the prefetch depth, never by the number of candidates. With SDPA
-attention, a batch without padding runs without a mask (letting PyTorch pick a flash kernel); a padded one
-gets a boolean ``[rows, 1, 1, length]`` mask built on the device, so transformers never inspects it on the host.
+Memory is bounded by the chunk size and the prefetch depth, never by the number of candidates. The pairs are
+laid out by the cross-encoder's encoding rule (``CrossEncoder.pair_tokens``), the one training uses too.
 """
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from .rerank import CrossEncoder
+from .cross_encoder import CrossEncoder, PairTokens
+from .errors import InputError
 
 #: Pairs per chunk when none is given: enough for homogeneous lengths, few enough to stay small in memory.
 CPU_CHUNK_PAIRS = 4096
 GPU_CHUNK_PAIRS = 32768
+#: Token budget per batch (padded tokens) when none is given: CPUs like small batches, GPUs large ones (scaled
+#: by 768 / the model's hidden size, at least 128).
+CPU_BATCH_TOKENS = 4096
+GPU_BATCH_TOKENS = 65536
+
+
+def default_batch_tokens(encoder: CrossEncoder) -> int:
+    """The token budget per batch for ``encoder`` on its device."""
+    if encoder.device.type != "cuda":
+        return CPU_BATCH_TOKENS
+    return GPU_BATCH_TOKENS * 768 // max(encoder.hidden_size, 128)
 
 
 @dataclass
@@ -78,66 +89,6 @@ class ChunkResult:
     padded_tokens: int = 0
 
 
-@dataclass
-class ChunkTokens:
-    """A chunk's tokens as one flat table: specials (prefix, middle, suffix, pad), then the queries, then the
-    passages; per pair the start of its query and passage in the table and how many tokens of each it uses."""
-
-    table: np.ndarray  # int32
-    query_start: np.ndarray  # [pairs] int64
-    query_len: np.ndarray  # [pairs] int64
-    passage_start: np.ndarray  # [pairs] int64
-    passage_len: np.ndarray  # [pairs] int64 (truncated so the pair fits max_length)
-    lengths: np.ndarray  # [pairs] int32: tokens of the whole pair
-    boundaries: np.ndarray  # [pairs] int32: first token of the passage segment
-    prefix: int
-    middle: int
-    suffix: int
-
-    @classmethod
-    def build(cls, encoder: "CrossEncoder", pad_id: int, query_tokens: Sequence[Sequence[int]],
-              query_of_pair: np.ndarray, passage_tokens: Sequence[Sequence[int]]) -> "ChunkTokens":
-        t = encoder.template
-        specials = np.asarray(t.prefix + t.middle + t.suffix + [pad_id], dtype=np.int32)
-        q_flat, q_off, q_len = _flatten(query_tokens, encoder.query_max_length)
-        p_flat, p_off, p_len = _flatten(passage_tokens, None)
-        lq = q_len[query_of_pair]
-        lp = np.minimum(p_len, np.maximum(encoder.max_length - t.num_special - lq, 0))
-        lengths = (t.num_special + lq + lp).astype(np.int32)
-        boundaries = (len(t.prefix) + lq + len(t.middle)).astype(np.int32)
-        table = np.concatenate([specials, q_flat, p_flat])
-        return cls(table, len(specials) + q_off[query_of_pair], lq, len(specials) + len(q_flat) + p_off, lp,
-                   lengths, boundaries, len(t.prefix), len(t.middle), len(t.suffix))
-
-    def gather(self, index: np.ndarray, width: int) -> np.ndarray:
-        """The ``[len(index), width]`` int32 ids of the pairs ``index``, padded (one ``np.select``)."""
-        c = np.arange(width, dtype=np.int64)[None, :]
-        lq, lp = self.query_len[index][:, None], self.passage_len[index][:, None]
-        mid_start = self.prefix + lq
-        p_start = mid_start + self.middle
-        s_start = p_start + lp
-        end = s_start + self.suffix
-        pad = self.prefix + self.middle + self.suffix  # the pad id's place in the table
-        source = np.select(
-            [c < self.prefix, c < mid_start, c < p_start, c < s_start, c < end],
-            [c, self.query_start[index][:, None] + c - self.prefix, self.prefix + c - mid_start,
-             self.passage_start[index][:, None] + c - p_start, self.prefix + self.middle + c - s_start],
-            default=pad,
-        )
-        return self.table[source]
-
-
-def _flatten(token_lists: Sequence[Sequence[int]], limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenated ids (each list cut to ``limit``), start offsets and lengths."""
-    if limit is not None:
-        token_lists = [ids[:limit] for ids in token_lists]
-    lengths = np.fromiter((len(ids) for ids in token_lists), dtype=np.int64, count=len(token_lists))
-    flat = np.fromiter(itertools.chain.from_iterable(token_lists), dtype=np.int32, count=int(lengths.sum()))
-    offsets = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    return flat, offsets, lengths
-
-
 _END = object()
 
 
@@ -176,7 +127,7 @@ class ScoringEngine:
 
     def __init__(
         self,
-        encoder: "CrossEncoder",
+        encoder: CrossEncoder,
         batch_tokens: int | None = None,
         chunk_pairs: int | None = None,
         pad_multiple: int | None = None,
@@ -186,36 +137,22 @@ class ScoringEngine:
         self.encoder = encoder
         self.device = encoder.device
         cuda = self.device.type == "cuda"
-        self.batch_tokens = int(batch_tokens or encoder.batch_tokens)
+        self.batch_tokens = int(batch_tokens or default_batch_tokens(encoder))
         if self.batch_tokens < encoder.max_length:
-            raise ValueError(f"batch_tokens {self.batch_tokens} is smaller than max_length {encoder.max_length}")
+            raise InputError(f"batch_tokens {self.batch_tokens} is smaller than max_length {encoder.max_length}")
         self.chunk_pairs = int(chunk_pairs or (GPU_CHUNK_PAIRS if cuda else CPU_CHUNK_PAIRS))
         self.pad_multiple = int(pad_multiple or (8 if cuda else 1))
         self.prefetch = max(int(prefetch), 1)
         self.max_padding = float(max_padding)
         self.pin = cuda
-        self.pad_id = int(encoder.tokenizer.pad_token_id or 0)
-        template = encoder.template
-        self.first_type, self.second_type = template.first_type, template.second_type
-        self.sdpa = getattr(encoder.model.config, "_attn_implementation", None) == "sdpa"
-        self._aranges: dict[int, torch.Tensor] = {}
 
     # ---- host side: tokenize, sort, batch (background thread) --------------------------------
 
-    def tokenize_chunk(self, chunk: PairChunk) -> "ChunkTokens":
-        """Token ids of the chunk's queries and passages in one flat table, and each pair's layout in it."""
-        enc = self.encoder
-        query_tokens = enc.tokenize(chunk.queries, enc.query_max_length)
-        if chunk.passage_ids is not None:
-            passage_tokens = chunk.passage_ids
-        elif chunk.passages is not None:
-            passage_tokens = enc.tokenize(chunk.passages, enc.max_length - enc.template.num_special)
-        else:
+    def tokenize_chunk(self, chunk: PairChunk) -> PairTokens:
+        """The chunk's pairs laid out by the encoding rule (one flat table of token ids)."""
+        if chunk.passages is None and chunk.passage_ids is None:
             raise ValueError("a PairChunk needs passages or passage_ids")
-        if len(passage_tokens) != len(chunk.query_of_pair):
-            raise ValueError(f"{len(chunk.query_of_pair)} pairs but {len(passage_tokens)} passages")
-        return ChunkTokens.build(enc, self.pad_id, query_tokens, np.asarray(chunk.query_of_pair, dtype=np.int64),
-                                 passage_tokens)
+        return self.encoder.pair_tokens(chunk.queries, chunk.query_of_pair, chunk.passages, chunk.passage_ids)
 
     def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Pair indices of each batch: longest first, rows x padded length within the token budget, and no row
@@ -233,7 +170,7 @@ class ScoringEngine:
             start += rows
         return batches
 
-    def collate(self, tokens: "ChunkTokens", index: np.ndarray) -> Batch:
+    def collate(self, tokens: PairTokens, index: np.ndarray) -> Batch:
         """Pad the pairs ``index`` into one int32 batch (pinned on CUDA), vectorised: no Python loop per pair."""
         lens = tokens.lengths[index]
         m = self.pad_multiple
@@ -252,26 +189,11 @@ class ScoringEngine:
 
     # ---- device side --------------------------------------------------------------------------
 
-    def _arange(self, width: int) -> torch.Tensor:
-        if width not in self._aranges:
-            self._aranges[width] = torch.arange(width, device=self.device, dtype=torch.int32)
-        return self._aranges[width]
-
     def forward(self, batch: Batch) -> torch.Tensor:
         """Scores of one batch, left on the device (no synchronisation)."""
         dev, nb = self.device, self.pin
-        input_ids = batch.input_ids.to(dev, non_blocking=nb)
-        width = input_ids.shape[1]
-        positions = self._arange(width)[None, :]
-        kwargs: dict[str, torch.Tensor | None] = {"input_ids": input_ids}
-        if self.first_type != self.second_type or self.first_type != 0:
-            boundaries = batch.boundaries.to(dev, non_blocking=nb)[:, None]
-            kwargs["token_type_ids"] = torch.where(positions >= boundaries, self.second_type, self.first_type)
-        if batch.padded:
-            mask = positions < batch.lengths.to(dev, non_blocking=nb)[:, None]
-            kwargs["attention_mask"] = mask[:, None, None, :] if self.sdpa else mask.long()
-        logits = self.encoder.forward_model(**kwargs).logits
-        return self.encoder.logits_to_scores(logits).float()
+        return self.encoder.score(batch.input_ids.to(dev, non_blocking=nb), batch.lengths.to(dev, non_blocking=nb),
+                                  batch.boundaries.to(dev, non_blocking=nb), batch.padded)
 
     # ---- the stream -------------------------------------------------------------------------
 

@@ -1,367 +1,258 @@
-"""Cross-encoder rankers: load any Hugging Face sequence-classification model and score (query, passage) pairs.
+"""The rerank stage (a cross-encoder over a run's top candidates) and the two-stage ``Pipeline``, both timed.
 
-A ``CrossEncoder`` is a folder (or hub name) that ``AutoModelForSequenceClassification`` loads:
+Reranking keeps recall (see ``pipeline.ranker``): the top ``depth`` candidates of each query are scored by the
+cross-encoder and ranked by that score (ties keep first-stage order); the candidates below ``depth`` follow in
+their first-stage order, with scores below every reranked one, so R@1000 of the first stage is kept.
 
-- one output logit: the logit is the relevance score;
-- two output logits (monoBERT style): the score is ``log_softmax(logits)[:, 1]``, the "relevant" class;
-- a plain encoder without a ranking head (``BertModel``, ``BertForMaskedLM``, e.g. the pretrained MiniLM):
-  loaded as a one-logit ranker with a newly initialised head (a warning says so), the start of fine-tuning;
-- any other classification head (3 or more labels) is refused with ``InputError``.
+Interpolation (``interpolation``, the weight of the cross-encoder): per query, both the cross-encoder scores and
+the first-stage scores of the reranked candidates are min-max normalised to [0, 1] (all equal -> 0), and the
+final score is ``interpolation * ce + (1 - interpolation) * first_stage``: ``1`` is the cross-encoder alone,
+``0`` the first stage; ``None`` (the default) the raw cross-encoder score.
 
-Pairs are encoded as ``[CLS] q [SEP] p [SEP]`` (the tokenizer's own pair template), the query capped at
-``query_max_length`` tokens, the passage truncated so the pair fits ``max_length`` tokens. Scoring goes through
-``pipeline.engine`` (length sorting, token-budget batches, background tokenization).
+Missing passages (docids the docstore lacks) are an ``InputError`` listing the first few, or, with
+``skip_missing=True``, dropped from the output with a count in the timing. Empty passages (blank text) are
+treated the same way: an error naming them, or skipped and counted. NaN scores are an error: no run is made.
 """
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
+from .cross_encoder import CrossEncoder
+from .engine import ChunkResult, PairChunk, ScoringEngine
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from .runs import Run
-    from .timing import StageTiming
+from .progress import bar
+from .ranker import Passages, Ranker, Ranking, merge
+from .runs import Run
+from .timing import StageTiming, sync
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
-#: The sidecar file that keeps the encoding settings next to the transformers files.
-SETTINGS_FILE = "cross_encoder.json"
-#: Token budget per batch (padded tokens) when none is given: CPUs like small batches, GPUs large ones.
-CPU_BATCH_TOKENS = 4096
-GPU_BATCH_TOKENS = 65536
+SHOW = 5  # how many offending ids an error lists
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; CUDA absent is an ``InputError``."""
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__})")
-        return torch.device(name)
-    raise InputError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
+def _ids(items: list[str]) -> str:
+    return ", ".join(items[:SHOW]) + (f", ... ({len(items)} in all)" if len(items) > SHOW else "")
 
 
-def resolve_dtype(precision: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
-    """``fp32``/``bf16``/``fp16``; ``None`` means bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
-    if isinstance(precision, torch.dtype):
-        return precision
-    device = torch.device(device)
-    if precision is None:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    name = _PRECISION_ALIASES.get(str(precision).lower(), str(precision).lower())
-    if name not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    return PRECISIONS[name]
+def _minmax(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
-def _is_hub_name(name: str) -> bool:
-    """``org/model`` or ``model``: what the Hugging Face hub accepts as a repository id."""
-    parts = name.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
+def combine(ce_scores: np.ndarray, first_scores: np.ndarray, interpolation: float | None) -> np.ndarray:
+    """The final scores of the reranked candidates of one query (see the module docstring)."""
+    if interpolation is None:
+        return ce_scores.astype(np.float64)
+    return (interpolation * _minmax(ce_scores.astype(np.float64))
+            + (1 - interpolation) * _minmax(first_scores.astype(np.float64)))
 
 
-def _locate(model_name_or_path: str | Path) -> str:
-    """A local folder, or a hub name when online; otherwise an ``InputError`` saying why."""
-    name = str(model_name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InputError("model folder has no config.json (not a transformers model)", path)
-        return str(path)
-    if path.exists():
-        raise InputError("model path is a file; expected a model folder or a Hugging Face hub name", path)
-    if not _is_hub_name(name):
-        raise InputError("model folder not found", path)
-    return name
+def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = 100,
+                 skip_missing: bool = False) -> dict[str, set[str]]:
+    """Queries without text are an ``InputError``; so are docids of the top ``depth`` that the docstore lacks,
+    unless ``skip_missing``: then they are returned per query."""
+    no_text = [qid for qid in run if qid not in topics]
+    if no_text:
+        raise InputError(f"{len(no_text)} queries of the run have no text in the topics: {_ids(no_text)}")
+    missing: dict[str, set[str]] = {}
+    examples: list[str] = []
+    count = 0
+    for qid, ranking in run.items():
+        absent = docstore.missing([docid for docid, _ in ranking[:depth]])
+        if absent:
+            missing[qid] = set(absent)
+            count += len(absent)
+            examples.extend(f"{docid} (query {qid})" for docid in absent[: SHOW - len(examples)])
+    if count and not skip_missing:
+        raise InputError(f"{count} candidate docids are not in the collection: {', '.join(examples)}"
+                         f"{', ...' if count > len(examples) else ''} (use --skip-missing to drop them)")
+    return missing
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "0").strip().lower() not in ("", "0", "false", "no", "off")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+@dataclass
+class QueryCandidates:
+    """One query's candidates: the ``head`` the cross-encoder scores, the ``tail`` kept in first-stage order."""
+
+    qid: str
+    head: Ranking
+    tail: Ranking
 
 
-def _load_config(source: str):
-    """The model's config; a hub name that is neither cached nor reachable fails with what to do instead."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(source)
-    except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors alike
-        if not Path(source).is_dir() and _offline():
-            raise InputError(f"model {source!r}: no such folder, and not in the Hugging Face cache; it cannot be "
-                             "fetched offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set): pass a local model "
-                             "folder") from None
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"cannot load model config from {source!r}: {type(exc).__name__}: {reason}") from None
-
-
-#: Files one of which a local model folder needs for its tokenizer.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model")
+def query_candidates(qid: str, ranking: Ranking, depth: int, gone: set[str] | tuple, docstore: Passages,
+                     skip_missing: bool, skipped: Counter) -> tuple[QueryCandidates, list[str]]:
+    """The head and tail of one query without the ``gone`` docids, and the head's passage text; empty passages
+    are an ``InputError``, or with ``skip_missing`` dropped and counted in ``skipped["empty"]``."""
+    head = [(d, s) for d, s in ranking[:depth] if d not in gone]
+    tail = [(d, s) for d, s in ranking[depth:] if d not in gone]
+    texts = docstore.get_many([d for d, _ in head])
+    empty = [d for (d, _), t in zip(head, texts, strict=True) if not t.strip()]
+    if empty:
+        if not skip_missing:
+            raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)} "
+                             "(use --skip-missing to drop them)")
+        skipped["empty"] += len(empty)
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        head, texts = [head[i] for i in keep], [texts[i] for i in keep]
+    return QueryCandidates(qid, head, tail), texts
 
 
-def _load_tokenizer(source: str):
-    from transformers import AutoTokenizer
-
-    if Path(source).is_dir() and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
-        raise InputError(f"model folder has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})", source)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"cannot load the tokenizer of model {source!r} (tokenizer files missing?): "
-                         f"{type(exc).__name__}: {reason}") from None
-    if tokenizer is None or not callable(tokenizer):
-        raise InputError(f"model {source!r} has no tokenizer files")
-    return tokenizer
-
-
-def _plain_fast_tokenizer(tokenizer):
-    """A private copy of the Rust tokenizer behind ``tokenizer`` without padding or truncation, or None."""
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if backend is None or not hasattr(backend, "encode_batch_fast"):
-        return None
-    backend = copy.deepcopy(backend)
-    backend.no_padding()
-    backend.no_truncation()
-    return backend
+def candidate_chunks(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int,
+                     missing: Mapping[str, set[str]], skip_missing: bool, chunk_pairs: int,
+                     skipped: Counter) -> Iterator[PairChunk]:
+    """Whole queries, about ``chunk_pairs`` pairs a chunk, with their passage text; each chunk's ``meta`` lists
+    its ``QueryCandidates`` in run order. Runs in the engine's background thread, so passages are read while
+    the model scores the previous chunk."""
+    queries: list[str] = []
+    query_of_pair: list[int] = []
+    passages: list[str] = []
+    meta: list[QueryCandidates] = []
+    for qid, ranking in run.items():
+        candidates, texts = query_candidates(qid, ranking, depth, missing.get(qid, ()), docstore, skip_missing,
+                                             skipped)
+        if meta and len(query_of_pair) + len(candidates.head) > chunk_pairs:
+            yield PairChunk(queries, query_of_pair, passages, meta=meta)
+            queries, query_of_pair, passages, meta = [], [], [], []
+        query_of_pair.extend([len(queries)] * len(candidates.head))
+        queries.append(topics[qid])
+        passages.extend(texts)
+        meta.append(candidates)
+    if meta:
+        yield PairChunk(queries, query_of_pair, passages, meta=meta)
 
 
-class PairTemplate:
-    """How the tokenizer joins a (query, passage) pair: ``prefix + q + middle + p + suffix`` and token types.
+def _refuse_nan(result: ChunkResult) -> None:
+    nan = np.flatnonzero(np.isnan(result.scores))
+    if not nan.size:
+        return
+    offset, where = 0, "?"
+    for query in result.chunk.meta:
+        if nan[0] < offset + len(query.head):
+            where = f"{query.qid}, docid {query.head[nan[0] - offset][0]}"
+            break
+        offset += len(query.head)
+    raise InputError(f"the model produced {nan.size} NaN scores (e.g. query {where}); refusing to write a run "
+                     "(try --precision fp32)")
 
-    Probed once from the tokenizer itself, so BERT (``[CLS] q [SEP] p [SEP]``, types 0/1) and RoBERTa-style
-    (``<s> q </s></s> p </s>``, one type) models both encode exactly as the tokenizer's pair encoding would.
+
+class Reranker(Ranker):
+    """The cross-encoder rerank stage: ``Reranker(encoder).rerank(run, topics, docstore, depth=100)``.
+
+    Candidates are streamed: whole queries are grouped into chunks of about ``chunk_pairs`` pairs, their
+    passages read from the docstore and tokenized in the engine's background thread, so memory does not grow
+    with the number of candidates. See the module docstring for ``interpolation`` and ``skip_missing``.
     """
 
-    def __init__(self, tokenizer):
-        first, second = "hello", "world"
-        a = tokenizer(first, add_special_tokens=False)["input_ids"]
-        b = tokenizer(second, add_special_tokens=False)["input_ids"]
-        full = tokenizer(first, second, return_token_type_ids=True)
-        ids, types = list(full["input_ids"]), list(full.get("token_type_ids") or [0] * len(full["input_ids"]))
-        start = next((i for i in range(len(ids)) if ids[i : i + len(a)] == a), None)
-        second_start = None if start is None else next(
-            (j for j in range(start + len(a), len(ids)) if ids[j : j + len(b)] == b), None)
-        if start is None or second_start is None:
-            raise InputError(f"cannot derive the pair template of tokenizer {type(tokenizer).__name__}")
-        self.prefix = ids[:start]
-        self.middle = ids[start + len(a) : second_start]
-        self.suffix = ids[second_start + len(b) :]
-        boundary = second_start  # types: first_type before the passage, second_type from it on
-        self.first_type = types[0]
-        self.second_type = types[second_start]
-        expected = [self.first_type] * boundary + [self.second_type] * (len(ids) - boundary)
-        if types != expected:
-            raise InputError(f"unsupported token type pattern {types} of tokenizer {type(tokenizer).__name__}")
-        self.num_special = len(self.prefix) + len(self.middle) + len(self.suffix)
+    def __init__(self, encoder: CrossEncoder, interpolation: float | None = None, skip_missing: bool = False,
+                 batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False):
+        if interpolation is not None and not 0.0 <= interpolation <= 1.0:
+            raise InputError(f"interpolation must be between 0 and 1, got {interpolation}")
+        self.encoder, self.interpolation, self.skip_missing = encoder, interpolation, skip_missing
+        self.progress = progress
+        self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs)
+
+    def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = 100,
+               name: str | None = None, missing: Mapping[str, set[str]] | None = None) -> tuple[Run, StageTiming]:
+        """Rerank the top ``depth`` candidates of every query of ``run``; the run (named ``name``, by default
+        ``RUN.rerank``) and its timing. ``missing``: what ``check_inputs`` returned when the caller ran it."""
+        if depth < 1:
+            raise InputError(f"depth must be at least 1, got {depth}")
+        start = time.perf_counter()
+        if missing is None:
+            missing = check_inputs(run, topics, docstore, depth, self.skip_missing)
+        totals = Counter(missing=sum(len(m) for m in missing.values()))
+        chunks = candidate_chunks(run, topics, docstore, depth, missing, self.skip_missing, self.engine.chunk_pairs,
+                                  totals)
+        rankings: dict[str, Ranking] = {}
+        latencies: list[float] = []
+        with bar(total=len(run), unit="query", desc="rerank", enabled=self.progress) as progress:
+            for result in self.engine.stream(chunks):
+                latencies.extend(self._rank_chunk(result, rankings))
+                totals.update(pairs=len(result.chunk), tokens=result.tokens, padded_tokens=result.padded_tokens,
+                              batches=result.batches)
+                progress.update(len(result.chunk.meta))
+        sync(self.encoder.device)
+        wall = time.perf_counter() - start
+        if totals["missing"] or totals["empty"]:
+            log.warning("skipped %d missing and %d empty passages", totals["missing"], totals["empty"])
+        timing = StageTiming("rerank", wall, len(rankings), totals["pairs"], latencies,
+                             device=str(self.encoder.device), extra=self._timing_extra(depth, totals))
+        # Queries come back in run order: the engine keeps chunk order and chunks keep query order.
+        return Run(rankings, name or f"{run.name}.rerank"), timing
+
+    def _rank_chunk(self, result: ChunkResult, rankings: dict[str, Ranking]) -> list[float]:
+        """Rank each query of a scored chunk into ``rankings``; each query's share of the chunk's seconds."""
+        _refuse_nan(result)
+        latencies, offset = [], 0
+        for query in result.chunk.meta:
+            scores = result.scores[offset : offset + len(query.head)]
+            offset += len(query.head)
+            final = combine(scores, np.array([s for _, s in query.head]), self.interpolation) if query.head else scores
+            rankings[query.qid] = merge(query.head, final, query.tail)
+            latencies.append(result.seconds * len(query.head) / max(len(result.chunk), 1))
+        return latencies
+
+    def _timing_extra(self, depth: int, totals: Counter) -> dict[str, Any]:
+        return {"model": self.encoder.source, "dtype": str(self.encoder.dtype).replace("torch.", ""), "depth": depth,
+                "interpolation": self.interpolation, "batch_tokens": self.engine.batch_tokens,
+                "chunk_pairs": self.engine.chunk_pairs, "batches": totals["batches"], "tokens": totals["tokens"],
+                "padded_tokens": totals["padded_tokens"], "skipped_missing": totals["missing"],
+                "skipped_empty": totals["empty"]}
 
 
-class CrossEncoder:
-    """A (query, passage) relevance scorer around ``AutoModelForSequenceClassification`` (1 or 2 logits)."""
+def rerank_run(encoder: CrossEncoder, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = 100,
+               interpolation: float | None = None, skip_missing: bool = False, batch_tokens: int | None = None,
+               chunk_pairs: int | None = None, progress: bool | None = False, name: str | None = None,
+               missing: Mapping[str, set[str]] | None = None) -> tuple[Run, StageTiming]:
+    """``Reranker(encoder, ...).rerank(run, topics, docstore, depth, ...)`` in one call."""
+    reranker = Reranker(encoder, interpolation, skip_missing, batch_tokens, chunk_pairs, progress)
+    return reranker.rerank(run, topics, docstore, depth, name=name, missing=missing)
 
-    def __init__(
-        self,
-        model_name_or_path: str | Path,
-        device: str | torch.device = "auto",
-        precision: str | torch.dtype | None = None,
-        max_length: int = 256,
-        query_max_length: int = 64,
-        batch_tokens: int | None = None,
-        num_labels_check: bool = True,
-        compile: bool = False,
-    ):
-        from transformers import AutoModelForSequenceClassification
 
-        self.source = _locate(model_name_or_path)
-        settings = self._read_settings(self.source)
-        max_length = settings.get("max_length", 256) if max_length is None else max_length
-        query_max_length = settings.get("query_max_length", 64) if query_max_length is None else query_max_length
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(precision, self.device)
-        config = _load_config(self.source)
-        self.tokenizer = _load_tokenizer(self.source)
-        architectures = list(getattr(config, "architectures", None) or [])
-        has_head = any(a.endswith("ForSequenceClassification") for a in architectures)
-        if has_head:
-            if num_labels_check and config.num_labels not in (1, 2):
-                raise InputError(
-                    f"model {self.source!r} has a {config.num_labels}-label classification head; a ranker needs "
-                    "1 logit (the score) or 2 logits (monoBERT: not relevant / relevant)"
-                )
-        else:
-            config.num_labels = 1  # an encoder without a ranking head: a fresh one-logit head
-        kwargs: dict[str, Any] = {"config": config, "dtype": self.dtype, "output_loading_info": True}
-        try:
-            try:
-                model, info = AutoModelForSequenceClassification.from_pretrained(
-                    self.source, attn_implementation="sdpa", **kwargs)
-            except (ValueError, ImportError) as exc:
-                if "sdpa" not in str(exc).lower() and "attn" not in str(exc).lower():
-                    raise
-                model, info = AutoModelForSequenceClassification.from_pretrained(self.source, **kwargs)
-        except InputError:
-            raise
-        except Exception as exc:
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise InputError(f"cannot load model {self.source!r} as a sequence-classification ranker: "
-                             f"{type(exc).__name__}: {reason}") from None
-        new_weights = sorted(info.get("missing_keys") or [])
-        self.new_head = bool(new_weights)
-        if new_weights:
-            log.warning("%s: %sweights newly initialised (%s%s): scores are meaningless until the model is trained",
-                        self.source, "no ranking head found, " if not has_head else "",
-                        ", ".join(new_weights[:4]), ", ..." if len(new_weights) > 4 else "")
-        self._setup(model, self.tokenizer, max_length, query_max_length, batch_tokens, num_labels_check, compile)
+class Pipeline:
+    """First stage -> rerank of the top ``depth``: ``Pipeline(bm25, CrossEncoder(dir), depth=100).run(topics)``.
 
-    @classmethod
-    def from_model(cls, model, tokenizer, device: str | torch.device = "auto", precision: str | torch.dtype | None = None,
-                   max_length: int = 256, query_max_length: int = 64, batch_tokens: int | None = None,
-                   num_labels_check: bool = True, compile: bool = False, source: str = "<in memory>") -> "CrossEncoder":
-        """Wrap a sequence-classification model already in memory (training, benchmarks); moved to ``device``
-        and cast to ``precision``."""
-        self = cls.__new__(cls)
-        self.source = source
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(precision, self.device)
-        self.tokenizer = tokenizer
-        self.new_head = False
-        self._setup(model.to(self.dtype), tokenizer, max_length, query_max_length, batch_tokens, num_labels_check, compile)
-        return self
+    ``first_stage`` is anything with ``batch_search(topics, k=...) -> Run`` (BM25) or a ``Run`` already made
+    (its queries are filtered to ``topics``). ``ranker`` is any ``Ranker``; a ``CrossEncoder`` is reranked by
+    ``Reranker(encoder)`` (build the ``Reranker`` yourself for its options). Passage text comes from
+    ``docstore`` or ``first_stage.docstore``. After ``run``, ``timings`` holds a ``StageTiming`` per stage
+    (the first stage's only when it ran here).
+    """
 
-    def _setup(self, model, tokenizer, max_length: int, query_max_length: int, batch_tokens: int | None,
-               num_labels_check: bool, compile: bool) -> None:
-        self.model = model.to(self.device).eval()
-        self.num_labels = int(model.config.num_labels)
-        if self.num_labels not in (1, 2) and num_labels_check:
-            raise InputError(f"model {self.source!r} outputs {self.num_labels} logits; expected 1 or 2")
-        positions = getattr(model.config, "max_position_embeddings", None) or max_length
-        self.max_length = int(min(max_length, positions))
-        self.query_max_length = int(query_max_length)
-        self.template = PairTemplate(tokenizer)
-        self._fast = _plain_fast_tokenizer(tokenizer)
-        if self.max_length < self.template.num_special + 2:
-            raise InputError(f"max_length {max_length} leaves no room for the query and the passage")
-        hidden = max(int(getattr(model.config, "hidden_size", 768)), 128)
-        self.batch_tokens = int(batch_tokens) if batch_tokens else (
-            GPU_BATCH_TOKENS * 768 // hidden if self.device.type == "cuda" else CPU_BATCH_TOKENS)
-        if self.batch_tokens < self.max_length:
-            raise InputError(f"batch_tokens {self.batch_tokens} is smaller than max_length {self.max_length}")
-        self.forward_model = torch.compile(self.model, dynamic=True) if compile else self.model
+    def __init__(self, first_stage, ranker: Ranker | CrossEncoder, depth: int = 100, docstore: Passages | None = None,
+                 k: int = 1000):
+        self.first_stage = first_stage
+        self.ranker = Reranker(ranker) if isinstance(ranker, CrossEncoder) else ranker
+        self.depth = depth
+        self.docstore = docstore if docstore is not None else getattr(first_stage, "docstore", None)
+        if self.docstore is None:
+            raise InputError("the pipeline needs a docstore for passage text (the first stage has none)")
+        self.k = max(k, depth)
+        self.timings: list[StageTiming] = []
 
-    # ---- encoding ---------------------------------------------------------------------------
+    def first(self, topics: Mapping[str, str]) -> Run:
+        """The first-stage candidates of ``topics`` (timed when retrieved here)."""
+        if isinstance(self.first_stage, Run):
+            return self.first_stage.subset(topics)
+        start = time.perf_counter()
+        run = self.first_stage.batch_search(dict(topics), k=self.k)
+        wall = time.perf_counter() - start
+        per_query = [wall / len(run)] * len(run) if len(run) else []
+        self.timings.append(StageTiming("first_stage", wall, len(run), run.num_pairs, per_query, latency="mean"))
+        return run
 
-    def tokenize(self, texts: Sequence[str], limit: int) -> list[list[int]]:
-        """Token ids of ``texts`` without special tokens, each truncated to ``limit`` tokens."""
-        if not texts:
-            return []
-        if self._fast is not None:  # the Rust tokenizer directly: parallel, no offsets computed
-            return [e.ids[:limit] for e in self._fast.encode_batch_fast(list(texts), add_special_tokens=False)]
-        ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max(limit, 1))["input_ids"]
-        return [list(i)[:limit] for i in ids]
-
-    def pair_ids(self, query_ids: Sequence[int], passage_ids: Sequence[int]) -> tuple[list[int], int]:
-        """The ids of one pair (query capped, passage truncated to fit) and where the passage starts."""
-        t = self.template
-        q = list(query_ids[: self.query_max_length])
-        p = list(passage_ids[: max(self.max_length - t.num_special - len(q), 0)])
-        head = t.prefix + q + t.middle
-        return head + p + t.suffix, len(head)
-
-    def encode(self, queries: list[str], passages: list[str]) -> dict[str, torch.Tensor]:
-        """``[CLS] q [SEP] p [SEP]`` for each pair, padded to the longest: input_ids, attention_mask,
-        token_type_ids (CPU tensors, int64)."""
-        if len(queries) != len(passages):
-            raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
-        qids = self.tokenize(queries, self.query_max_length)
-        pids = self.tokenize(passages, self.max_length - self.template.num_special)
-        pairs = [self.pair_ids(q, p) for q, p in zip(qids, pids)]
-        width = max((len(ids) for ids, _ in pairs), default=0)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(pairs), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-        token_type_ids = torch.zeros((len(pairs), width), dtype=torch.long)  # padding: type 0, as transformers
-        for row, (ids, boundary) in enumerate(pairs):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-            token_type_ids[row, :boundary] = self.template.first_type
-            token_type_ids[row, boundary : len(ids)] = self.template.second_type
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-
-    def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """One logit: the logit; two logits: the log-probability of the "relevant" class (index 1)."""
-        if logits.dim() == 1:
-            return logits
-        if logits.shape[-1] == 1:
-            return logits[:, 0]
-        if logits.shape[-1] == 2:
-            return torch.log_softmax(logits.float(), dim=-1)[:, 1]
-        raise ValueError(f"expected 1 or 2 logits per pair, got {logits.shape[-1]}")
-
-    # ---- scoring ----------------------------------------------------------------------------
-
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_tokens: int | None = None) -> np.ndarray:
-        """Scores (float32) of ``(query, passage)`` pairs, in input order; batched by the engine."""
-        from .engine import ScoringEngine
-
-        pairs = list(pairs)
-        return ScoringEngine(self, batch_tokens=batch_tokens).score_pairs([q for q, _ in pairs], [p for _, p in pairs])
-
-    def rerank(self, run: "Run", topics: dict[str, str], docstore, depth: int = 100, **kwargs) -> tuple["Run", "StageTiming"]:
-        """Rerank the top ``depth`` candidates of every query of ``run``; see ``pipeline.stages.rerank_run``."""
-        from .stages import rerank_run
-
-        return rerank_run(self, run, topics, docstore, depth=depth, **kwargs)
-
-    # ---- files ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _read_settings(source: str) -> dict:
-        path = Path(source) / SETTINGS_FILE
-        if not path.is_file():
-            return {}
-        try:
-            return dict(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError):
-            raise InputError("malformed cross-encoder settings (expected a JSON object)", path) from None
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write a folder that ``CrossEncoder`` and plain ``AutoModelForSequenceClassification`` both load."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        from .atomic import atomic_write
-
-        with atomic_write(path / SETTINGS_FILE) as out:
-            json.dump({"max_length": self.max_length, "query_max_length": self.query_max_length}, out, indent=2)
-        return path
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> "CrossEncoder":
-        """Load a saved ranker; its saved ``max_length``/``query_max_length`` apply unless given."""
-        kwargs.setdefault("max_length", None)
-        kwargs.setdefault("query_max_length", None)
-        return cls(path, **kwargs)
+    def run(self, topics: Mapping[str, str]) -> Run:
+        """Retrieve, then rerank the top ``depth``; ``self.timings`` has each stage's cost."""
+        self.timings = []
+        candidates = self.first(topics)
+        reranked, timing = self.ranker.rerank(candidates, topics, self.docstore, self.depth)
+        self.timings.append(timing)
+        return reranked
 
     def __repr__(self) -> str:
-        return (f"CrossEncoder({self.source!r}, device={self.device}, dtype={self.dtype}, "
-                f"num_labels={self.num_labels}, max_length={self.max_length})")
+        return f"Pipeline({self.first_stage!r} -> {self.ranker!r}, depth={self.depth})"

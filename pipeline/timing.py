@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import platform
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,23 +26,6 @@ def sync(device: torch.device | str | None) -> None:
     """Wait for queued CUDA work on ``device`` (a no-op on CPU)."""
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class Stopwatch:
-    """``with Stopwatch(device) as sw: ...``; ``sw.seconds`` after the block, synchronising CUDA at both ends."""
-
-    def __init__(self, device: torch.device | str | None = None):
-        self.device = device
-        self.seconds = 0.0
-
-    def __enter__(self) -> "Stopwatch":
-        sync(self.device)
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        sync(self.device)
-        self.seconds = time.perf_counter() - self._start
 
 
 @dataclass

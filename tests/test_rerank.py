@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.cross_encoder import CrossEncoder
+from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.engine import PairChunk, ScoringEngine
 from pipeline.errors import InputError
-from pipeline.rerank import CrossEncoder, resolve_device, resolve_dtype
+from pipeline.ranker import Ranker
+from pipeline.rerank import Pipeline, Reranker, rerank_run
 from pipeline.runs import Run
-from pipeline.stages import Pipeline, rerank_run
 from pipeline.timing import StageTiming, timing_path, write_timings
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_bert) -> Path:
@@ -31,11 +34,16 @@ def ce(tiny) -> CrossEncoder:
     return CrossEncoder(tiny, device="cpu")
 
 
+def predict(encoder: CrossEncoder, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Scores of ``(query, passage)`` pairs through the engine, in input order."""
+    return ScoringEngine(encoder).score_pairs([q for q, _ in pairs], [p for _, p in pairs])
+
+
 def per_pair_scores(encoder: CrossEncoder, queries: list[str], passages: list[str]) -> np.ndarray:
     """The reference: one pair per model call, no padding, no sorting."""
     out = []
     with torch.inference_mode():
-        for q, p in zip(queries, passages):
+        for q, p in zip(queries, passages, strict=True):
             out.append(float(encoder.logits_to_scores(encoder.model(**encoder.encode([q], [p])).logits)[0]))
     return np.array(out)
 
@@ -53,6 +61,13 @@ def test_encode_matches_the_tokenizer_pair_encoding(ce, minilm_path, texts):
     for key in ("input_ids", "attention_mask", "token_type_ids"):
         assert torch.equal(enc[key], ref[key]), key
     assert enc["input_ids"].shape[1] == 256  # long passages were truncated to the total length
+    # the engine's batches come from the same rule: same ids, and token types from lengths and boundaries
+    engine = ScoringEngine(ce)
+    batch = engine.collate(engine.tokenize_chunk(PairChunk(queries, range(6), passages)), np.arange(6))
+    assert torch.equal(batch.input_ids.long(), ref["input_ids"])
+    positions = torch.arange(batch.input_ids.shape[1])[None, :]
+    types = ce.token_types(positions, batch.boundaries[:, None], batch.lengths[:, None])
+    assert torch.equal(types.long(), ref["token_type_ids"])
 
 
 def test_encode_caps_the_query_and_truncates_only_the_passage(ce):
@@ -61,7 +76,8 @@ def test_encode_caps_the_query_and_truncates_only_the_passage(ce):
     assert len(ids) == 256 and ids[0] == 101 and ids[-1] == 102
     first_sep = ids.index(102)
     assert first_sep == 1 + 64  # [CLS] + the query capped at 64 tokens
-    assert enc["token_type_ids"][0, : first_sep + 1].eq(0).all() and enc["token_type_ids"][0, first_sep + 1 :].eq(1).all()
+    types = enc["token_type_ids"][0]
+    assert types[: first_sep + 1].eq(0).all() and types[first_sep + 1 :].eq(1).all()
 
 
 def test_length_sorted_batches_equal_per_pair_scoring(ce, texts):
@@ -70,7 +86,7 @@ def test_length_sorted_batches_equal_per_pair_scoring(ce, texts):
     engine = ScoringEngine(ce, batch_tokens=600, chunk_pairs=15)  # several chunks, many batches
     got = engine.score_pairs(queries, passages)
     assert np.abs(got - expected).max() < 1e-5
-    assert np.abs(ce.predict(list(zip(queries, passages))) - expected).max() < 1e-5
+    assert np.abs(predict(ce, list(zip(queries, passages, strict=True))) - expected).max() < 1e-5
     # the batches really are length-sorted and within the budget
     lengths = engine.tokenize_chunk(PairChunk(queries, range(40), passages)).lengths
     plan = engine.plan(lengths)
@@ -98,8 +114,8 @@ def test_two_logit_head_scores_by_log_softmax_of_the_relevant_class(tiny2, texts
     with torch.inference_mode():
         logits = ce2.model(**ce2.encode(queries, passages)).logits
     expected = torch.log_softmax(logits, dim=-1)[:, 1].numpy()
-    assert np.abs(ce2.predict(list(zip(queries, passages))) - expected).max() < 1e-5
-    assert (ce2.predict(list(zip(queries, passages))) <= 0).all()
+    assert np.abs(predict(ce2, list(zip(queries, passages, strict=True))) - expected).max() < 1e-5
+    assert (predict(ce2, list(zip(queries, passages, strict=True))) <= 0).all()
 
 
 def test_other_heads_are_refused(tmp_path, tiny_bert):
@@ -110,11 +126,11 @@ def test_other_heads_are_refused(tmp_path, tiny_bert):
 
 def test_encoder_without_head_loads_as_one_logit_ranker(tmp_path, tiny_bert, caplog):
     path = tiny_bert(tmp_path / "bare", labels=None)
-    with caplog.at_level(logging.WARNING, logger="pipeline.rerank"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.cross_encoder"):
         bare = CrossEncoder(path, device="cpu")
     assert bare.num_labels == 1 and bare.new_head
     assert "newly initialised" in caplog.text
-    assert bare.predict([("a cat", "a dog")]).shape == (1,)
+    assert predict(bare, [("a cat", "a dog")]).shape == (1,)
 
 
 def test_unknown_folder_missing_tokenizer_and_offline_hub_name(tmp_path, tiny_bert, monkeypatch):
@@ -140,8 +156,11 @@ def test_save_and_load_round_trip(tmp_path, tiny, texts):
     saved = original.save_pretrained(tmp_path / "saved")
     loaded = CrossEncoder.from_pretrained(saved, device="cpu")
     assert (loaded.max_length, loaded.query_max_length, loaded.new_head) == (128, 32, False)
-    pairs = list(zip(texts(8, 8, 1, 10), texts(8, 9, 1, 200)))
-    assert np.abs(original.predict(pairs) - loaded.predict(pairs)).max() < 1e-6
+    direct = CrossEncoder(saved, device="cpu")  # the constructor reads the saved settings as well
+    assert (direct.max_length, direct.query_max_length) == (128, 32)
+    assert CrossEncoder(saved, device="cpu", max_length=64).max_length == 64  # unless told otherwise
+    pairs = list(zip(texts(8, 8, 1, 10), texts(8, 9, 1, 200), strict=True))
+    assert np.abs(predict(original, pairs) - predict(loaded, pairs)).max() < 1e-6
     plain = AutoModelForSequenceClassification.from_pretrained(saved)  # users can publish it as is
     assert plain.config.num_labels == 1
 
@@ -161,9 +180,9 @@ def test_devices_and_precisions():
 
 
 def test_bf16_scores_follow_fp32(tiny, texts):
-    pairs = list(zip(texts(12, 10, 1, 10), texts(12, 11, 1, 100)))
-    fp32 = CrossEncoder(tiny, device="cpu").predict(pairs)
-    bf16 = CrossEncoder(tiny, device="cpu", precision="bf16").predict(pairs)
+    pairs = list(zip(texts(12, 10, 1, 10), texts(12, 11, 1, 100), strict=True))
+    fp32 = predict(CrossEncoder(tiny, device="cpu"), pairs)
+    bf16 = predict(CrossEncoder(tiny, device="cpu", precision="bf16"), pairs)
     assert bf16.dtype == np.float32 and np.abs(bf16 - fp32).max() < 0.05
 
 
@@ -199,30 +218,31 @@ def test_depth_reranks_the_top_and_keeps_the_tail_in_order(ce, corpus):
         assert [d for d, _ in out[5:]] == [d for d, _ in ranking[5:]]  # tail: first-stage order
         assert {d for d, _ in out} == {d for d, _ in ranking}  # nothing lost: recall kept
         head_docs = [d for d, _ in ranking[:5]]
-        expected = ce.predict([(topics[qid], store.passages[d]) for d in head_docs])
+        expected = predict(ce, [(topics[qid], store.passages[d]) for d in head_docs])
         order = np.argsort(-expected, kind="stable")
         assert [d for d, _ in out[:5]] == [head_docs[i] for i in order]
         scores = [s for _, s in out]
-        assert all(a > b for a, b in zip(scores[4:], scores[5:])) and scores == sorted(scores, reverse=True)
+        assert all(a > b for a, b in zip(scores[4:], scores[5:], strict=False))
+        assert scores == sorted(scores, reverse=True)
     assert list(reranked) == list(first)
 
 
-def test_alpha_interpolates_normalised_scores(ce, corpus):
+def test_interpolation_of_normalised_scores(ce, corpus):
     store, topics, first = corpus
-    alone, _ = rerank_run(ce, first, topics, store, depth=8, alpha=0.0)
-    assert [d for d, _ in alone["q1"]] == [d for d, _ in first["q1"]]  # alpha 0: the first stage's order
+    alone, _ = rerank_run(ce, first, topics, store, depth=8, interpolation=0.0)
+    assert [d for d, _ in alone["q1"]] == [d for d, _ in first["q1"]]  # weight 0: the first stage's order
     pure, _ = rerank_run(ce, first, topics, store, depth=8)
-    full, _ = rerank_run(ce, first, topics, store, depth=8, alpha=1.0)
+    full, _ = rerank_run(ce, first, topics, store, depth=8, interpolation=1.0)
     assert [d for d, _ in full["q1"]] == [d for d, _ in pure["q1"]]
-    half, _ = rerank_run(ce, first, topics, store, depth=8, alpha=0.5)
+    half, _ = rerank_run(ce, first, topics, store, depth=8, interpolation=0.5)
     docs = [d for d, _ in first["q1"]]
-    ce_scores = ce.predict([(topics["q1"], store.passages[d]) for d in docs]).astype(np.float64)
+    ce_scores = predict(ce, [(topics["q1"], store.passages[d]) for d in docs]).astype(np.float64)
     bm = np.array([s for _, s in first["q1"]])
     norm = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
-    expected = dict(zip(docs, 0.5 * norm(ce_scores) + 0.5 * norm(bm)))
+    expected = dict(zip(docs, 0.5 * norm(ce_scores) + 0.5 * norm(bm), strict=True))
     assert all(abs(s - expected[d]) < 1e-5 for d, s in half["q1"])
-    with pytest.raises(InputError, match="alpha"):
-        rerank_run(ce, first, topics, store, alpha=1.5)
+    with pytest.raises(InputError, match="interpolation must be between 0 and 1"):
+        rerank_run(ce, first, topics, store, interpolation=1.5)
 
 
 def test_missing_docids_error_or_skip(ce, corpus):
@@ -296,6 +316,11 @@ def test_pipeline_times_each_stage(ce, corpus):
     assert list(from_run) == ["q2"]
     with pytest.raises(InputError, match="docstore"):
         Pipeline(first, ce)
+    # any Ranker: here the cross-encoder stage with options, weight 0 keeping the first stage's order
+    reranker = Reranker(ce, interpolation=0.0)
+    assert isinstance(reranker, Ranker)
+    kept = Pipeline(first, reranker, depth=8, docstore=store).run(topics)
+    assert [d for d, _ in kept["q1"]] == [d for d, _ in first["q1"]]
 
 
 def test_stage_timing_percentiles():

@@ -19,7 +19,8 @@ def files(tmp_path_factory, tiny_bert, texts) -> dict[str, Path]:
     passages = texts(20, 20, 3, 80)
     (root / "collection.tsv").write_text("".join(f"p{i}\t{t}\n" for i, t in enumerate(passages)))
     (root / "topics.tsv").write_text("1\tcat dog river\n2\tmusic piano\n")
-    Run({"1": [(f"p{i}", 20.0 - i) for i in range(10)], "2": [(f"p{i}", 9.0 - i) for i in range(5, 20)]}).write(root / "bm25.trec")
+    first = Run({"1": [(f"p{i}", 20.0 - i) for i in range(10)], "2": [(f"p{i}", 9.0 - i) for i in range(5, 20)]})
+    first.write(root / "bm25.trec")
     return {"root": root, "model": model, "collection": root / "collection.tsv", "topics": root / "topics.tsv",
             "run": root / "bm25.trec"}
 
@@ -43,11 +44,12 @@ def test_rerank_cli_writes_run_and_timing(files, tmp_path, capsys):
     assert "pairs/s" in capsys.readouterr().out
 
 
-def test_rerank_cli_msmarco_format_and_alpha(files, tmp_path):
-    output = tmp_path / "alpha.tsv"
-    assert main(args(files, output, "--alpha", "0", "--format", "msmarco")) == 0
+@pytest.mark.parametrize("flag", ["--interpolation", "--alpha"])
+def test_rerank_cli_msmarco_format_and_interpolation(files, tmp_path, flag):
+    output = tmp_path / "kept.tsv"
+    assert main(args(files, output, flag, "0", "--format", "msmarco")) == 0
     lines = output.read_text().splitlines()
-    assert lines[0].split("\t") == ["1", "p0", "1"]  # alpha 0 keeps the first stage's order
+    assert lines[0].split("\t") == ["1", "p0", "1"]  # weight 0 keeps the first stage's order
     assert [line.split("\t")[1] for line in lines[:10]] == [f"p{i}" for i in range(10)]
 
 
@@ -110,9 +112,10 @@ def judged_candidates(subset_dir: Path, queries: int = 3, per_query: int = 30) -
 
 @pytest.mark.slow
 def test_minilm_loads_as_one_logit_ranker_and_reranks_subset_candidates(subset_dir, minilm_path, tmp_path):
+    from pipeline.cross_encoder import CrossEncoder
     from pipeline.data import DocStore
-    from pipeline.rerank import CrossEncoder
-    from pipeline.stages import rerank_run
+    from pipeline.engine import ScoringEngine
+    from pipeline.rerank import rerank_run
 
     run, topics, _ = judged_candidates(subset_dir)
     store = DocStore(subset_dir / "collection.tsv")
@@ -123,7 +126,7 @@ def test_minilm_loads_as_one_logit_ranker_and_reranks_subset_candidates(subset_d
     assert timing.pairs == sum(min(len(r), 20) for r in run.rankings.values()) and timing.pairs_per_s > 0
     for qid, ranking in run.items():  # scores are the model's, tail in first-stage order
         docs = [d for d, _ in ranking[:20]]
-        expected = encoder.predict([(topics[qid], t) for t in store.get_many(docs)])
+        expected = ScoringEngine(encoder).score_pairs([topics[qid]] * len(docs), store.get_many(docs))
         got = dict(reranked[qid][:20])
         assert np.allclose([got[d] for d in docs], expected, atol=1e-5)
         assert [d for d, _ in reranked[qid][20:]] == [d for d, _ in ranking[20:]]
@@ -145,10 +148,10 @@ def test_minilm_cli_on_subset(subset_dir, minilm_path, tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_bm25_then_minilm_on_subset(subset_dir, subset_index, minilm_path):
+    from pipeline.cross_encoder import CrossEncoder
     from pipeline.data import read_topics
-    from pipeline.rerank import CrossEncoder
+    from pipeline.rerank import Pipeline
     from pipeline.retrieve import BM25
-    from pipeline.stages import Pipeline
 
     topics = dict(list(read_topics(subset_dir / "queries.dl20.tsv").items())[:2])
     bm25 = BM25(subset_index)

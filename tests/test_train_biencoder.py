@@ -29,3 +29,26 @@ def test_biencoder_scores_candidate_lists(minilm_path):
     encoder = BiEncoder(minilm_path, device="cpu")
     (qid, scored), = list(encoder.score_lists([("q", [("b", 1.0), ("a", 0.5)])], {"q": "what is a volcano"}, store))
     assert qid == "q" and [d for d, _ in scored] == ["b", "a"] and scored[1][1] > scored[0][1]
+
+
+def test_biencoder_is_a_ranker_like_the_cross_encoder_stage(minilm_path):
+    from pipeline.ranker import Ranker
+    from pipeline.runs import Run
+    from pipeline.timing import StageTiming
+
+    passages = {"a": "volcano lava eruption", "b": "piano keys music", "c": "a glacier of ice"}
+
+    class Store:
+        def get_many(self, ids):
+            return [passages[i] for i in ids]
+
+        def missing(self, ids):
+            return [i for i in ids if i not in passages]
+
+    encoder = BiEncoder(minilm_path, device="cpu")
+    assert isinstance(encoder, Ranker)
+    first = Run({"q": [("b", 3.0), ("a", 2.0), ("c", 1.0)]})
+    run, timing = encoder.rerank(first, {"q": "what is a volcano"}, Store(), depth=2)
+    assert isinstance(run, Run) and isinstance(timing, StageTiming)
+    assert [d for d, _ in run["q"]] == ["a", "b", "c"]  # the head by cosine, the tail kept below it
+    assert timing.queries == 1 and timing.pairs == 2 and timing.wall_s > 0

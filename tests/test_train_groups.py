@@ -60,7 +60,7 @@ def test_labeled_groups_pad_or_drop_when_short(tmp_path):
 
 def test_positive_missing_from_collection_is_skipped(tmp_path):
     run = _run(tmp_path / "run.trec", [("q1", f"d{i}") for i in range(6)])
-    groups = LabeledGroups({"q1": "q"}, {"q1": {"zz": 2}}, run, negatives=2, in_collection=lambda ids: list(ids))
+    groups = LabeledGroups({"q1": "q"}, {"q1": {"zz": 2}}, run, negatives=2, missing=lambda ids: list(ids))
     assert list(groups.iter_groups(0)) == [] and groups.stats.no_positive == 1
 
 

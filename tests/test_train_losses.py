@@ -4,8 +4,15 @@ import math
 import pytest
 import torch
 
-from pipeline.train.losses import (attention_loss, hidden_state_loss, lce_loss, listwise_kl_loss, margin_mse_loss,
-                                   pointwise_mse_loss, soft_label_ce_loss)
+from pipeline.train.losses import (
+    attention_loss,
+    hidden_state_loss,
+    lce_loss,
+    listwise_kl_loss,
+    margin_mse_loss,
+    pointwise_mse_loss,
+    soft_label_ce_loss,
+)
 
 
 def test_lce_is_cross_entropy_with_positive_first():

@@ -26,7 +26,7 @@ def setup(tmp_path_factory, tiny_bert, tiny_data):
 def _task(data, model, seed=7):
     topics, qrels = read_topics(data["topics"]), read_qrels(data["qrels"])
     docstore = DocStore(data["collection"])
-    source = LabeledGroups(topics, qrels, data["run"], negatives=3, seed=seed, in_collection=docstore.missing)
+    source = LabeledGroups(topics, qrels, data["run"], negatives=3, seed=seed, missing=docstore.missing)
     return RankerTask("lce", load_encoder(model, seed, max_length=48), source, docstore, objective="lce", seed=seed)
 
 

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a Lucene index with stored raw text. Writes the run and its timing (RUN.timing.json).",
         epilog=f"example: {EXAMPLE}")
     p.add_argument("--run", required=True, help="first-stage run (TREC or MS MARCO format)")
-    p.add_argument("--model", required=True, help="model folder, or a Hugging Face hub name (online, or already in the HF cache)")
+    p.add_argument("--model", required=True,
+                   help="model folder, or a Hugging Face hub name (online, or already in the HF cache)")
     p.add_argument("--output", required=True, help="reranked run to write")
     p.add_argument("--topics", required=True, help="topics TSV (qid<TAB>query) with the text of the run's queries")
     source = p.add_mutually_exclusive_group(required=True)
@@ -34,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                    help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--max-length", type=int, default=None, help="tokens per pair (default: the model's setting, 256)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="interpolate: alpha x cross-encoder + (1 - alpha) x first-stage score, both min-max "
-                   "normalised per query (default: cross-encoder score alone)")
+    p.add_argument("--interpolation", "--alpha", dest="interpolation", type=float, default=None,
+                   help="the cross-encoder's weight W in W x cross-encoder + (1 - W) x first-stage score, both min-max "
+                   "normalised per query; 1 is the cross-encoder alone, 0 the first stage (default: the raw "
+                   "cross-encoder score). --alpha is the older name of this same option")
     p.add_argument("--skip-missing", action="store_true",
                    help="drop candidates whose passage is missing or empty (counted) instead of failing")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slow first batches)")
@@ -49,16 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _rerank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..cross_encoder import CrossEncoder
     from ..data import DocStore, read_topics
-    from ..rerank import CrossEncoder
+    from ..rerank import Reranker, check_inputs
     from ..runs import Run
-    from ..stages import check_inputs, rerank_run
     from ..timing import timing_path, write_timings
 
     if args.depth < 1:
         raise InputError("--depth must be at least 1")
-    if args.alpha is not None and not (math.isfinite(args.alpha) and 0.0 <= args.alpha <= 1.0):
-        raise InputError("--alpha must be between 0 and 1")
+    if args.interpolation is not None and not (math.isfinite(args.interpolation) and 0.0 <= args.interpolation <= 1.0):
+        raise InputError("--interpolation must be between 0 and 1")
     if args.batch_tokens is not None and args.batch_tokens < 1:
         raise InputError("--batch-tokens must be positive")
     run = Run.read(args.run)
@@ -70,13 +72,12 @@ def _rerank(args: argparse.Namespace) -> int:
 
         docstore = IndexDocStore.open(args.index)
     missing = check_inputs(run, topics, docstore, args.depth, args.skip_missing)  # before the (slow) model load
-    encoder = CrossEncoder.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                           max_length=args.max_length, batch_tokens=args.batch_tokens,
-                                           compile=args.compile)
+    encoder = CrossEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
+                           compile=args.compile)
+    reranker = Reranker(encoder, args.interpolation, args.skip_missing, args.batch_tokens, args.chunk_pairs,
+                        progress=False if args.no_progress else None)
     output = Path(args.output)
-    reranked, timing = rerank_run(encoder, run, topics, docstore, depth=args.depth, alpha=args.alpha,
-                                  skip_missing=args.skip_missing, chunk_pairs=args.chunk_pairs,
-                                  progress=not args.no_progress, name=output.stem, missing=missing)
+    reranked, timing = reranker.rerank(run, topics, docstore, args.depth, name=output.stem, missing=missing)
     reranked.write(output, fmt=args.format, tag=args.tag or output.stem)
     write_timings(timing_path(output), [timing], run=str(output), input_run=str(args.run), model=encoder.source)
     print(timing.summary())

@@ -1,4 +1,5 @@
-"""``distilrank train``, ``distilrank score`` and ``distilrank distill``: thin wrappers over ``pipeline.train.recipes``."""
+"""``distilrank train``, ``distilrank score`` and ``distilrank distill``: thin wrappers over
+``pipeline.train.recipes``."""
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def _config(args, lr: float, **overrides):
 
     values = dict(epochs=args.epochs, batch_size=args.batch_size, accumulation=args.accumulation, lr=lr,
                   warmup=args.warmup, max_steps=args.max_steps, precision=args.precision, seed=args.seed,
-                  save_every=args.save_every, progress=not args.no_progress)
+                  save_every=args.save_every, progress=False if args.no_progress else None)
     values.update(overrides)
     return TrainConfig(**values)
 

