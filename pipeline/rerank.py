@@ -27,6 +27,7 @@ import numpy as np
 from .cross_encoder import CrossEncoder
 from .engine import ChunkResult, PairChunk, ScoringEngine
 from .errors import InputError
+from .first_stage import timed_search
 from .progress import bar
 from .ranker import Passages, Ranker, Ranking, merge
 from .runs import Run
@@ -239,11 +240,8 @@ class Pipeline:
         """The first-stage candidates of ``topics`` (timed when retrieved here)."""
         if isinstance(self.first_stage, Run):
             return self.first_stage.subset(topics)
-        start = time.perf_counter()
-        run = self.first_stage.batch_search(dict(topics), k=self.k)
-        wall = time.perf_counter() - start
-        per_query = [wall / len(run)] * len(run) if len(run) else []
-        self.timings.append(StageTiming("first_stage", wall, len(run), run.num_pairs, per_query, latency="mean"))
+        run, timing = timed_search(self.first_stage, topics, self.k)
+        self.timings.append(timing)
         return run
 
     def run(self, topics: Mapping[str, str]) -> Run:
