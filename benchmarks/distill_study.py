@@ -41,6 +41,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,17 +200,16 @@ def main() -> int:
     from pipeline.runs import Run
     from pipeline.train.biencoder import BiEncoder
     from pipeline.train.groups import iter_run_lists
-    from pipeline.train.recipes import (
-        PROCEDURES,
+    from pipeline.train.options import (
+        BOOTSTRAP_TRAINING,
+        BOOTSTRAPPED_LR,
+        LM_TRAINING,
         BootstrapConfig,
         DistillConfig,
-        Inputs,
-        distill,
-        score_run,
-        train_teacher,
+        TrainConfig,
     )
+    from pipeline.train.recipes import PROCEDURES, Inputs, distill, score_run, train_teacher
     from pipeline.train.scores import ScoreFile
-    from pipeline.train.trainer import TrainConfig
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -270,7 +270,7 @@ def main() -> int:
         with open(dev_run, "w", encoding="utf-8") as out:  # streamed: only the chosen dev queries, top-depth
             for qid, ranking in iter_run_lists(dev_run_path, depth):
                 if qid in dev:
-                    out.writelines(f"{qid} Q0 {d} {r} {s:.4f} bm25\n" for r, (d, s) in enumerate(ranking, 1))
+                    out.writelines(Run({qid: ranking}).lines(tag="bm25"))
         # distillation candidates: the dev queries' top-depth and the training part's top-100, one run
         distill_topics = write_topics(split / "distill.tsv", {**dev, **train_q})
         distill_run = split / "distill.bm25.trec"
@@ -303,18 +303,18 @@ def main() -> int:
         add_row("MiniLM bi-encoder, zero-shot (reference)", 6, bi_run, timing.pairs_per_s, None)
         del bi
 
-    def cfg(**kw) -> TrainConfig:
-        return TrainConfig(seed=args.seed, progress=False, log_every=20, **kw)  # the JSONL logs have the losses
+    def cfg(base: TrainConfig | None = None, **kw) -> TrainConfig:
+        """``base`` (default: TrainConfig's defaults) with the study's seed and ``kw``; no bar (the JSONL logs have
+        the losses)."""
+        return replace(base or TrainConfig(), seed=args.seed, progress=False, log_every=20, **kw)
 
     teacher = work / "teacher"
     with phase("teacher: bi-encoder bootstrap + LCE"):
         start = time.perf_counter()
-        boot = BootstrapConfig(minilm, dev_topics, dev_run, depth=depth, group_size=group,
-                               train=cfg(epochs=bootstrap_epochs, batch_size=batch, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4),
-                                         warmup=0.05))
+        boot = BootstrapConfig(minilm, dev_topics, dev_run, score_depth=depth, group_size=group,
+                               train=cfg(BOOTSTRAP_TRAINING, epochs=bootstrap_epochs, batch_size=batch))
         inputs = Inputs.load(train_topics, split / "dl20-train.bm25.trec", collection, train_qrels, docstore=docstore)
-        train_teacher(minilm, inputs, teacher, cfg(epochs=1, batch_size=batch, lr=1e-5), negatives=7,
-                      device=str(device),
+        train_teacher(minilm, inputs, teacher, cfg(batch_size=batch, lr=BOOTSTRAPPED_LR), device=str(device),
                       bootstrap=boot, max_length=max_length, resume=args.reuse_teacher)
         timing = work / "teacher_seconds.json"  # the first run's wall time (bi-encoder scores included)
         if not (args.reuse_teacher and timing.is_file()):
@@ -345,11 +345,11 @@ def main() -> int:
                 if lm_done is not None and procedure.startswith("lm-distill"):
                     shutil.copytree(lm_done, out / "lm-distill")  # the LM-distillation step is shared
                 dcfg = DistillConfig(
-                    procedure=procedure, layers=n, base=minilm, init_from=args.student_init, depth=depth,
+                    procedure=procedure, layers=n, base=minilm, init_from=args.student_init, score_depth=depth,
                     group_size=group, lm_pairs_per_query=lm_pairs, max_length=max_length,
                     rank=cfg(epochs=finetune_epochs if fine_tune else args.student_epochs,
                              batch_size=batch, lr=args.student_lr),
-                    lm=cfg(epochs=1, batch_size=args.lm_batch_size or (32 if quick else 128), lr=3e-4))
+                    lm=cfg(LM_TRAINING, batch_size=args.lm_batch_size or (32 if quick else 128)))
                 distill(teacher, distill_inputs, out, dcfg, scores=None if fine_tune else scores,
                         device=str(device), resume=lm_done is not None)
                 if procedure.startswith("lm-distill") and lm_done is None:

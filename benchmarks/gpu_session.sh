@@ -59,7 +59,7 @@ for p in fine-tune ranker-distill lm-distill+fine-tune lm-distill+ranker-distill
   done
 done
 printf '[evaluation]\nmeasures = ["nDCG@10", "RR(rel=2)@10", "R(rel=2)@100"]\nplot_measure = "nDCG@10"\n' >> /tmp/subset-gpu.toml
-timeout $(( $(left) > 10 ? $(left) : 10 )) python3 -m pipeline compare --config /tmp/subset-gpu.toml \
+timeout $(( $(left) > 10 ? $(left) : 10 )) python3 -m pipeline -v compare --config /tmp/subset-gpu.toml \
   --output /tmp/compare-subset 2>&1 | grep -v "it/s\]$" | tail -40
 cp /tmp/compare-subset/report.md "$OUT/compare_subset_report.md" 2>/dev/null
 cp /tmp/compare-subset/report.json "$OUT/compare_subset_report.json" 2>/dev/null

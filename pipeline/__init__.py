@@ -37,7 +37,7 @@ _EXPORTS = {
     "train_teacher": "train.recipes",
     "distill": "train.recipes",
     "score_run": "train.recipes",
-    "TrainConfig": "train.trainer",
+    "TrainConfig": "train.options",
     "BiEncoder": "train.biencoder",
     "make_student": "train.students",
 }

@@ -63,10 +63,19 @@ from .errors import InputError
 from .evaluate import default_measures, parse_measures
 from .hub import hub_cached, is_hub_name, online
 from .retrieve import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, index_present
+from .significance import DEFAULT_PERMUTATIONS, DEFAULT_SEED
 
 #: Where the presets live: ``configs/`` at the project root.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 SIGNIFICANCE_TESTS = ("t-test", "randomisation")
+#: The rerank depth (candidates reranked per query) unless told otherwise: of a comparison, the rerank stage,
+#: every ranker and ``distilrank rerank``. (The first stage's hits are ``retrieve.DEFAULT_HITS``; training's
+#: depths are in ``pipeline.train.options``.)
+RERANK_DEPTH = 100
+#: Tokens per (query, passage) pair, and of the query within it, unless the caller or a model's saved settings
+#: say otherwise (the cross-encoder, the bi-encoder, training).
+MAX_LENGTH = 256
+QUERY_MAX_LENGTH = 64
 
 
 def _help(text: str, **rules: Any) -> dict[str, Any]:
@@ -138,7 +147,7 @@ class FirstStageSection(Section):
 class RerankSection(Section):
     """[rerank]: how every reranker runs (the same for all, so their speeds compare)."""
 
-    depth: int = field(default=100, metadata=_help(
+    depth: int = field(default=RERANK_DEPTH, metadata=_help(
         "rerank depth: candidates reranked per query (the rest keep their first-stage order)", min=1))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N", check=device_name))
     precision: str | None = field(default=None, metadata=_help(
@@ -185,8 +194,9 @@ class EvaluationSection(Section):
         "the paired test behind the table's marks", choices=SIGNIFICANCE_TESTS))
     significance_level: float = field(default=0.05, metadata=_help(
         "a difference is marked significant when p < this", check=_probability, formerly="alpha"))
-    permutations: int = field(default=10_000, metadata=_help("permutations of the randomisation test", min=1))
-    seed: int = field(default=0, metadata=_help("seed of the randomisation test"))
+    permutations: int = field(default=DEFAULT_PERMUTATIONS, metadata=_help("permutations of the randomisation test",
+                                                                           min=1))
+    seed: int = field(default=DEFAULT_SEED, metadata=_help("seed of the randomisation test"))
 
     def check(self) -> None:
         parse_measures(self.measures)

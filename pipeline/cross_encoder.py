@@ -31,16 +31,13 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
+from .config import MAX_LENGTH, QUERY_MAX_LENGTH
 from .devices import resolve_device, resolve_dtype
 from .errors import InputError
 from .hub import is_hub_name, offline
 
 log = logging.getLogger(__name__)
 
-#: Tokens per (query, passage) pair, and of the query within it, when neither the caller nor the saved
-#: settings say otherwise.
-MAX_LENGTH = 256
-QUERY_MAX_LENGTH = 64
 #: The sidecar file that keeps the encoding settings next to the transformers files.
 SETTINGS_FILE = "cross_encoder.json"
 #: Files one of which a local model folder needs for its tokenizer.

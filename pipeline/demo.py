@@ -26,9 +26,10 @@ from .data import iter_collection, read_topics
 from .errors import InputError
 from .first_stage import CachedFirstStage
 from .results import Comparison
-from .train.recipes import BootstrapConfig, DistillConfig, Inputs, distill, read_info
+from .train.options import SCORE_DEPTH, BootstrapConfig, DistillConfig, TrainConfig
+from .train.recipes import Inputs, distill, read_info
 from .train.recipes import train_teacher as train
-from .train.trainer import CHECKPOINT, TrainConfig
+from .train.trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ STUDENT_LAYERS = 2
 
 @dataclass
 class DemoSettings:
-    """The demo's training recipe, sized for a few minutes on 2 CPU cores."""
+    """The demo's training recipe, sized for a few minutes on 2 CPU cores (the rest: the library's defaults)."""
 
     boot_epochs: int = 2
     boot_lr: float = 3e-4
@@ -59,10 +60,15 @@ class DemoSettings:
     student_lr: float = 1e-3
     student_group: int = 8
     student_batch: int = 4
-    depth: int = 30
+    score_depth: int = SCORE_DEPTH  # candidates per query the bi-encoder and the teacher score
     max_length: int = 128
     seed: int = 13
     max_steps: int | None = None  # per training phase (None: the epochs above); small values for quick checks
+
+    def phase(self, epochs: int, batch_size: int, lr: float) -> TrainConfig:
+        """One training phase of the demo: its size, the demo's seed and step limit, no progress bar."""
+        return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=self.seed, progress=False,
+                           max_steps=self.max_steps)
 
 
 def pretrained_minilm() -> Path:
@@ -111,16 +117,11 @@ def train_teacher(config: Config, topics: Path, run: Path, device: str, s: DemoS
     """The teacher: bi-encoder bootstrap over all training queries' candidates, then LCE on the labeled ones."""
     minilm = pretrained_minilm()
     inputs = Inputs.load(TRAIN_TOPICS, run, config.data.collection, TRAIN_QRELS)
-    bootstrap = BootstrapConfig(
-        biencoder=minilm, topics=topics, run=run, depth=s.depth, group_size=s.boot_group, teacher_temperature=0.1,
-        train=TrainConfig(epochs=s.boot_epochs, batch_size=s.boot_batch, lr=s.boot_lr, warmup=0.1, seed=s.seed,
-                          log_every=10, progress=False, max_steps=s.max_steps),
-    )
-    lce = TrainConfig(epochs=s.lce_epochs, batch_size=s.lce_batch, lr=s.lce_lr, warmup=0.1, seed=s.seed, log_every=10,
-                      progress=False, max_steps=s.max_steps)
+    bootstrap = BootstrapConfig(biencoder=minilm, topics=topics, run=run, score_depth=s.score_depth,
+                                group_size=s.boot_group, train=s.phase(s.boot_epochs, s.boot_batch, s.boot_lr))
     log.info("teacher: fine-tuning the pretrained MiniLM into %s", config.teacher.model)
-    train(minilm, inputs, config.teacher.model, lce, negatives=7, depth=TRAIN_HITS, device=device,
-          bootstrap=bootstrap, max_length=s.max_length)
+    train(minilm, inputs, config.teacher.model, s.phase(s.lce_epochs, s.lce_batch, s.lce_lr),
+          negatives_depth=TRAIN_HITS, device=device, bootstrap=bootstrap, max_length=s.max_length)
 
 
 def distill_student(config: Config, topics: Path, run: Path, device: str, s: DemoSettings) -> None:
@@ -128,9 +129,8 @@ def distill_student(config: Config, topics: Path, run: Path, device: str, s: Dem
     inputs = Inputs.load(topics, run, config.data.collection, TRAIN_QRELS)
     cfg = DistillConfig(
         procedure="ranker-distill", layers=STUDENT_LAYERS, init_from=s.student_init, base=pretrained_minilm(),
-        depth=s.depth, group_size=s.student_group, temperature=1.0, max_length=s.max_length,
-        rank=TrainConfig(epochs=s.student_epochs, batch_size=s.student_batch, lr=s.student_lr, warmup=0.1,
-                         seed=s.seed, log_every=10, progress=False, max_steps=s.max_steps),
+        score_depth=s.score_depth, group_size=s.student_group, max_length=s.max_length,
+        rank=s.phase(s.student_epochs, s.student_batch, s.student_lr),
     )
     log.info("student: distilling %d layers into %s", STUDENT_LAYERS, config.students[0].model)
     distill(config.teacher.model, inputs, config.students[0].model, cfg, device=device)

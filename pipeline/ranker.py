@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .config import RERANK_DEPTH
 from .runs import Run
 from .timing import StageTiming
 
@@ -34,7 +35,7 @@ class Ranker(ABC):
 
     @abstractmethod
     def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages,
-               depth: int = 100) -> tuple[Run, StageTiming]:
+               depth: int = RERANK_DEPTH) -> tuple[Run, StageTiming]:
         """The reranked run (every candidate kept: see ``merge``) and what it cost."""
 
 

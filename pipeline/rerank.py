@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .config import RERANK_DEPTH
 from .cross_encoder import CrossEncoder
 from .engine import ChunkResult, PairChunk, ScoringEngine
 from .errors import InputError
 from .first_stage import timed_search
 from .progress import bar
 from .ranker import Passages, Ranker, Ranking, merge
+from .retrieve import DEFAULT_HITS
 from .runs import Run
 from .timing import StageTiming, sync
 
@@ -54,7 +56,7 @@ def combine(ce_scores: np.ndarray, first_scores: np.ndarray, interpolation: floa
             + (1 - interpolation) * _minmax(first_scores.astype(np.float64)))
 
 
-def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = 100,
+def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
                  skip_missing: bool = False) -> dict[str, set[str]]:
     """Queries without text are an ``InputError``; so are docids of the top ``depth`` that the docstore lacks,
     unless ``skip_missing``: then they are returned per query."""
@@ -157,7 +159,7 @@ class Reranker(Ranker):
         self.progress = progress
         self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs)
 
-    def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = 100,
+    def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
                name: str | None = None, missing: Mapping[str, set[str]] | None = None) -> tuple[Run, StageTiming]:
         """Rerank the top ``depth`` candidates of every query of ``run``; the run (named ``name``, by default
         ``RUN.rerank``) and its timing. ``missing``: what ``check_inputs`` returned when the caller ran it."""
@@ -206,9 +208,10 @@ class Reranker(Ranker):
                 "skipped_empty": totals["empty"]}
 
 
-def rerank_run(encoder: CrossEncoder, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = 100,
-               interpolation: float | None = None, skip_missing: bool = False, batch_tokens: int | None = None,
-               chunk_pairs: int | None = None, progress: bool | None = False, name: str | None = None,
+def rerank_run(encoder: CrossEncoder, run: Run, topics: Mapping[str, str], docstore: Passages,
+               depth: int = RERANK_DEPTH, interpolation: float | None = None, skip_missing: bool = False,
+               batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False,
+               name: str | None = None,
                missing: Mapping[str, set[str]] | None = None) -> tuple[Run, StageTiming]:
     """``Reranker(encoder, ...).rerank(run, topics, docstore, depth, ...)`` in one call."""
     reranker = Reranker(encoder, interpolation, skip_missing, batch_tokens, chunk_pairs, progress)
@@ -225,8 +228,8 @@ class Pipeline:
     (the first stage's only when it ran here).
     """
 
-    def __init__(self, first_stage, ranker: Ranker | CrossEncoder, depth: int = 100, docstore: Passages | None = None,
-                 k: int = 1000):
+    def __init__(self, first_stage, ranker: Ranker | CrossEncoder, depth: int = RERANK_DEPTH,
+                 docstore: Passages | None = None, k: int = DEFAULT_HITS):
         self.first_stage = first_stage
         self.ranker = Reranker(ranker) if isinstance(ranker, CrossEncoder) else ranker
         self.depth = depth

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
 DEFAULT_PERMUTATIONS = 10_000
 DEFAULT_SEED = 0
@@ -55,6 +54,8 @@ def paired_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     if np.allclose(diff, diff[0]):  # a constant non-zero difference: infinitely significant
         return math.copysign(math.inf, diff[0]), 0.0
+    from scipy import stats  # here: importing scipy.stats takes seconds, and configs read the defaults above
+
     result = stats.ttest_rel(a, b)
     return float(result.statistic), float(result.pvalue)
 

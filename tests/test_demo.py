@@ -11,7 +11,7 @@ from pipeline.demo import DemoSettings, run_demo
 
 
 def test_demo_trains_both_models_and_writes_the_report(tmp_path: Path, minilm_path: Path, private_cache: Path, caplog):
-    settings = DemoSettings(max_steps=1, depth=8, boot_group=4, boot_batch=2, lce_batch=2, student_group=4,
+    settings = DemoSettings(max_steps=1, score_depth=8, boot_group=4, boot_batch=2, lce_batch=2, student_group=4,
                             student_batch=2, max_length=96)
     config = tmp_path / "demo-small.toml"  # the demo preset, fewer candidates to rerank
     config.write_text('name = "demo-small"\npreset = "demo"\n[rerank]\ndepth = 10\nwarmup_queries = 1\n')

@@ -32,7 +32,7 @@ def test_labeled_groups_positive_first_negatives_unjudged_and_deterministic(tmp_
     run = _run(tmp_path / "run.trec", [("q1", f"d{i}") for i in range(10)] + [("q2", "x1"), ("q3", "y1")])
     topics = {"q1": "query one", "q2": "query two", "q3": "query three"}
     qrels = {"q1": {"d3": 3, "d5": 1, "d7": 2, "d0": 0}, "q2": {"x1": 1}}
-    groups = LabeledGroups(topics, qrels, run, negatives=4, depth=6, seed=1)
+    groups = LabeledGroups(topics, qrels, run, negatives=4, negatives_depth=6, seed=1)
     first = list(groups.iter_groups(0))
     assert [g.qid for g in first] == ["q1"]
     g = first[0]
@@ -43,18 +43,18 @@ def test_labeled_groups_positive_first_negatives_unjudged_and_deterministic(tmp_
     assert set(g.docids[1:]) <= {"d0", "d1", "d2", "d4"}
     assert groups.stats.no_positive == 1 and groups.stats.unjudged == 1 and groups.stats.groups == 1
     assert list(groups.iter_groups(0)) == first  # same seed and epoch: same draw
-    assert LabeledGroups(topics, qrels, run, negatives=4, depth=6, seed=1).count() == 1
+    assert LabeledGroups(topics, qrels, run, negatives=4, negatives_depth=6, seed=1).count() == 1
 
 
 def test_labeled_groups_pad_or_drop_when_short(tmp_path):
     run = _run(tmp_path / "run.trec", [("q1", f"d{i}") for i in range(6)])
     topics, qrels = {"q1": "q"}, {"q1": {"d0": 1}}
-    padded = LabeledGroups(topics, qrels, run, negatives=4, depth=3, short="pad")
+    padded = LabeledGroups(topics, qrels, run, negatives=4, negatives_depth=3, short="pad")
     (group,) = list(padded.iter_groups(0))
     assert padded.stats.padded == 1 and {"d1", "d2"} <= set(group.docids[1:])
-    dropped = LabeledGroups(topics, qrels, run, negatives=4, depth=3, short="drop")
+    dropped = LabeledGroups(topics, qrels, run, negatives=4, negatives_depth=3, short="drop")
     assert list(dropped.iter_groups(0)) == [] and dropped.stats.dropped == 1
-    too_few = LabeledGroups(topics, qrels, run, negatives=9, depth=3)
+    too_few = LabeledGroups(topics, qrels, run, negatives=9, negatives_depth=3)
     assert list(too_few.iter_groups(0)) == [] and too_few.stats.dropped == 1
 
 

@@ -7,10 +7,11 @@ import torch
 from pipeline.data import DocStore, read_qrels, read_topics
 from pipeline.errors import InputError
 from pipeline.train.groups import LabeledGroups
+from pipeline.train.options import TrainConfig
 from pipeline.train.recipes import load_encoder
 from pipeline.train.students import evenly_spaced_layers, make_student
 from pipeline.train.tasks import RankerTask
-from pipeline.train.trainer import CHECKPOINT, LOG_FILE, TrainConfig, Trainer
+from pipeline.train.trainer import CHECKPOINT, LOG_FILE, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

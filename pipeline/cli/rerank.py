@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..config import MAX_LENGTH, RERANK_DEPTH
+from ..devices import PRECISIONS
 from ..errors import InputError
 
 EXAMPLE = ("distilrank rerank --run runs/dl20.bm25.trec --topics queries.dl20.tsv --collection collection.tsv "
@@ -26,15 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--collection", help="collection TSV (pid<TAB>passage) or JSONL with the passage text")
     source.add_argument("--index", help="a Lucene index with stored raw text (built by 'distilrank index')")
-    p.add_argument("--depth", type=int, default=100, help="candidates reranked per query (default 100)")
+    p.add_argument("--depth", type=int, default=RERANK_DEPTH,
+                   help="rerank depth: candidates reranked per query (default %(default)s)")
     p.add_argument("--batch-tokens", type=int, default=None,
                    help="padded tokens per batch (default 4096 on CPU, 65536 x 768 / hidden size on CUDA)")
     p.add_argument("--chunk-pairs", type=int, default=None,
                    help="pairs tokenized and length-sorted together (default 4096 on CPU, 32768 on CUDA)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--max-length", type=int, default=None, help="tokens per pair (default: the model's setting, 256)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help=f"tokens per pair (default: the model's saved setting, else {MAX_LENGTH})")
     p.add_argument("--interpolation", "--alpha", dest="interpolation", type=float, default=None,
                    help="the cross-encoder's weight W in W x cross-encoder + (1 - W) x first-stage score, both min-max "
                    "normalised per query; 1 is the cross-encoder alone, 0 the first stage (default: the raw "

@@ -2,7 +2,8 @@
 distillation procedures of the study (fine-tune, ranker-distill, lm-distill+fine-tune,
 lm-distill+ranker-distill).
 
-Modules: ``groups`` (training groups from qrels + run files, streamed), ``losses``, ``students``
+Modules: ``options`` (what each recipe takes and every training default, written once), ``groups``
+(training groups from qrels + run files, streamed), ``losses``, ``students``
 (student initialisation), ``trainer`` (the loop: AdamW, schedule, accumulation, autocast,
 checkpoints, resume), ``tasks`` (what one training step computes), ``scores`` (teacher score
 files), ``biencoder`` (the zero-shot bi-encoder teacher of the bootstrap), ``lm_distill``

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import MAX_LENGTH, RERANK_DEPTH
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..ranker import Passages, Ranker, merge
@@ -24,7 +25,7 @@ class BiEncoder(Ranker):
     """Embeds texts by mean pooling over the last hidden states, L2-normalised; scores are cosines."""
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
-                 max_length: int = 256, batch_size: int | None = None):
+                 max_length: int = MAX_LENGTH, batch_size: int | None = None):
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(path)
@@ -77,7 +78,7 @@ class BiEncoder(Ranker):
             yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores, strict=True)]
 
     def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages,
-               depth: int = 100) -> tuple[Run, StageTiming]:
+               depth: int = RERANK_DEPTH) -> tuple[Run, StageTiming]:
         """Rerank ``run``'s top-``depth`` by cosine, the rest kept in first-stage order; the run and its timing
         (every query charged the mean)."""
         sync(self.device)

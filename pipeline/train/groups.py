@@ -3,7 +3,7 @@
 - ``iter_run_lists(path)`` streams a run file query by query (the file must keep each query's rows
   together, as every retriever writes them), so a 500k-query train run never sits in memory.
 - ``LabeledGroups``: for each query, one positive from the qrels and ``negatives`` hard negatives
-  sampled from its run top-``depth`` (LCE groups, positive at index 0).
+  sampled from its run top-``negatives_depth`` (LCE groups, positive at index 0).
 - ``ScoredGroups``: groups of ``group_size`` candidates sampled from teacher-scored lists, with the
   teacher's scores (for ranker distillation), sorted by teacher score (best first).
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..runs import iter_run_rows, rank_rows
+from .options import GROUP_SIZE, NEGATIVES, NEGATIVES_DEPTH, SEED
 
 #: A ranked candidate list: (docid, score) best first.
 Ranking = list[tuple[str, float]]
@@ -103,11 +104,11 @@ def shuffled(items: Iterable, seed: int, epoch: int, buffer: int = 100_000) -> I
 
 
 class LabeledGroups:
-    """LCE groups: 1 positive (qrels) + ``negatives`` hard negatives from the run's top-``depth``.
+    """LCE groups: 1 positive (qrels) + ``negatives`` hard negatives from the run's top-``negatives_depth``.
 
     The positive is drawn among the query's judged passages with grade >= ``min_grade`` that the
     collection holds (``min_grade`` defaults to 2 for graded qrels, else 1). Negatives are drawn
-    without replacement from the top-``depth`` candidates not judged relevant (any grade >= 1 is
+    without replacement from the top-``negatives_depth`` candidates not judged relevant (any grade >= 1 is
     excluded, so TREC DL's "related" passages are never negatives). With fewer than ``negatives``
     such candidates the group is padded from the rest of the run's list (``short="pad"``, the
     default) and dropped if still short, or dropped at once (``short="drop"``).
@@ -118,11 +119,11 @@ class LabeledGroups:
         topics: dict[str, str],
         qrels: dict[str, dict[str, int]],
         run_path: str | Path,
-        negatives: int = 7,
-        depth: int = 100,
+        negatives: int = NEGATIVES,
+        negatives_depth: int = NEGATIVES_DEPTH,
         min_grade: int | None = None,
         short: str = "pad",
-        seed: int = 42,
+        seed: int = SEED,
         missing: Callable[[Sequence[str]], list[str]] | None = None,
     ):
         if short not in ("pad", "drop"):
@@ -131,7 +132,7 @@ class LabeledGroups:
             raise InputError(f"need at least 1 negative per group, got {negatives}")
         graded = any(g > 1 for docs in qrels.values() for g in docs.values())
         self.topics, self.qrels, self.run_path = topics, qrels, Path(run_path)
-        self.negatives, self.depth, self.short, self.seed = negatives, depth, short, seed
+        self.negatives, self.negatives_depth, self.short, self.seed = negatives, negatives_depth, short, seed
         self.min_grade = min_grade if min_grade is not None else (2 if graded else 1)
         self.missing = missing  # returns the ids the collection lacks
         self.stats = GroupStats()
@@ -161,11 +162,11 @@ class LabeledGroups:
                 continue
             rng = query_rng(self.seed, epoch, qid)
             positive = rng.choice(positives)
-            pool = [d for d, _ in ranking[: self.depth] if judged.get(d, 0) < 1]
+            pool = [d for d, _ in ranking[: self.negatives_depth] if judged.get(d, 0) < 1]
             if len(pool) >= self.negatives:
                 negs = rng.sample(pool, self.negatives)
             elif self.short == "pad":
-                rest = [d for d, _ in ranking[self.depth :] if judged.get(d, 0) < 1]
+                rest = [d for d, _ in ranking[self.negatives_depth :] if judged.get(d, 0) < 1]
                 if len(pool) + len(rest) < self.negatives:
                     stats.dropped += 1
                     continue
@@ -196,8 +197,8 @@ class ScoredGroups:
         self,
         topics: dict[str, str],
         lists: Callable[[], Iterable[tuple[str, Ranking]]],
-        group_size: int = 16,
-        seed: int = 42,
+        group_size: int = GROUP_SIZE,
+        seed: int = SEED,
         qrels: dict[str, dict[str, int]] | None = None,
     ):
         if group_size < 2:

@@ -19,6 +19,7 @@ from ..cross_encoder import CrossEncoder
 from ..errors import InputError
 from .groups import Group, GroupStats, iter_run_lists, query_rng, shuffled
 from .losses import attention_loss, hidden_state_loss
+from .options import SEED
 from .students import encoder_layers, evenly_spaced_layers
 from .tasks import pair_scores
 
@@ -86,8 +87,7 @@ class HiddenMatcher:
 class PairSource:
     """Unlabeled (query, passage) pairs: ``per_query`` candidates drawn from each query's top-``depth``."""
 
-    def __init__(self, topics: dict[str, str], run_path: str | Path, per_query: int = 8, depth: int = 100,
-                 seed: int = 42):
+    def __init__(self, topics: dict[str, str], run_path: str | Path, per_query: int, depth: int, seed: int = SEED):
         self.topics, self.run_path, self.per_query = topics, Path(run_path), per_query
         self.depth, self.seed = depth, seed
         self.stats = GroupStats()
@@ -112,7 +112,7 @@ class LMDistillTask:
     """Train a student cross-encoder's encoder to match a teacher encoder (no ranking loss)."""
 
     def __init__(self, name: str, student_encoder, teacher_encoder, source: PairSource, docstore,
-                 attention_weight: float = 1.0, seed: int = 42):
+                 attention_weight: float = 1.0, seed: int = SEED):
         self.name, self.encoder, self.source, self.docstore, self.seed = name, student_encoder, source, docstore, seed
         self.matcher = HiddenMatcher(teacher_encoder, student_encoder, attention_weight=attention_weight)
         self._count: int | None = None

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from ..atomic import atomic_write
+from ..config import MAX_LENGTH
 from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
 from ..engine import ScoringEngine
@@ -22,10 +23,11 @@ from ..errors import InputError
 from . import PROCEDURES
 from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
+from .options import NEGATIVES, NEGATIVES_DEPTH, SCORE_DEPTH, BootstrapConfig, DistillConfig, TrainConfig
 from .scores import ScoreFile, write_scores
 from .students import make_student
 from .tasks import RankerTask
-from .trainer import CHECKPOINT, LOG_FILE, TrainConfig, Trainer
+from .trainer import CHECKPOINT, LOG_FILE, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +59,7 @@ class Inputs:
         return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None)
 
 
-@dataclass
-class BootstrapConfig:
-    """The bi-encoder bootstrap: distil a zero-shot bi-encoder over unlabeled queries' candidates."""
-
-    biencoder: Path
-    topics: Path
-    run: Path
-    depth: int = 30
-    group_size: int = 16
-    teacher_temperature: float = 0.1
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=2, batch_size=16, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4), warmup=0.05))
-
-
-def load_encoder(path: str | Path, seed: int, max_length: int = 256) -> CrossEncoder:
+def load_encoder(path: str | Path, seed: int, max_length: int = MAX_LENGTH) -> CrossEncoder:
     """A CrossEncoder on CPU in fp32 (the Trainer moves it); a new head is seeded."""
     torch.manual_seed(seed)
     return CrossEncoder(path, device="cpu", precision="fp32", max_length=max_length)
@@ -143,7 +131,7 @@ def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None,
         yield from flush()
 
 
-def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = 100,
+def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH,
               device: str = "auto", precision: str | None = None, batch_tokens: int | None = None) -> dict:
     """Write the teacher's scores for the run's top-``depth`` lists to ``output`` (see ``scores.py``)."""
     engine = ScoringEngine(CrossEncoder(model, device=device, precision=precision), batch_tokens=batch_tokens)
@@ -170,9 +158,10 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
 # ---- teacher training -----------------------------------------------------------------------------
 
 
-def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: TrainConfig, negatives: int = 7,
-                  depth: int = 100, short: str = "pad", device: str = "auto", resume: bool = False,
-                  bootstrap: BootstrapConfig | None = None, max_length: int = 256) -> dict:
+def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: TrainConfig,
+                  negatives: int = NEGATIVES, negatives_depth: int = NEGATIVES_DEPTH, short: str = "pad",
+                  device: str = "auto", resume: bool = False, bootstrap: BootstrapConfig | None = None,
+                  max_length: int = MAX_LENGTH) -> dict:
     """Fine-tune ``init`` as a 1-logit cross-encoder with LCE (after the bi-encoder bootstrap if given)."""
     output = Path(output)
     if inputs.qrels is None:
@@ -182,15 +171,15 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
     if bootstrap is not None:
         boot_dir = output / "bootstrap"
         boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, inputs.docstore.path, docstore=inputs.docstore)
-        scores = biencoder_scores(boot_dir / "biencoder.scores", bootstrap.biencoder, boot_inputs, bootstrap.depth,
-                                  device)
+        scores = biencoder_scores(boot_dir / "biencoder.scores", bootstrap.biencoder, boot_inputs,
+                                  bootstrap.score_depth, device)
         source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
         task = RankerTask("bootstrap", load_encoder(start, bootstrap.train.seed, max_length), source, inputs.docstore,
                           objective="kl", seed=bootstrap.train.seed, teacher_temperature=bootstrap.teacher_temperature)
         summaries["bootstrap"] = run_phase(task, boot_dir / "model", bootstrap.train, device, resume)
         start = boot_dir / "model"
-    source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, depth, short=short, seed=config.seed,
-                           missing=inputs.docstore.missing)
+    source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, negatives_depth, short=short,
+                           seed=config.seed, missing=inputs.docstore.missing)
     task = RankerTask("teacher-lce", load_encoder(start, config.seed, max_length), source, inputs.docstore,
                       objective="lce", seed=config.seed)
     summaries["lce"] = run_phase(task, output, config, device, resume)
@@ -201,28 +190,6 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
 
 
 # ---- distillation -----------------------------------------------------------------------------------
-
-
-@dataclass
-class DistillConfig:
-    """Options of ``distill`` beyond the inputs (see the CLI for their meaning)."""
-
-    procedure: str = "ranker-distill"
-    layers: int = 3
-    init_from: str = "base"  # base | teacher | random | a model folder
-    base: Path | None = None  # the pretrained encoder (LM-distillation teacher); default: the teacher's init
-    objective: str = "kl"
-    temperature: float = 1.0
-    label_weight: float = 0.0
-    hidden_weight: float = 0.0  # lm-distill+ranker-distill: hidden-state matching to the teacher
-    group_size: int = 16
-    negatives: int = 7
-    depth: int = 30  # candidates scored per query (teacher scores)
-    lm_pairs_per_query: int = 8
-    attention_weight: float = 1.0
-    max_length: int = 256
-    rank: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=16, lr=1e-4))
-    lm: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=64, lr=3e-4))
 
 
 def build_student(teacher: Path, base: Path, cfg: DistillConfig, seed: int) -> CrossEncoder:
@@ -257,8 +224,8 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         if scores is None:
             scores = output / "teacher.scores"
             if not (resume and scores.is_file()):
-                log.info("scoring the run's top-%d with the teacher into %s", cfg.depth, scores)
-                score_run(teacher, inputs, scores, cfg.depth, device=device)
+                log.info("scoring the run's top-%d with the teacher into %s", cfg.score_depth, scores)
+                score_run(teacher, inputs, scores, cfg.score_depth, device=device)
         score_file = ScoreFile(scores)
         score_file.check_run(inputs.run)
     summaries = {}
@@ -266,13 +233,13 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
     if cfg.procedure.startswith("lm-distill"):
         lm_dir = output / "lm-distill"
         lm_teacher = load_encoder(base, seed, cfg.max_length)
-        source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.depth, seed=cfg.lm.seed)
+        source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
         task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
                              cfg.lm.seed)
         summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
         student = load_encoder(lm_dir, seed, cfg.max_length)
     if fine_tune:
-        source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, 100, seed=seed,
+        source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, cfg.negatives_depth, seed=seed,
                                missing=inputs.docstore.missing)
         task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed)
     else:

@@ -15,6 +15,7 @@ from ..cross_encoder import CrossEncoder
 from ..errors import InputError
 from .groups import Group, shuffled
 from .losses import lce_loss, listwise_kl_loss, margin_mse_loss, pointwise_mse_loss, soft_label_ce_loss
+from .options import SEED
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class RankerTask:
     hidden-state matching to a teacher on the same pairs.
     """
 
-    def __init__(self, name: str, encoder: CrossEncoder, source, docstore, objective: str = "lce", seed: int = 42,
+    def __init__(self, name: str, encoder: CrossEncoder, source, docstore, objective: str = "lce", seed: int = SEED,
                  temperature: float = 1.0, teacher_temperature: float | None = None,
                  label_weight: float = 0.0, hidden=None, hidden_weight: float = 1.0):
         if objective not in OBJECTIVES:

@@ -15,7 +15,7 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ import torch
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..progress import bar as progress_bar
+from .options import TrainConfig
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.pt"
@@ -51,27 +52,6 @@ class Task(Protocol):
 
     def save(self, modules: dict[str, torch.nn.Module], path: Path) -> None:
         """Save the trained model (``save_pretrained`` and the tokenizer) into ``path``."""
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one training run (saved with every checkpoint)."""
-
-    epochs: int = 1
-    batch_size: int = 16  # examples (groups) per optimizer step
-    accumulation: int = 1  # micro-batches per optimizer step
-    lr: float = 3e-5
-    epoch_lrs: tuple[float, ...] = ()  # per-epoch peak learning rate (last one repeats); overrides lr when given
-    warmup: float = 0.1  # fraction of the steps with linear warmup
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    max_steps: int | None = None
-    precision: str | None = None  # None: bf16 autocast on CUDA, fp32 on CPU; or fp32|bf16|fp16
-    seed: int = 42
-    log_every: int = 10
-    save_every: int | None = None  # checkpoint every N steps (and always at the end of an epoch)
-    stop_after: int | None = None  # stop after this step as if interrupted (checkpoint kept; resume continues)
-    progress: bool | None = None  # a tqdm bar: True always, False never, None when stderr is a terminal
 
 
 def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
