@@ -115,7 +115,8 @@ def test_same_candidates_speed_and_context(comparison):
         assert t["rounds"] == 5  # 30 queries in rounds of 7, interleaved
     speedups = {p["name"]: p["speedup_vs_teacher"] for p in report["pipelines"]}
     assert speedups["big"] == pytest.approx(1.0)
-    assert speedups["small"] == pytest.approx(timings["small"]["pairs_per_s"] / timings["big"]["pairs_per_s"])
+    per_s = {name: t["pairs"] / t["wall_s"] for name, t in timings.items() if name != "bm25"}  # the JSON's are rounded
+    assert speedups["small"] == pytest.approx(per_s["small"] / per_s["big"], rel=1e-5)
     assert report["environment"]["versions"]["torch"] and report["environment"]["cpu_count"]
     assert report["config"]["rerank"]["depth"] == 30 and report["num_queries"] == 30
     assert report["significance_marks"]["significance_level"] == 0.05
