@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .textfiles import BOM, NOT_UTF8, iter_lines
 
 #: Named topic sets and the file a user can pass instead when offline.
 NAMED_TOPICS = {
@@ -34,14 +35,6 @@ NAMED_QRELS = {
     "dl19-passage": "qrels.dl19.tsv (TREC qrels)",
     "dl20-passage": "qrels.dl20.tsv (TREC qrels)",
 }
-
-
-def _open_text(path: Path) -> Iterator[tuple[int, str]]:
-    if not path.is_file():
-        raise InputError("file not found", path)
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            yield lineno, line.rstrip("\n").rstrip("\r")
 
 
 def _pyserini_named(name: str, kind: str, instead: str):
@@ -71,7 +64,7 @@ def read_topics(path: str | Path) -> dict[str, str]:
         return {str(q): t["title"] for q, t in loaded.items()}
     path = Path(path)
     topics: dict[str, str] = {}
-    for lineno, line in _open_text(path):
+    for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         qid, sep, query = line.partition("\t")
@@ -94,7 +87,7 @@ def read_qrels(path: str | Path, topics: dict[str, str] | None = None) -> dict[s
         return {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in loaded.items()}
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in _open_text(path):
+    for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         parts = line.split()
@@ -119,7 +112,7 @@ def read_qrels(path: str | Path, topics: dict[str, str] | None = None) -> dict[s
 def read_qids(path: str | Path) -> list[str]:
     """Query ids from a file, in order without repeats: one a line, or the first column of a TSV (topics,
     qrels); blank lines and ``#`` comments are skipped."""
-    qids = [line.split()[0] for _, line in _open_text(Path(path)) if line.strip() and not line.startswith("#")]
+    qids = [line.split()[0] for _, line in iter_lines(path) if line.strip() and not line.startswith("#")]
     if not qids:
         raise InputError("no query ids in file", path)
     return list(dict.fromkeys(qids))
@@ -164,9 +157,13 @@ def iter_collection(path: str | Path) -> Iterator[tuple[str, str]]:
         raise InputError("no .jsonl files in collection folder", path)
     for file in files:
         fmt = collection_format(file)
-        for lineno, line in _open_text(file):
+        for lineno, line in iter_lines(file):
             if line.strip():
                 yield parse_collection_line(line, fmt, file, lineno)
+
+
+#: Bumped when the offset index changes meaning (2: a byte-order mark is no longer part of the first id).
+INDEX_VERSION = 2
 
 
 def _canonical_int(docid: str) -> bool:
@@ -199,7 +196,8 @@ class DocStore:
     def _cache_path(self) -> Path:
         """``$DISTILRANK_CACHE`` (default ``~/.cache/distilrank``), keyed by path, size and mtime."""
         stat = self.path.stat()
-        tag = hashlib.sha1(f"{self.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        key = f"{INDEX_VERSION}:{self.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        tag = hashlib.sha1(key.encode()).hexdigest()[:16]
         root = Path(os.environ.get("DISTILRANK_CACHE", Path.home() / ".cache" / "distilrank"))
         return root / f"{self.path.name}.{tag}.offsets.npz"
 
@@ -229,12 +227,15 @@ class DocStore:
         with open(self.path, "rb") as handle:
             for lineno, raw in enumerate(handle, 1):
                 size = len(raw)
+                if lineno == 1 and raw.startswith(BOM):  # the text rule (pipeline.textfiles): a BOM is dropped
+                    raw, offset = raw[len(BOM):], offset + len(BOM)
+                    size -= len(BOM)
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
                     try:
                         text = line.decode("utf-8")
                     except UnicodeDecodeError:
-                        raise InputError("line is not valid UTF-8", self.path, lineno) from None
+                        raise InputError(NOT_UTF8, self.path, lineno) from None
                     docid = parse_collection_line(text, self.format, self.path, lineno)[0]
                     if str_ids is None and _canonical_int(docid):
                         int_ids.append(int(docid))

@@ -7,14 +7,17 @@ input order (a stable sort), so the same input always gives the same ranking.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .atomic import atomic_write
 from .errors import InputError
+from .textfiles import iter_lines
 
 FORMATS = ("trec", "msmarco")
+log = logging.getLogger(__name__)
 
 
 def iter_run_rows(path: str | Path) -> Iterator[tuple[int, str, str, int, float]]:
@@ -24,25 +27,24 @@ def iter_run_rows(path: str | Path) -> Iterator[tuple[int, str, str, int, float]
     if not path.is_file():
         raise InputError("run file not found", path)
     fmt = None
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            if fmt is None:
-                fmt = "msmarco" if "\t" in line and len(line.rstrip("\n").split("\t")) == 3 else "trec"
-            parts = line.rstrip("\n").split("\t") if fmt == "msmarco" else line.split()
-            if fmt == "msmarco" and len(parts) != 3:
-                raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
-            if fmt == "trec" and len(parts) != 6:
-                raise InputError("expected 'qid Q0 docid rank score tag' (TREC run format)", path, lineno)
-            try:
-                rank = int(parts[3] if fmt == "trec" else parts[2])
-                score = float(parts[4]) if fmt == "trec" else -float(rank)
-            except ValueError:
-                raise InputError("rank or score is not a number", path, lineno) from None
-            if math.isnan(score):
-                raise InputError("score is NaN", path, lineno)
-            yield lineno, parts[0], parts[2 if fmt == "trec" else 1], rank, score
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        if fmt is None:
+            fmt = "msmarco" if "\t" in line and len(line.split("\t")) == 3 else "trec"
+        parts = line.split("\t") if fmt == "msmarco" else line.split()
+        if fmt == "msmarco" and len(parts) != 3:
+            raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
+        if fmt == "trec" and len(parts) != 6:
+            raise InputError("expected 'qid Q0 docid rank score tag' (TREC run format)", path, lineno)
+        try:
+            rank = int(parts[3] if fmt == "trec" else parts[2])
+            score = float(parts[4]) if fmt == "trec" else -float(rank)
+        except ValueError:
+            raise InputError("rank or score is not a number", path, lineno) from None
+        if not math.isfinite(score):
+            raise InputError("score is NaN" if math.isnan(score) else "score is infinite", path, lineno)
+        yield lineno, parts[0], parts[2 if fmt == "trec" else 1], rank, score
 
 
 def rank_rows(entries: list[tuple[int, str, float, int]]) -> list[tuple[str, float]]:
@@ -102,7 +104,8 @@ class Run:
         """Read a TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid\tdocid\trank``) run.
 
         The format is detected from the first line. Rows are ordered by rank within each query.
-        A docid twice for the same query, a malformed line or a bad number raises ``InputError``.
+        A docid twice for the same query, a malformed line or a bad number raises ``InputError``; an empty file
+        is read as an empty run, with a warning.
         """
         rows: dict[str, list[tuple[int, str, float, int]]] = {}
         seen: dict[str, dict[str, int]] = {}
@@ -111,18 +114,22 @@ class Run:
             if first != lineno:
                 raise InputError(f"duplicate docid {docid} for query {qid} (first on line {first})", path, lineno)
             rows.setdefault(qid, []).append((rank, docid, score, lineno))
+        if not rows:
+            log.warning("%s: the run is empty (no ranked documents)", path)
         return cls({qid: rank_rows(entries) for qid, entries in rows.items()}, name or Path(path).stem)
 
     def lines(self, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Iterator[str]:
         """The run's lines in ``fmt`` (``trec``: ``qid Q0 docid rank score tag``; ``msmarco``:
-        ``qid<TAB>docid<TAB>rank``): the one place a run file's line is written. A NaN score is a ``ValueError``."""
+        ``qid<TAB>docid<TAB>rank``): the one place a run file's line is written. A NaN or infinite score is a
+        ``ValueError`` (it could not be read back)."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown run format {fmt!r}; expected one of {FORMATS}")
         tag = tag or self.name
         for qid, ranking in self.rankings.items():
             for rank, (docid, score) in enumerate(ranking[:max_rank], 1):
-                if math.isnan(score):
-                    raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write it")
+                if not math.isfinite(score):
+                    kind = "NaN" if math.isnan(score) else "infinite"
+                    raise ValueError(f"{kind} score for query {qid}, docid {docid}: refusing to write it")
                 yield f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n" if fmt == "trec" else f"{qid}\t{docid}\t{rank}\n"
 
     def write(self, path: str | Path, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Path:

@@ -18,12 +18,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from .atomic import atomic_write
 from .errors import InputError
 from .evaluate import msmarco_mrr10
 from .runs import Run
+from .textfiles import iter_lines, read_text
 
 MAX_PER_QUERY = 1000
 SPLITS = ("dev", "eval")
@@ -61,7 +61,7 @@ def load_metadata(source: str | Path | Mapping | None) -> dict[str, str]:
         if not where.is_file():
             raise InputError("metadata JSON file not found", where)
         try:
-            given = json.loads(where.read_text(encoding="utf-8"))
+            given = json.loads(read_text(where))
         except json.JSONDecodeError as err:
             raise InputError(f"not valid JSON: {err.msg}", where, err.lineno) from None
     if not isinstance(given, Mapping):
@@ -137,12 +137,6 @@ class Validation:
         return lines
 
 
-def _open_run(path: Path) -> IO[str]:
-    if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def validate_run(
     path: str | Path, topics: Mapping[str, str] | None = None, qrels: Mapping[str, Mapping[str, int]] | None = None
 ) -> Validation:
@@ -159,24 +153,22 @@ def validate_run(
     result = Validation(path)
     rows: dict[str, list[tuple[int, str]]] = {}
     try:
-        with _open_run(path) as handle:
-            for lineno, line in enumerate(handle, 1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    result.add("empty line", f"line {lineno}")
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 3:
-                    result.add("not 'qid<TAB>pid<TAB>rank'", f"line {lineno}: {line[:60]!r}")
-                    continue
-                qid, pid, rank = (p.strip() for p in parts)
-                bad = [name for name, value in (("qid", qid), ("pid", pid), ("rank", rank)) if not value.isdigit()]
-                if bad:
-                    result.add("non-numeric id or rank", f"line {lineno}: {'/'.join(bad)} in {line[:60]!r}")
-                    continue
-                rows.setdefault(qid, []).append((int(rank), pid))
-                result.num_rows += 1
-    except (OSError, EOFError, UnicodeDecodeError) as err:
+        for lineno, line in iter_lines(path, bz2.open if path.suffix == ".bz2" else open):
+            if not line.strip():
+                result.add("empty line", f"line {lineno}")
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                result.add("not 'qid<TAB>pid<TAB>rank'", f"line {lineno}: {line[:60]!r}")
+                continue
+            qid, pid, rank = (p.strip() for p in parts)
+            bad = [name for name, value in (("qid", qid), ("pid", pid), ("rank", rank)) if not value.isdigit()]
+            if bad:
+                result.add("non-numeric id or rank", f"line {lineno}: {'/'.join(bad)} in {line[:60]!r}")
+                continue
+            rows.setdefault(qid, []).append((int(rank), pid))
+            result.num_rows += 1
+    except (OSError, EOFError) as err:  # a damaged .bz2 stream
         raise InputError(f"cannot read run file: {err}", path) from None
     if not result.num_rows and not result.counts:
         result.add("empty run", "no lines")

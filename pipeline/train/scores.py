@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..errors import InputError
+from ..textfiles import iter_lines
 from .groups import Ranking, iter_run_lists
 
 MAGIC = "# distilrank-scores "
@@ -77,8 +78,7 @@ class ScoreFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError("score file not found", self.path)
-        with open(self.path, encoding="utf-8") as handle:
-            first = handle.readline()
+        first = next((line for _, line in iter_lines(self.path)), "")
         if not first.startswith(MAGIC):
             raise InputError("not a distilrank score file (write one with 'distilrank score')", self.path, 1)
         try:
@@ -99,22 +99,24 @@ class ScoreFile:
         """Stream ``(qid, [(docid, score), ...])``; the body is checked against the header's fingerprint."""
         fp = Fingerprint()
         current, scored = None, []
-        with open(self.path, encoding="utf-8") as handle:
-            handle.readline()
-            for lineno, line in enumerate(handle, 2):
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) != 3:
-                    raise InputError("expected 'qid<TAB>docid<TAB>score'", self.path, lineno)
-                try:
-                    score = float(parts[2])
-                except ValueError:
-                    raise InputError(f"score {parts[2]!r} is not a number", self.path, lineno) from None
-                if parts[0] != current:
-                    if current is not None:
-                        fp.add(current, (d for d, _ in scored))
-                        yield current, scored
-                    current, scored = parts[0], []
-                scored.append((parts[1], score))
+        lines = iter_lines(self.path)
+        next(lines)  # the header
+        for lineno, line in lines:
+            parts = line.split("\t")
+            if len(parts) != 3:
+                raise InputError("expected 'qid<TAB>docid<TAB>score'", self.path, lineno)
+            try:
+                score = float(parts[2])
+            except ValueError:
+                raise InputError(f"score {parts[2]!r} is not a number", self.path, lineno) from None
+            if not math.isfinite(score):
+                raise InputError(f"score {parts[2]!r} is not a finite number", self.path, lineno)
+            if parts[0] != current:
+                if current is not None:
+                    fp.add(current, (d for d, _ in scored))
+                    yield current, scored
+                current, scored = parts[0], []
+            scored.append((parts[1], score))
         if current is not None:
             fp.add(current, (d for d, _ in scored))
             yield current, scored
