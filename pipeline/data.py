@@ -39,13 +39,11 @@ NAMED_QRELS = {
 
 def _pyserini_named(name: str, kind: str, instead: str):
     """Load named topics/qrels through Pyserini; fail fast with what file to pass when offline."""
-    from .java import ensure_java
+    from .java import import_pyserini
 
-    ensure_java()
+    search = import_pyserini("pyserini.search")
     try:
-        from pyserini.search import get_qrels, get_topics
-
-        loaded = get_topics(name) if kind == "topics" else get_qrels(name)
+        loaded = search.get_topics(name) if kind == "topics" else search.get_qrels(name)
     except Exception as exc:  # pyserini raises many kinds when offline
         reason = (str(exc).strip().splitlines() or [""])[0][:160]  # Java errors carry whole stack traces
         raise InputError(

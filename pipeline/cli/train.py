@@ -56,6 +56,8 @@ def _training(p: argparse.ArgumentParser, phase: TrainConfig, lr: float | None, 
                    help="tokens per (query, passage) pair (default %(default)s)")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (and each epoch)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again over what --output holds (a model, an interrupted run's checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -86,6 +88,7 @@ def cmd_train(args) -> int:
     inputs = Inputs.load(args.topics, args.run, args.collection, args.qrels, exclude_qids=args.exclude_qids)
     train_teacher(args.init, inputs, args.output, _config(args, lr), negatives=args.negatives,
                   negatives_depth=args.negatives_depth, short=args.short, device=args.device, resume=args.resume,
+                  overwrite=args.overwrite,
                   bootstrap=bootstrap, max_length=args.max_length)
     print(f"teacher saved in {args.output}")
     return 0
@@ -115,7 +118,8 @@ def cmd_distill(args) -> int:
         lm=_config(args, args.lm_lr, epochs=args.lm_epochs, batch_size=args.lm_batch_size,
                    max_steps=args.lm_max_steps or args.max_steps))
     inputs = Inputs.load(args.topics, args.run, args.collection, args.qrels)
-    distill(args.teacher, inputs, args.output, cfg, scores=args.scores, device=args.device, resume=args.resume)
+    distill(args.teacher, inputs, args.output, cfg, scores=args.scores, device=args.device, resume=args.resume,
+            overwrite=args.overwrite)
     print(f"student saved in {args.output}")
     return 0
 

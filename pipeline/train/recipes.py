@@ -20,6 +20,7 @@ from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
 from ..engine import ScoringEngine
 from ..errors import InputError
+from ..textfiles import read_text
 from . import PROCEDURES
 from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
@@ -81,9 +82,37 @@ def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool
         return {**finished_summary(folder), "task": task.name, "skipped": True}
     trainer = Trainer(task, folder, config, device)
     summary = trainer.fit(resume=resume and (folder / CHECKPOINT).exists())
-    log.info("%s: %d steps in %.1fs, running loss %.4f", task.name, summary["steps"], summary["seconds"],
-             summary["running_loss"])
+    steps = f"{summary['steps']} steps"
+    if summary["resumed_at"]:
+        steps += f" ({summary['steps_this_run']} in this run, resumed at step {summary['resumed_at']})"
+    loss = summary["running_loss"]
+    log.info("%s: %s in %.1fs%s", task.name, steps, summary["seconds"],
+             f", running loss {loss:.4f}" if loss is not None else "")
     return summary
+
+
+def check_restart(output: Path, resume: bool, overwrite: bool) -> None:
+    """The crash-and-restart rule of a training output folder, checked before any work.
+
+    ``resume`` continues what the folder holds and needs something there; without it a folder that holds
+    anything (a checkpoint, a trained model) is refused unless ``overwrite``: training never silently starts
+    again over earlier work.
+    """
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite exclude each other (continue the run, or start it again)")
+    held = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
+    if resume and not held:
+        raise InputError("nothing to resume: the output folder is missing or empty (run without --resume to "
+                         "start)", output)
+    if held and not resume and not overwrite:
+        if any(output.rglob(CHECKPOINT)):
+            what = "an interrupted run's checkpoint"
+        elif (output / "config.json").is_file():
+            what = "a trained model"
+        else:
+            what = f"files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
+        raise InputError(f"the output folder already holds {what}: pass --resume to continue it, or --overwrite "
+                         "to train again over it", output)
 
 
 def write_info(folder: Path, info: dict) -> None:
@@ -92,8 +121,14 @@ def write_info(folder: Path, info: dict) -> None:
 
 
 def read_info(folder: str | Path) -> dict:
+    """The info file of a folder trained by distilrank ({} when there is none)."""
     path = Path(folder) / INFO_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(read_text(path)))
+    except (ValueError, TypeError):
+        raise InputError("malformed training info (expected a JSON object)", path) from None
 
 
 # ---- teacher scores -------------------------------------------------------------------------------
@@ -161,11 +196,15 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
 def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: TrainConfig,
                   negatives: int = NEGATIVES, negatives_depth: int = NEGATIVES_DEPTH, short: str = "pad",
                   device: str = "auto", resume: bool = False, bootstrap: BootstrapConfig | None = None,
-                  max_length: int = MAX_LENGTH) -> dict:
-    """Fine-tune ``init`` as a 1-logit cross-encoder with LCE (after the bi-encoder bootstrap if given)."""
+                  max_length: int = MAX_LENGTH, overwrite: bool = False) -> dict:
+    """Fine-tune ``init`` as a 1-logit cross-encoder with LCE (after the bi-encoder bootstrap if given).
+
+    ``resume`` continues an interrupted run in ``output``; ``overwrite`` trains again over one (see
+    ``check_restart``)."""
     output = Path(output)
     if inputs.qrels is None:
         raise InputError("teacher training needs --qrels")
+    check_restart(output, resume, overwrite)
     start = Path(init)
     summaries = {}
     if bootstrap is not None:
@@ -205,10 +244,30 @@ def build_student(teacher: Path, base: Path, cfg: DistillConfig, seed: int) -> C
     return load_encoder(Path(cfg.init_from), seed, cfg.max_length)
 
 
+def check_layers(teacher: Path, base: Path, cfg: DistillConfig) -> None:
+    """A student copying layers needs ``1 <= layers <=`` the layers of what it copies (checked before any work)."""
+    if cfg.layers < 1:
+        raise InputError(f"--layers must be at least 1, got {cfg.layers}")
+    if cfg.init_from not in ("base", "teacher"):
+        return  # random weights take any depth; a model folder brings its own
+    from transformers import AutoConfig
+
+    source = teacher if cfg.init_from == "teacher" else base
+    try:
+        available = int(AutoConfig.from_pretrained(str(source)).num_hidden_layers)
+    except (OSError, ValueError, AttributeError):
+        return  # not a local BERT-style folder: the student's own construction says what is wrong
+    if not 1 <= cfg.layers <= available:
+        raise InputError(f"--layers {cfg.layers}: the student takes its layers from {source}, which has "
+                         f"{available}; choose 1 to {available}")
+
+
 def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: DistillConfig,
-            scores: str | Path | None = None, device: str = "auto", resume: bool = False) -> dict:
+            scores: str | Path | None = None, device: str = "auto", resume: bool = False,
+            overwrite: bool = False) -> dict:
     """One of the four procedures: ``fine-tune``, ``ranker-distill``, ``lm-distill+fine-tune``,
-    ``lm-distill+ranker-distill``. Saves the student into ``output``."""
+    ``lm-distill+ranker-distill``. Saves the student into ``output`` (``resume``/``overwrite``: see
+    ``check_restart``)."""
     if cfg.procedure not in PROCEDURES:
         raise InputError(f"unknown procedure {cfg.procedure!r}; expected one of {', '.join(PROCEDURES)}")
     teacher, output = Path(teacher), Path(output)
@@ -219,6 +278,8 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
     fine_tune = cfg.procedure.endswith("fine-tune")
     if fine_tune and inputs.qrels is None:
         raise InputError(f"--procedure {cfg.procedure} trains on labels: it needs --qrels")
+    check_layers(teacher, base, cfg)
+    check_restart(output, resume, overwrite)
     score_file = None
     if not fine_tune:
         if scores is None:

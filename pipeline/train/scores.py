@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, scratch_dir
 from ..errors import InputError
 from ..textfiles import iter_lines
 from .groups import Ranking, iter_run_lists
@@ -50,24 +51,21 @@ def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: 
     """Write scored candidate lists atomically; returns the header. NaN scores are refused."""
     path = Path(path)
     fp, queries, pairs = Fingerprint(), 0, 0
-    with atomic_write(path.with_name(path.name + ".body")) as body:
-        for qid, scored in lists:
-            fp.add(qid, (d for d, _ in scored))
-            queries += 1
-            for docid, score in scored:
-                if math.isnan(score):
-                    raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write {path}")
-                body.write(f"{qid}\t{docid}\t{score:.7g}\n")
-                pairs += 1
-    header = {"fingerprint": fp.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
-    body_path = path.with_name(path.name + ".body")
-    try:
+    with scratch_dir(path) as work:  # the body first (the header needs its counts), then header + body
+        body_path = work / "body"
+        with open(body_path, "w", encoding="utf-8") as body:
+            for qid, scored in lists:
+                fp.add(qid, (d for d, _ in scored))
+                queries += 1
+                for docid, score in scored:
+                    if not math.isfinite(score):
+                        raise ValueError(f"{score} score for query {qid}, docid {docid}: refusing to write {path}")
+                    body.write(f"{qid}\t{docid}\t{score:.7g}\n")
+                    pairs += 1
+        header = {"fingerprint": fp.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
         with atomic_write(path) as out, open(body_path, encoding="utf-8") as src:
             out.write(MAGIC + json.dumps(header, sort_keys=True) + "\n")
-            for line in src:
-                out.write(line)
-    finally:
-        body_path.unlink(missing_ok=True)
+            shutil.copyfileobj(src, out)
     return header
 
 

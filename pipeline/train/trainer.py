@@ -185,7 +185,10 @@ class Trainer:
             log.write(json.dumps(record) + "\n")
 
     def fit(self, resume: bool = False) -> dict:
-        """Train; returns a summary (steps, final running loss, seconds). Saves the model into ``output``."""
+        """Train; returns a summary (steps, final running loss, seconds). Saves the model into ``output``.
+
+        ``steps`` counts every step of the run, ``steps_this_run`` those of this process (it resumed at step
+        ``resumed_at``); ``seconds`` is this process's time."""
         cfg = self.config
         self.output.mkdir(parents=True, exist_ok=True)
         modules, optimizer, scheduler, per_epoch, total = self._setup()
@@ -194,7 +197,8 @@ class Trainer:
         if resume:
             step, epoch, in_epoch = self._load_checkpoint(modules, optimizer, scheduler, scaler)
             self._log({"event": "resume", "step": step})
-        else:
+        else:  # a fresh start: an earlier run's state must not be resumed by mistake later
+            shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
             (self.output / LOG_FILE).unlink(missing_ok=True)
             self._log({"event": "start", "task": self.task.name, "device": str(self.device), "steps": total,
                        "steps_per_epoch": per_epoch, "examples": self.task.num_examples(), "config": asdict(cfg)})
@@ -205,7 +209,7 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
 
         bar = progress_bar(total=total, initial=step, desc=self.task.name, enabled=cfg.progress)
-        running, started, interrupted = None, time.perf_counter(), False
+        running, started, interrupted, first_step = None, time.perf_counter(), False, step
         while step < total and not interrupted:
             for batch in self._batches(epoch, in_epoch):
                 chunks = [batch[i :: cfg.accumulation] for i in range(cfg.accumulation)]
@@ -257,7 +261,8 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - started
         summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running,
-                   "seconds": round(seconds, 3), "complete": step >= total}
+                   "seconds": round(seconds, 3), "complete": step >= total, "resumed_at": first_step,
+                   "steps_this_run": step - first_step}
         if step >= total:
             self.task.save(modules, self.output)
             shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
