@@ -71,6 +71,24 @@ def _merge_timings(name: str, parts: list[StageTiming]) -> StageTiming:
     )
 
 
+def run_path(output: Path, name: str) -> Path:
+    """Where a reranker's run goes: ``OUTPUT/NAME.trec``."""
+    return output / f"{name}.trec"
+
+
+def partial_path(run: Path) -> Path:
+    """Where a run's finished rounds are appended while a comparison runs."""
+    return run.with_name(run.name + ".partial")
+
+
+def written_files(config: Config) -> list[Path]:
+    """Every file a comparison writes into its output folder (none may be one of its inputs)."""
+    out = config.output
+    runs = [out / BM25_RUN] + [run_path(out, spec.name) for spec in config.rerankers]
+    return ([out / name for name in REPORT_FILES] + [out / f"{BM25_RUN}.json"] + runs
+            + [timing_path(r) for r in runs] + [partial_path(r) for r in runs])
+
+
 def rerank_interleaved(
     encoders: Mapping[str, Any], candidates: Run, topics: Mapping[str, str], docstore, config: Config,
     output: Path, progress: bool | None = None,
@@ -89,7 +107,7 @@ def rerank_interleaved(
     rounds = [qids[i : i + size] for i in range(0, len(qids), size)]
     rankings: dict[str, dict[str, list]] = {n: {} for n in names}
     parts: dict[str, list[StageTiming]] = {n: [] for n in names}
-    partial = {n: output / f"{n}.trec.partial" for n in names}
+    partial = {n: partial_path(run_path(output, n)) for n in names}
     for path in partial.values():
         path.unlink(missing_ok=True)
     log.info("reranking top %d of %d queries with %d rerankers, interleaved in %d rounds of %d queries",
@@ -108,7 +126,7 @@ def rerank_interleaved(
     results = {}
     for name in names:
         run = Run({q: rankings[name][q] for q in qids}, name)
-        path = output / f"{name}.trec"
+        path = run_path(output, name)
         run.write(path, tag=name)
         timing = _merge_timings(name, parts[name])
         write_timings(timing_path(path), [timing], model=encoders[name].source, interleaved_with=names,
@@ -151,7 +169,7 @@ def compare(config: Config | str | Path, output: str | Path | None = None, progr
         run, timing = reranked[spec.name]
         scores = evaluate_per_query(run, qrels, measures)
         pipelines.append(PipelineResult(
-            spec.name, "teacher" if spec.name == config.teacher.name else "student", out / f"{spec.name}.trec",
+            spec.name, "teacher" if spec.name == config.teacher.name else "student", run_path(out, spec.name),
             mean_scores(scores), scores, timing, model=spec.model, description=spec.description,
             model_info=model_info(encoders[spec.name])))
     evaluation = config.evaluation

@@ -64,6 +64,7 @@ from .evaluate import default_measures, parse_measures
 from .hub import hub_cached, is_hub_name, online
 from .retrieve import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, index_present
 from .significance import DEFAULT_PERMUTATIONS, DEFAULT_SEED
+from .textfiles import read_text
 
 #: Where the presets live: ``configs/`` at the project root.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -247,6 +248,14 @@ class Config(Section):
         return (self.teacher, *self.students)
 
     # ---- input checks -----------------------------------------------------------------------
+
+    def input_paths(self) -> dict[str, Any]:
+        """The files and folders the comparison reads, labelled by their keys: what it must never write."""
+        data, first = self.data, self.first_stage
+        return {"the config": self.source, "data.topics": data.topics, "data.qrels": data.qrels,
+                "data.qids": data.qids, "data.collection": data.collection, "first_stage.run": first.run,
+                "first_stage.index": first.index if first.index and index_present(first.index) else None,
+                "model": [spec.model for spec in self.rerankers if not spec.is_hub_name]}
 
     def needs_network(self) -> list[str]:
         """What in this config must come from the network (unless already cached locally)."""
@@ -461,8 +470,7 @@ def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise InputError("config file not found", path)
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"invalid TOML: {err}", path) from None
 

@@ -57,6 +57,11 @@ def _pairs(inputs: Inputs) -> list[tuple[str, Path]]:
     return out
 
 
+def named_inputs(args: object, *names: str) -> dict[str, object]:
+    """``{"--name": value}`` for the given attributes of parsed arguments (the labels errors use)."""
+    return {f"--{name.replace('_', '-')}": getattr(args, name, None) for name in names}
+
+
 def _same(a: Path, b: Path) -> bool:
     if a == b:
         return True

@@ -57,9 +57,10 @@ def combine(ce_scores: np.ndarray, first_scores: np.ndarray, interpolation: floa
 
 
 def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
-                 skip_missing: bool = False) -> dict[str, set[str]]:
+                 skip_missing: bool = False, hint: str = "") -> dict[str, set[str]]:
     """Queries without text are an ``InputError``; so are docids of the top ``depth`` that the docstore lacks,
-    unless ``skip_missing``: then they are returned per query."""
+    unless ``skip_missing``: then they are returned per query. ``hint`` ends the error: how the caller's user
+    skips them (``compare`` has no such option)."""
     no_text = [qid for qid in run if qid not in topics]
     if no_text:
         raise InputError(f"{len(no_text)} queries of the run have no text in the topics: {_ids(no_text)}")
@@ -74,7 +75,7 @@ def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth:
             examples.extend(f"{docid} (query {qid})" for docid in absent[: SHOW - len(examples)])
     if count and not skip_missing:
         raise InputError(f"{count} candidate docids are not in the collection: {', '.join(examples)}"
-                         f"{', ...' if count > len(examples) else ''} (use --skip-missing to drop them)")
+                         f"{', ...' if count > len(examples) else ''}{hint}")
     return missing
 
 
@@ -97,8 +98,7 @@ def query_candidates(qid: str, ranking: Ranking, depth: int, gone: set[str] | tu
     empty = [d for (d, _), t in zip(head, texts, strict=True) if not t.strip()]
     if empty:
         if not skip_missing:
-            raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)} "
-                             "(use --skip-missing to drop them)")
+            raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)}")
         skipped["empty"] += len(empty)
         keep = [i for i, t in enumerate(texts) if t.strip()]
         head, texts = [head[i] for i in keep], [texts[i] for i in keep]

@@ -41,6 +41,16 @@ DEFAULT_METADATA = {
 EXAMPLES_PER_PROBLEM = 5
 
 
+def is_inline(source: object) -> bool:
+    """Whether a ``--metadata`` value is an inline JSON object rather than a file name."""
+    return isinstance(source, str) and source.lstrip().startswith("{")
+
+
+def submission_paths(out_dir: str | Path, split: str) -> tuple[Path, Path]:
+    """The two files of a submission: ``OUT/<split>.txt.bz2`` and ``OUT/metadata.json``."""
+    return Path(out_dir) / f"{split}.txt.bz2", Path(out_dir) / "metadata.json"
+
+
 def load_metadata(source: str | Path | Mapping | None) -> dict[str, str]:
     """Submission metadata from a JSON file, an inline JSON object, or a mapping, over the defaults.
 
@@ -51,7 +61,7 @@ def load_metadata(source: str | Path | Mapping | None) -> dict[str, str]:
         given: Mapping = {}
     elif isinstance(source, Mapping):
         given = source
-    elif str(source).lstrip().startswith("{"):
+    elif is_inline(source):
         try:
             given = json.loads(str(source))
         except json.JSONDecodeError as err:
@@ -92,8 +102,7 @@ def write_submission(
     meta = load_metadata(metadata)
     if not run.rankings:
         raise InputError("the run is empty: nothing to submit")
-    out_dir = Path(out_dir)
-    run_path, meta_path = out_dir / f"{split}.txt.bz2", out_dir / "metadata.json"
+    run_path, meta_path = submission_paths(out_dir, split)
     with atomic_write(run_path, "wb") as raw, bz2.open(raw, "wt", encoding="utf-8") as out:
         out.writelines(run.lines("msmarco", max_rank=MAX_PER_QUERY))
     with atomic_write(meta_path) as out:

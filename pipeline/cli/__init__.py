@@ -2,7 +2,8 @@
 
 Each module in ``COMMAND_MODULES`` has ``register(subparsers)`` which adds its subcommands; a
 subcommand's parser sets ``func(args) -> int``. Bad input (``InputError``) prints one line
-``distilrank: error: FILE:LINE: message`` and exits with code 2.
+``distilrank: error: FILE:LINE: message`` and exits with code 2; Ctrl-C, SIGTERM and SIGHUP stop it
+with clean-up (exit 128 + the signal's number).
 
 What reaches the terminal is decided here, once: the library logs (``logging``), and ``setup_output``
 shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
@@ -20,6 +21,7 @@ import sys
 
 from .. import progress
 from ..errors import InputError
+from ..interrupts import exit_code, signals_raise
 
 COMMAND_MODULES = ("first_stage", "submission", "rerank", "train", "compare")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -82,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args.verbose, args.quiet, args.progress)
     try:
-        return int(args.func(args) or 0)
+        with signals_raise():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files and empty folders go
+            return int(args.func(args) or 0)
     except InputError as err:
         print(f"distilrank: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("distilrank: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"distilrank: {'interrupted' if exit_code(exc) == 130 else f'terminated ({exc})'}", file=sys.stderr)
+        return exit_code(exc)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from ..atomic import is_stdout
 from ..data import read_qrels, read_topics
 from ..errors import InputError
 from ..evaluate import BINARY_MEASURES, GRADED_MEASURES, evaluate_per_query, mean_scores
+from ..outputs import claim_output, named_inputs
 from ..retrieve import BM25, DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, MSMARCO_B, MSMARCO_K1, build_index
 from ..runs import Run
 
@@ -66,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _index(args: argparse.Namespace) -> int:
-    path = build_index(args.collection, args.index, threads=args.threads, force=args.force)
+    if args.threads < 1:
+        raise InputError("--threads must be at least 1")
+    with claim_output(args.index, named_inputs(args, "collection"), folder=True, replaces=True):
+        path = build_index(args.collection, args.index, threads=args.threads, force=args.force)
     print(f"index written to {path}")
     return 0
 
@@ -74,14 +80,18 @@ def _index(args: argparse.Namespace) -> int:
 def _retrieve(args: argparse.Namespace) -> int:
     if args.hits < 1:
         raise InputError("--hits must be at least 1")
-    topics = read_topics(args.topics)  # before the index: bad topics fail fast
-    k1, b = (MSMARCO_K1, MSMARCO_B) if args.msmarco_tuned else (DEFAULT_K1, DEFAULT_B)
-    k1 = args.k1 if args.k1 is not None else k1
-    b = args.b if args.b is not None else b
-    bm25 = BM25.from_prebuilt(args.prebuilt, k1, b) if args.prebuilt else BM25(args.index, k1, b)
-    run = bm25.batch_search(topics, k=args.hits, threads=args.threads)
-    run.write(args.output, fmt=args.format, tag=args.tag)
-    print(f"{len(run)} queries, {run.num_pairs} hits written to {args.output}")
+    if args.threads < 1:
+        raise InputError("--threads must be at least 1")
+    with claim_output(args.output, named_inputs(args, "topics", "index")):
+        topics = read_topics(args.topics)  # before the index: bad topics fail fast
+        k1, b = (MSMARCO_K1, MSMARCO_B) if args.msmarco_tuned else (DEFAULT_K1, DEFAULT_B)
+        k1 = args.k1 if args.k1 is not None else k1
+        b = args.b if args.b is not None else b
+        bm25 = BM25.from_prebuilt(args.prebuilt, k1, b) if args.prebuilt else BM25(args.index, k1, b)
+        run = bm25.batch_search(topics, k=args.hits, threads=args.threads)
+        run.write(args.output, fmt=args.format, tag=args.tag)
+    print(f"{len(run)} queries, {run.num_pairs} hits written to {args.output}",
+          file=sys.stderr if is_stdout(args.output) else sys.stdout)  # stdout carries the run itself
     return 0
 
 
@@ -90,6 +100,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     run = Run.read(args.run)
     per_query = evaluate_per_query(run, qrels, args.metrics)
     means = mean_scores(per_query)
+    absent = sum(1 for qid in qrels if qid not in run)
+    if absent:
+        print(f"distilrank: note: {absent} judged queries are absent from the run and count as 0",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(means))
         return 0

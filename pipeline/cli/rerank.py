@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
+from ..atomic import is_stdout
 from ..config import MAX_LENGTH, RERANK_DEPTH
 from ..devices import PRECISIONS
 from ..errors import InputError
+from ..outputs import claim_output, named_inputs
 
 EXAMPLE = ("distilrank rerank --run runs/dl20.bm25.trec --topics queries.dl20.tsv --collection collection.tsv "
            "--model models/teacher --depth 100 --output runs/dl20.teacher.trec")
@@ -67,24 +70,30 @@ def _rerank(args: argparse.Namespace) -> int:
         raise InputError("--interpolation must be between 0 and 1")
     if args.batch_tokens is not None and args.batch_tokens < 1:
         raise InputError("--batch-tokens must be positive")
-    run = Run.read(args.run)
-    topics = read_topics(args.topics)
-    if args.collection:
-        docstore = DocStore(args.collection)
-    else:
-        from ..retrieve import IndexDocStore
-
-        docstore = IndexDocStore.open(args.index)
-    missing = check_inputs(run, topics, docstore, args.depth, args.skip_missing)  # before the (slow) model load
-    encoder = CrossEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
-                           compile=args.compile)
-    reranker = Reranker(encoder, args.interpolation, args.skip_missing, args.batch_tokens, args.chunk_pairs,
-                        progress=False if args.no_progress else None)
     output = Path(args.output)
-    reranked, timing = reranker.rerank(run, topics, docstore, args.depth, name=output.stem, missing=missing)
-    reranked.write(output, fmt=args.format, tag=args.tag or output.stem)
-    write_timings(timing_path(output), [timing], run=str(output), input_run=str(args.run), model=encoder.source)
-    print(timing.summary())
-    print(f"{len(reranked)} queries, {reranked.num_pairs} candidates written to {output}; "
-          f"timing in {timing_path(output)}")
+    timing_file = None if is_stdout(output) else timing_path(output)  # a run on stdout has its timing on stderr
+    inputs = named_inputs(args, "run", "topics", "collection", "index", "model")
+    with claim_output(output, inputs, also=[timing_file] if timing_file else []):
+        run = Run.read(args.run)
+        topics = read_topics(args.topics)
+        if args.collection:
+            docstore = DocStore(args.collection)
+        else:
+            from ..retrieve import IndexDocStore
+
+            docstore = IndexDocStore.open(args.index)
+        missing = check_inputs(run, topics, docstore, args.depth, args.skip_missing,  # before the model loads
+                               hint=" (use --skip-missing to drop them)")
+        encoder = CrossEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
+                               compile=args.compile)
+        reranker = Reranker(encoder, args.interpolation, args.skip_missing, args.batch_tokens, args.chunk_pairs,
+                            progress=False if args.no_progress else None)
+        reranked, timing = reranker.rerank(run, topics, docstore, args.depth, name=output.stem, missing=missing)
+        reranked.write(output, fmt=args.format, tag=args.tag or output.stem)
+        if timing_file:
+            write_timings(timing_file, [timing], run=str(output), input_run=str(args.run), model=encoder.source)
+    report = sys.stdout if timing_file else sys.stderr
+    print(timing.summary(), file=report)
+    print(f"{len(reranked)} queries, {reranked.num_pairs} candidates written to {output}"
+          + (f"; timing in {timing_file}" if timing_file else ""), file=report)
     return 0

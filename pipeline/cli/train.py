@@ -8,6 +8,7 @@ from pathlib import Path
 from ..config import MAX_LENGTH
 from ..devices import PRECISIONS
 from ..errors import InputError
+from ..outputs import claim_output, named_inputs
 from ..train import PROCEDURES
 from ..train.options import (
     BOOTSTRAP_TRAINING,
@@ -70,7 +71,7 @@ def _config(args, lr: float, **overrides) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from ..train.recipes import Inputs, train_teacher
+    from ..train.recipes import Inputs, check_restart, train_teacher
 
     boot = [args.bootstrap_from, args.bootstrap_topics, args.bootstrap_run]
     if any(boot) and not all(boot):
@@ -85,11 +86,14 @@ def cmd_train(args) -> int:
                                   warmup=BOOTSTRAP_TRAINING.warmup,
                                   max_steps=args.bootstrap_max_steps or args.max_steps)
     lr = args.lr if args.lr is not None else (BOOTSTRAPPED_LR if bootstrap else TrainConfig.lr)
-    inputs = Inputs.load(args.topics, args.run, args.collection, args.qrels, exclude_qids=args.exclude_qids)
-    train_teacher(args.init, inputs, args.output, _config(args, lr), negatives=args.negatives,
-                  negatives_depth=args.negatives_depth, short=args.short, device=args.device, resume=args.resume,
-                  overwrite=args.overwrite,
-                  bootstrap=bootstrap, max_length=args.max_length)
+    inputs = named_inputs(args, "init", "topics", "qrels", "run", "collection", "exclude_qids", "bootstrap_from",
+                          "bootstrap_topics", "bootstrap_run")
+    with claim_output(args.output, inputs, folder=True):
+        check_restart(Path(args.output), args.resume, args.overwrite)  # before the inputs are read
+        loaded = Inputs.load(args.topics, args.run, args.collection, args.qrels, exclude_qids=args.exclude_qids)
+        train_teacher(args.init, loaded, args.output, _config(args, lr), negatives=args.negatives,
+                      negatives_depth=args.negatives_depth, short=args.short, device=args.device,
+                      resume=args.resume, overwrite=args.overwrite, bootstrap=bootstrap, max_length=args.max_length)
     print(f"teacher saved in {args.output}")
     return 0
 
@@ -97,15 +101,18 @@ def cmd_train(args) -> int:
 def cmd_score(args) -> int:
     from ..train.recipes import Inputs, score_run
 
-    inputs = Inputs.load(args.topics, args.run, args.collection)
-    header = score_run(args.model, inputs, args.output, args.score_depth, device=args.device, precision=args.precision,
-                       batch_tokens=args.batch_tokens)
+    if args.score_depth < 1:
+        raise InputError("--score-depth must be at least 1")
+    with claim_output(args.output, named_inputs(args, "model", "run", "topics", "collection")):
+        inputs = Inputs.load(args.topics, args.run, args.collection)
+        header = score_run(args.model, inputs, args.output, args.score_depth, device=args.device,
+                           precision=args.precision, batch_tokens=args.batch_tokens)
     print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}")
     return 0
 
 
 def cmd_distill(args) -> int:
-    from ..train.recipes import Inputs, distill
+    from ..train.recipes import Inputs, check_restart, distill
 
     cfg = DistillConfig(
         procedure=args.procedure, layers=args.layers, init_from=args.init_from,
@@ -117,9 +124,14 @@ def cmd_distill(args) -> int:
         rank=_config(args, args.lr),
         lm=_config(args, args.lm_lr, epochs=args.lm_epochs, batch_size=args.lm_batch_size,
                    max_steps=args.lm_max_steps or args.max_steps))
-    inputs = Inputs.load(args.topics, args.run, args.collection, args.qrels)
-    distill(args.teacher, inputs, args.output, cfg, scores=args.scores, device=args.device, resume=args.resume,
-            overwrite=args.overwrite)
+    inputs = named_inputs(args, "teacher", "topics", "run", "collection", "scores", "qrels", "base")
+    if args.init_from not in ("base", "teacher", "random"):
+        inputs["--init-from"] = args.init_from
+    with claim_output(args.output, inputs, folder=True):
+        check_restart(Path(args.output), args.resume, args.overwrite)  # before the inputs are read
+        loaded = Inputs.load(args.topics, args.run, args.collection, args.qrels)
+        distill(args.teacher, loaded, args.output, cfg, scores=args.scores, device=args.device, resume=args.resume,
+                overwrite=args.overwrite)
     print(f"student saved in {args.output}")
     return 0
 
