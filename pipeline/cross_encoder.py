@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from .atomic import atomic_write, give_default_modes
 from .config import MAX_LENGTH, QUERY_MAX_LENGTH
 from .devices import resolve_device, resolve_dtype
 from .errors import InputError
@@ -407,6 +407,7 @@ class CrossEncoder:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        give_default_modes(path.glob("*.safetensors"))  # safetensors writes them 0600, whatever the umask
         with atomic_write(path / SETTINGS_FILE) as out:
             json.dump({"max_length": self.max_length, "query_max_length": self.query_max_length}, out, indent=2)
         return path

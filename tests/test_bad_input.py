@@ -19,6 +19,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -437,6 +438,12 @@ CASES: list[Case] = [
          {"run.trec": same("run")}, message="the output is also the input --run", where="{t}/run.trec"),
     Case("score-output-is-a-folder", "score", {"--output": "{t}/dir"}, dirs=("dir",),
          message="is a folder; the output here is a file", where="{t}/dir"),
+    Case("score-output-under-a-file", "score", {"--output": "{t}/f/out.scores"}, {"f": text("x")},
+         message="is a file, not a folder", where="{t}/f/out.scores"),
+    Case("score-output-unwritable", "score", {"--output": "/proc/distilrank/out.scores"},
+         message="cannot write the output here"),
+    Case("score-output-is-the-collection", "score", {"--collection": "{t}/c.tsv", "--output": "{t}/c.tsv"},
+         {"c.tsv": same("c")}, message="the output is also the input --collection", where="{t}/c.tsv"),
     Case("score-run-unknown-docid", "score", {"--run": "{t}/run.trec"},
          {"run.trec": edit("run", 1, "{0} Q0 ghost {3} {4} {5}")}, message="docid ghost of query 100 is not in the "
          "collection", where="{t}/run.trec"),
@@ -525,6 +532,14 @@ CASES: list[Case] = [
     Case("distill-init-from-missing-folder", "distill", extra=("--init-from", "{t}/none"), message="not found"),
     Case("distill-output-holds-a-model", "distill", {"--output": "{t}/student"}, {"student/config.json": text("{}")},
          message="already holds a trained model", where="{t}/student"),
+    Case("distill-output-is-a-file", "distill", {"--output": "{t}/f"}, {"f": text("x")},
+         message="exists and is not a folder", where="{t}/f"),
+    Case("distill-output-unwritable", "distill", {"--output": "/proc/distilrank/s"},
+         message="cannot write the output here"),
+    Case("distill-output-is-the-scores", "distill", {"--scores": "{t}/s", "--output": "{t}/s"},
+         {"s": same("scores")}, message="the output is also the input --scores", where="{t}/s"),
+    Case("distill-overwrite", "distill", {"--output": "{t}/student"}, {"student/config.json": text("{}")},
+         extra=("--overwrite",), code=0, result="student saved"),
     Case("distill-resume-nothing", "distill", extra=("--resume",), message="nothing to resume", where="{t}/student"),
     *defects("distill", "--run", "run.trec", "run", kinds=("missing", "non-utf8", "bom")),
     *defects("distill", "--collection", "c.tsv", "c", kinds=("missing", "non-utf8")),
@@ -555,6 +570,8 @@ CASES: list[Case] = [
          where="{t}/q.tsv:2"),
     Case("compare-output-is-a-file", "compare", {"--output": "{t}/f"}, {"f": text("x")},
          message="exists and is not a folder", where="{t}/f"),
+    Case("compare-output-unwritable", "compare", {"--output": "/proc/distilrank/cmp"},
+         message="cannot write the output here"),
     Case("compare-output-holds-its-run", "compare", {"--config": "{t}/c.toml", "--output": "{t}"},
          {"c.toml": config(run='"teacher.trec"'), "teacher.trec": same("run")},
          message="the output's file teacher.trec is also the input"),
@@ -575,6 +592,7 @@ CASES: list[Case] = [
          message="the run is empty: nothing to submit"),
     Case("submit-out-is-a-file", "submit", {"--out": "{t}/f"}, {"f": text("x")},
          message="exists and is not a folder", where="{t}/f"),
+    Case("submit-out-unwritable", "submit", {"--out": "/proc/distilrank/sub"}, message="cannot write the output"),
     Case("submit-run-inside-out", "submit", {"--run": "{t}/sub/dev.txt.bz2", "--out": "{t}/sub"},
          {"sub/dev.txt.bz2": lambda w: bz2.compress(Path(w["msrun"]).read_bytes())},
          message="the output's file dev.txt.bz2 is also the input --run", where="{t}/sub"),
@@ -608,6 +626,15 @@ def snapshot(folder: Path) -> dict[str, str]:
 def leftovers(*folders: Path) -> list[str]:
     """Temporary, lock and partial files, and hidden temporary folders (``pipeline.atomic`` names)."""
     return [str(p) for folder in folders for p in folder.rglob("*") if TEMPORARY.search(p.name)]
+
+
+def wrong_modes(folder: Path, before: dict[str, str]) -> list[str]:
+    """New files and folders whose permissions are not the umask's (0644 and 0755 under umask 022)."""
+    from pipeline.atomic import default_mode
+
+    return [f"{p}: {oct(stat.S_IMODE(p.stat().st_mode))}" for p in folder.rglob("*")
+            if not p.is_symlink() and str(p.relative_to(folder)) not in before
+            and stat.S_IMODE(p.stat().st_mode) != default_mode(folder=p.is_dir())]
 
 
 def invoke(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -696,6 +723,7 @@ def test_bad_input(case: Case, world: World, tmp_path: Path, tmp_path_factory, c
             assert set(snapshot(t)) == set(before_case), "a refused command left output"
         return
     assert case.message in err + out, f"{case.message!r} not in {err + out!r}"
+    assert not wrong_modes(t, before_case), wrong_modes(t, before_case)
     if case.result == "same":
         clean_out, clean_bytes = clean_result(case.command, world, tmp_path_factory.mktemp("clean"), capsys)
         assert normalise(out, world, t) == clean_out
@@ -799,6 +827,17 @@ def test_two_trainers_then_ctrl_c(world: World, tmp_path: Path, capsys):
         first.kill()
         first.wait()
     assert list(tmp_path.iterdir()) == []  # the empty output folder is gone too
+
+
+def test_ctrl_c_while_retrieve_starts(world: World, tmp_path: Path):
+    """Ctrl-C while pyserini and the JVM start: one line, exit 130, no output."""
+    starting = harness(argv_of("retrieve", world, tmp_path), "pipeline.retrieve", "import_pyserini", "call",
+                       f"later:{int(signal.SIGINT)}")
+    assert starting.wait(timeout=120) == 130
+    stderr = starting.stderr.read()
+    assert stderr.strip().splitlines()[-1] == "distilrank: interrupted" and "Traceback" not in stderr, stderr
+    assert "could not be imported" not in stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_while_java_indexes(world: World, tmp_path: Path):
