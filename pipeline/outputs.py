@@ -27,17 +27,17 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Union
 
 from .atomic import TEMP_SUFFIX, default_mode, is_stdout, temp_glob, temp_prefix, write_target
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 #: label (e.g. ``--collection``) -> a path, several paths, or None (not given).
-Inputs = Mapping[str, Union[PathLike, Iterable[PathLike], None]]
+Inputs = Mapping[str, PathLike | Iterable[PathLike] | None]
 
 _held: dict[Path, int] = {}  # lock files this process holds -> nesting depth (a claim inside a claim is allowed)
 
@@ -47,9 +47,9 @@ def resolved(path: PathLike) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(str(path)))))
 
 
-def _pairs(inputs: Inputs) -> list[tuple[str, Path]]:
+def _pairs(inputs: Inputs | None) -> list[tuple[str, Path]]:
     out = []
-    for label, value in inputs.items():
+    for label, value in (inputs or {}).items():
         if value is None:
             continue
         values = [value] if isinstance(value, (str, Path)) else list(value)
@@ -94,7 +94,7 @@ def _probe_writable(folder: Path, target: Path) -> None:
     os.unlink(name)
 
 
-def check_output(path: PathLike, inputs: Inputs = {}, folder: bool = False, also: Iterable[PathLike] = (),
+def check_output(path: PathLike, inputs: Inputs | None = None, folder: bool = False, also: Iterable[PathLike] = (),
                  replaces: bool = False) -> Path:
     """Refuse an output that is (or is inside) an input, or that cannot be written; returns the path written.
 
@@ -212,7 +212,7 @@ def _sweep(target: Path, folder: bool) -> None:
 
 
 @contextlib.contextmanager
-def claim_output(path: PathLike, inputs: Inputs = {}, folder: bool = False, also: Iterable[PathLike] = (),
+def claim_output(path: PathLike, inputs: Inputs | None = None, folder: bool = False, also: Iterable[PathLike] = (),
                  replaces: bool = False) -> Iterator[Path]:
     """Check the output (``check_output``), make its parent folders, lock it and yield the path to write.
 

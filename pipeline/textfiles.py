@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from .errors import InputError
 

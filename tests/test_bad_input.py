@@ -23,9 +23,9 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -80,7 +80,8 @@ def world(tmp_path_factory, tiny_bert, tiny_data) -> World:
     w = World(w=str(root), c=str(data["collection"]), q=str(data["topics"]), qrels=str(data["qrels"]),
               run=str(data["run"]))
     msrun = root / "data" / "run.tsv"
-    msrun.write_text("".join(f"{p[0]}\t{p[2]}\t{p[3]}\n" for p in (line.split() for line in w.text("run").splitlines())))
+    rows = (line.split() for line in w.text("run").splitlines())
+    msrun.write_text("".join(f"{qid}\t{docid}\t{rank}\n" for qid, _, docid, rank, _, _ in rows))
     w["msrun"] = str(msrun)
     w["model"] = str(tiny_bert(root / "model", layers=2, labels=1, seed=3))
     w["student"] = str(tiny_bert(root / "student", layers=1, labels=1, seed=4))
@@ -108,7 +109,8 @@ def config_text(w: World, **changes: str) -> str:
         "permutations": "50", **changes}
     return (f'name = {lines["name"]}\n[data]\ncollection = {lines["collection"]}\ntopics = {lines["topics"]}\n'
             f'qrels = {lines["qrels"]}\n[first_stage]\nrun = {lines["run"]}\nhits = {lines["hits"]}\n'
-            f'[rerank]\ndepth = {lines["depth"]}\ndevice = {lines["device"]}\nwarmup_queries = {lines["warmup_queries"]}\n'
+            f'[rerank]\ndepth = {lines["depth"]}\ndevice = {lines["device"]}\n'
+            f'warmup_queries = {lines["warmup_queries"]}\n'
             f'[teacher]\nname = "teacher"\nmodel = {lines["teacher"]}\n[[students]]\nname = "student"\n'
             f'model = {lines["student"]}\n[evaluation]\nmeasures = {lines["measures"]}\n'
             f'permutations = {lines["permutations"]}\n')
@@ -390,11 +392,11 @@ CASES: list[Case] = [
     Case("rerank-model-config-not-json", "rerank", {"--model": "{t}/m"}, {"m/config.json": text("{not json")},
          message="cannot load model config"),
     Case("rerank-model-no-tokenizer", "rerank", {"--model": "{t}/m"},
-         {"m/config.json": same_in("model", "config.json"), "m/model.safetensors": same_in("model", "model.safetensors")},
+         {f"m/{n}": same_in("model", n) for n in ("config.json", "model.safetensors")},
          message="model folder has no tokenizer files"),
     Case("rerank-model-three-labels", "rerank", {"--model": "{t}/m"},
-         {"m/config.json": three_labels, **{f"m/{n}": same_in("model", n) for n in ("model.safetensors", "tokenizer.json",
-                                                                                      "tokenizer_config.json")}},
+         {"m/config.json": three_labels,
+          **{f"m/{n}": same_in("model", n) for n in ("model.safetensors", "tokenizer.json", "tokenizer_config.json")}},
          message="3-label classification head"),
     Case("rerank-model-hub-name-offline", "rerank", {"--model": "nobody/no-such-model"},
          message="cannot be fetched offline"),
@@ -523,7 +525,8 @@ CASES: list[Case] = [
          result="student saved"),
     Case("distill-scores-for-another-run", "distill", {"--run": "{t}/run.trec"},
          {"run.trec": edit("run", 1, None)}, message="score file does not match the candidate lists"),
-    Case("distill-scores-nan", "distill", {"--scores": "{t}/s.scores"}, {"s.scores": edit("scores", 3, "{0}\t{1}\tnan")},
+    Case("distill-scores-nan", "distill", {"--scores": "{t}/s.scores"},
+         {"s.scores": edit("scores", 3, "{0}\t{1}\tnan")},
          message="is not a finite number", where="{t}/s.scores:3"),
     Case("distill-scores-edited", "distill", {"--scores": "{t}/s.scores"},
          {"s.scores": edit("scores", 3, "{0}\t999\t{2}")}, message="does not match its header's fingerprint"),
