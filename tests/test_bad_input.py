@@ -56,6 +56,7 @@ CLEAN: dict[str, dict[str, str | None]] = {
     "compare": {"--config": "{config}", "--output": "{t}/cmp", "--no-progress": None},
     "submit": {"--run": "{msrun}", "--out": "{t}/sub", "--metadata": "{meta}"},
     "validate": {"--run": "{msrun}", "--topics": "{q}", "--qrels": "{qrels}"},
+    "demo": {"--output": "{t}/demo", "--models": "{t}/models", "--no-progress": None},  # only refusals: minutes
 }
 #: Where each command's result lies (compared with the clean command's for the cases that must not change it).
 RESULT = {"index": "idx", "retrieve": "out.trec", "rerank": "out.trec", "score": "out.scores",
@@ -606,6 +607,10 @@ CASES: list[Case] = [
          where="{t}/run.txt.bz2:3"),
     Case("validate-run-with-problems", "validate", {"--run": "{t}/run.tsv"},
          {"run.tsv": edit("msrun", 2, "{0}\t{1}\t1")}, message="INVALID: 2 problem(s)"),
+    Case("demo-output-is-a-file", "demo", {"--output": "{t}/f"}, {"f": text("x")},
+         message="exists and is not a folder", where="{t}/f"),
+    Case("demo-models-unwritable", "demo", {"--models": "/proc/distilrank/models"},
+         message="cannot write the output here"),
     Case("validate-run-damaged-bz2", "validate", {"--run": "{t}/run.txt.bz2"}, {"run.txt.bz2": text(b"BZh9 broken")},
          message="cannot read run file", where="{t}/run.txt.bz2"),
 ]
