@@ -6,7 +6,8 @@ writes into its own folder, and the outcome expected: exit 0 with the clean comm
 line ``distilrank: error: FILE[:LINE]: message``. After every case: no traceback, the shared inputs unchanged,
 no output left by a refused command, no temporary or lock file anywhere. Placeholders: ``{t}`` the case's folder,
 ``{w}`` the shared world (``world``), ``{c}`` ``{q}`` ``{qrels}`` ``{run}`` ``{msrun}`` ``{model}`` ``{base}``
-``{teacher}`` ``{student}`` ``{scores}`` ``{index}`` ``{config}`` ``{meta}`` its files.
+``{teacher}`` ``{student}`` ``{three}`` (a 3-label classifier) ``{scores}`` ``{index}`` ``{config}`` ``{meta}``
+its files.
 
 Cheap commands run in this process (``pipeline.cli.main``); signals, ``kill -9`` and two writers at once run in
 subprocesses at the end of the module.
@@ -88,6 +89,7 @@ def world(tmp_path_factory, tiny_bert, tiny_data) -> World:
     w["student"] = str(tiny_bert(root / "student", layers=1, labels=1, seed=4))
     w["teacher"] = str(tiny_bert(root / "teacher", layers=2, labels=1, seed=5))
     w["base"] = str(tiny_bert(root / "base", layers=2, labels=None, seed=6))
+    w["three"] = str(tiny_bert(root / "three", layers=1, labels=3, seed=7))
     (root / "meta.json").write_text('{"team": "t", "model_description": "tiny"}\n')
     w["meta"] = str(root / "meta.json")
     w["config"] = str(root / "compare.toml")
@@ -180,13 +182,6 @@ def without_first_candidate(w: World) -> bytes:
     """The collection without the run's first candidate."""
     first = w.text("run").split()[2]
     return "".join(line + "\n" for line in w.text("c").splitlines() if line.split("\t")[0] != first).encode()
-
-
-def three_labels(w: World) -> bytes:
-    config = json.loads((Path(w["model"]) / "config.json").read_text())
-    config["id2label"] = {str(i): f"L{i}" for i in range(3)}
-    config["label2id"] = {f"L{i}": i for i in range(3)}
-    return json.dumps(config).encode()
 
 
 # ---- the cases --------------------------------------------------------------------------------------------------
@@ -354,8 +349,8 @@ CASES: list[Case] = [
          message="the run is empty"),
     Case("rerank-run-nan", "rerank", {"--run": "{t}/run.trec"},
          {"run.trec": edit("run", 5, "{0} Q0 {2} {3} NaN {5}")}, message="score is NaN", where="{t}/run.trec:5"),
-    Case("rerank-run-inf-with-alpha", "rerank", {"--run": "{t}/run.trec"},
-         {"run.trec": edit("run", 1, "{0} Q0 {2} {3} inf {5}")}, extra=("--alpha", "0.5"),
+    Case("rerank-run-inf-with-interpolation", "rerank", {"--run": "{t}/run.trec"},
+         {"run.trec": edit("run", 1, "{0} Q0 {2} {3} inf {5}")}, extra=("--interpolation", "0.5"),
          message="score is infinite", where="{t}/run.trec:1"),
     Case("rerank-run-malformed", "rerank", {"--run": "{t}/run.trec"},
          {"run.trec": edit("run", 3, "{0} {2}")}, message="expected 'qid Q0 docid rank score tag'",
@@ -395,10 +390,7 @@ CASES: list[Case] = [
     Case("rerank-model-no-tokenizer", "rerank", {"--model": "{t}/m"},
          {f"m/{n}": same_in("model", n) for n in ("config.json", "model.safetensors")},
          message="model folder has no tokenizer files"),
-    Case("rerank-model-three-labels", "rerank", {"--model": "{t}/m"},
-         {"m/config.json": three_labels,
-          **{f"m/{n}": same_in("model", n) for n in ("model.safetensors", "tokenizer.json", "tokenizer_config.json")}},
-         message="3-label classification head"),
+    Case("rerank-model-three-labels", "rerank", {"--model": "{three}"}, message="3-label classification head"),
     Case("rerank-model-hub-name-offline", "rerank", {"--model": "nobody/no-such-model"},
          message="cannot be fetched offline"),
     Case("rerank-output-is-the-collection", "rerank", {"--collection": "{t}/c.tsv", "--output": "{t}/c.tsv"},
@@ -428,8 +420,10 @@ CASES: list[Case] = [
          message="cannot write the output here", where="/proc/distilrank/out.trec"),
     Case("rerank-output-new-folders", "rerank", {"--output": "{t}/a/b/out.trec"}, code=0, result="8 queries"),
     Case("rerank-depth-zero", "rerank", {"--depth": "0"}, message="--depth must be at least 1"),
-    Case("rerank-alpha-out-of-range", "rerank", extra=("--alpha", "2"), message="--alpha must be between 0 and 1"),
-    Case("rerank-alpha-nan", "rerank", extra=("--alpha", "nan"), message="--alpha must be between 0 and 1"),
+    Case("rerank-interpolation-out-of-range", "rerank", extra=("--interpolation", "2"),
+         message="--interpolation must be between 0 and 1"),
+    Case("rerank-interpolation-nan", "rerank", extra=("--interpolation", "nan"),
+         message="--interpolation must be between 0 and 1"),
     Case("rerank-batch-tokens-zero", "rerank", extra=("--batch-tokens", "0"), message="--batch-tokens must be"),
     Case("rerank-device-unknown", "rerank", {"--device": "tpu"}, message="unknown device 'tpu'"),
     Case("rerank-msmarco-run", "rerank", {"--run": "{msrun}"}, code=0, result="8 queries"),
