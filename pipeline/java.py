@@ -16,7 +16,8 @@ JVM starts when pyserini first touches a Java class (the first BM25 use).
 The JVM leaves the process's signals to Python (``-Xrs``): without it Ctrl-C or SIGTERM during a Java call ends the
 process from inside the JVM, with no Python clean-up (temporary index folders were left behind). Java's own
 logging is kept to warnings unless our logger is at INFO (``distilrank -v``): Lucene's ``INFO:`` lines and
-SLF4J's ``SLF4J(I):`` notices are not for users.
+SLF4J's ``SLF4J(I):`` notices are not for users. Importing pyserini configures Python's root logger
+(``logging.basicConfig``); ``import_pyserini`` undoes that, so each message is printed once, as the CLI formats it.
 """
 from __future__ import annotations
 
@@ -127,10 +128,14 @@ def _placeholder_openai_key() -> Iterator[None]:
 def import_pyserini(module: str = "pyserini.search.lucene") -> ModuleType:
     """Import a pyserini module with Java set up; raises ``InputError`` if pyserini is not installed."""
     ensure_java()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     try:
         with _placeholder_openai_key():
             imported = importlib.import_module(module)
     except ImportError as exc:
         raise InputError(f"pyserini is needed for this step and could not be imported: {exc}") from None
+    finally:  # pyserini's import calls logging.basicConfig: our messages would then all come twice
+        root.handlers[:] = handlers
     _quiet_java_logging()
     return imported

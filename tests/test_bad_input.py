@@ -852,3 +852,19 @@ def test_ctrl_c_while_java_indexes(world: World, tmp_path: Path):
     assert indexing.wait(timeout=120) == 130, indexing.stderr.read()  # Ctrl-C while Lucene indexes
     assert "Traceback" not in indexing.stderr.read() and time.perf_counter() - started < 60
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tsv"]
+
+
+def test_logs_in_a_file_are_quiet(world: World, tmp_path: Path):
+    """stderr that is not a terminal gets no Lucene INFO, SLF4J notices, colour codes or progress frames."""
+    commands = [argv_of("index", world, tmp_path), argv_of("retrieve", world, tmp_path),
+                argv_of("rerank", world, tmp_path, **{"--model": world["base"], "--no-progress": None})]
+    script = "import sys\nfrom pipeline.cli import main\nfor argv in sys.argv[1:]:\n    main(argv.split('\\x1f'))\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script, *("\x1f".join(a) for a in commands)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.count("written to") == 3, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if "WARNING" not in line] == [], done.stderr  # only our warning: the new head
+    assert len(lines) == 1 and "no ranking head found" in lines[0]
+    for noise in ("INFO", "SLF4J", "\x1b[", "\r", "Loading weights", "LOAD REPORT"):
+        assert noise not in done.stderr
