@@ -252,7 +252,7 @@ class Config(Section):
     def input_paths(self) -> dict[str, Any]:
         """The files and folders the comparison reads, labelled by their keys: what it must never write."""
         data, first = self.data, self.first_stage
-        return {"the config": self.source, "data.topics": data.topics, "data.qrels": data.qrels,
+        return {"--config": self.source, "data.topics": data.topics, "data.qrels": data.qrels,
                 "data.qids": data.qids, "data.collection": data.collection, "first_stage.run": first.run,
                 "first_stage.index": first.index if first.index and index_present(first.index) else None,
                 "model": [spec.model for spec in self.rerankers if not spec.is_hub_name]}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ..outputs import claim_output, named_inputs
 from ..retrieve import BM25, DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, MSMARCO_B, MSMARCO_K1, build_index
 from ..runs import Run
 
+log = logging.getLogger(__name__)
 EXAMPLE_INDEX = "distilrank index --collection collection.tsv --index indexes/msmarco-subset --threads 2"
 EXAMPLE_RETRIEVE = ("distilrank retrieve --index indexes/msmarco-subset --topics queries.dl20.tsv "
                     "--output runs/dl20.bm25.trec --hits 1000")
@@ -102,8 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     means = mean_scores(per_query)
     absent = sum(1 for qid in qrels if qid not in run)
     if absent:
-        print(f"distilrank: note: {absent} judged queries are absent from the run and count as 0",
-              file=sys.stderr)
+        log.warning("%d judged queries are absent from the run and count as 0", absent)
     if args.json:
         print(json.dumps(means))
         return 0
