@@ -46,13 +46,13 @@ CLEAN: dict[str, dict[str, str | None]] = {
     "rerank": {"--run": "{run}", "--topics": "{q}", "--collection": "{c}", "--model": "{model}",
                "--output": "{t}/out.trec", "--depth": "4", "--device": "cpu", "--no-progress": None},
     "score": {"--model": "{model}", "--run": "{run}", "--topics": "{q}", "--collection": "{c}",
-              "--output": "{t}/out.scores", "--depth": "4", "--device": "cpu"},
+              "--output": "{t}/out.scores", "--score-depth": "4", "--device": "cpu"},
     "train": {"--init": "{base}", "--topics": "{q}", "--qrels": "{qrels}", "--run": "{run}", "--collection": "{c}",
               "--output": "{t}/teacher", "--negatives": "3", "--batch-size": "4", "--max-steps": "1",
               "--max-length": "48", "--device": "cpu", "--no-progress": None},
     "distill": {"--procedure": "ranker-distill", "--teacher": "{teacher}", "--layers": "1", "--topics": "{q}",
                 "--run": "{run}", "--collection": "{c}", "--scores": "{scores}", "--output": "{t}/student",
-                "--group-size": "4", "--depth": "4", "--batch-size": "4", "--max-steps": "1", "--max-length": "48",
+                "--group-size": "4", "--score-depth": "4", "--batch-size": "4", "--max-steps": "1", "--max-length": "48",
                 "--device": "cpu", "--no-progress": None},
     "compare": {"--config": "{config}", "--output": "{t}/cmp", "--no-progress": None},
     "submit": {"--run": "{msrun}", "--out": "{t}/sub", "--metadata": "{meta}"},
@@ -99,7 +99,7 @@ def world(tmp_path_factory, tiny_bert, tiny_data) -> World:
     w["index"] = str(build_index(w["c"], root / "index"))
     w["scores"] = str(root / "teacher.scores")
     assert main(["score", "--model", w["teacher"], "--run", w["run"], "--topics", w["q"], "--collection", w["c"],
-                 "--output", w["scores"], "--depth", "4", "--device", "cpu"]) == 0
+                 "--output", w["scores"], "--score-depth", "4", "--device", "cpu"]) == 0
     return w
 
 
@@ -448,7 +448,7 @@ CASES: list[Case] = [
          {"run.trec": append("run", "999 Q0 3 1 1.0 bm25\n")}, message="query 999 of the run is not in the topics",
          where="{t}/run.trec"),
     Case("score-model-missing", "score", {"--model": "{t}/none"}, message="model folder not found"),
-    Case("score-depth-zero", "score", {"--depth": "0"}, message="--depth must be at least 1"),
+    Case("score-depth-zero", "score", {"--score-depth": "0"}, message="--score-depth must be at least 1"),
     # ---- train -----------------------------------------------------------------------------------------------
     *defects("train", "--qrels", "qrels.tsv", "qrels"),
     *defects("train", "--run", "run.trec", "run", kinds=("missing", "non-utf8", "bom")),
