@@ -198,7 +198,7 @@ def main() -> int:
     from pipeline.evaluate import evaluate
     from pipeline.rerank import Reranker
     from pipeline.runs import Run
-    from pipeline.train.biencoder import BiEncoder
+    from pipeline.biencoder import BiEncoder
     from pipeline.train.groups import iter_run_lists
     from pipeline.train.options import (
         BOOTSTRAP_TRAINING,

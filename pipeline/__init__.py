@@ -38,7 +38,7 @@ _EXPORTS = {
     "distill": "train.recipes",
     "score_run": "train.recipes",
     "TrainConfig": "train.options",
-    "BiEncoder": "train.biencoder",
+    "BiEncoder": "biencoder",
     "make_student": "train.students",
 }
 

@@ -30,24 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batching import MAX_PADDING, default_batch_tokens, plan_batches
 from .cross_encoder import CrossEncoder, PairTokens
 from .errors import InputError
 
 #: Pairs per chunk when none is given: enough for homogeneous lengths, few enough to stay small in memory.
 CPU_CHUNK_PAIRS = 4096
 GPU_CHUNK_PAIRS = 32768
-#: Token budget per batch (padded tokens) when none is given: CPUs like small batches, GPUs large ones (scaled
-#: by 768 / the model's hidden size, at least 128).
-CPU_BATCH_TOKENS = 4096
-GPU_BATCH_TOKENS = 65536
-
-
-def default_batch_tokens(encoder: CrossEncoder) -> int:
-    """The token budget per batch for ``encoder`` on its device."""
-    if encoder.device.type != "cuda":
-        return CPU_BATCH_TOKENS
-    return GPU_BATCH_TOKENS * 768 // max(encoder.hidden_size, 128)
-
 
 @dataclass
 class PairChunk:
@@ -132,12 +121,12 @@ class ScoringEngine:
         chunk_pairs: int | None = None,
         pad_multiple: int | None = None,
         prefetch: int = 64,
-        max_padding: float = 0.1,
+        max_padding: float = MAX_PADDING,
     ):
         self.encoder = encoder
         self.device = encoder.device
         cuda = self.device.type == "cuda"
-        self.batch_tokens = int(batch_tokens or default_batch_tokens(encoder))
+        self.batch_tokens = int(batch_tokens or default_batch_tokens(encoder.device, encoder.hidden_size))
         if self.batch_tokens < encoder.max_length:
             raise InputError(f"batch_tokens {self.batch_tokens} is smaller than max_length {encoder.max_length}")
         self.chunk_pairs = int(chunk_pairs or (GPU_CHUNK_PAIRS if cuda else CPU_CHUNK_PAIRS))
@@ -155,20 +144,8 @@ class ScoringEngine:
         return self.encoder.pair_tokens(chunk.queries, chunk.query_of_pair, chunk.passages, chunk.passage_ids)
 
     def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """Pair indices of each batch: longest first, rows x padded length within the token budget, and no row
-        shorter than ``1 - max_padding`` of the batch's longest (so padding stays small even in small chunks)."""
-        order = np.argsort(-lengths, kind="stable")
-        ascending = lengths[order][::-1]  # for searchsorted
-        batches, start, m, n = [], 0, self.pad_multiple, len(order)
-        while start < n:
-            longest = int(lengths[order[start]])
-            width = -(-longest // m) * m
-            shortest = int(np.ceil(longest * (1.0 - self.max_padding)))
-            similar = n - int(np.searchsorted(ascending, shortest, side="left")) - start
-            rows = max(min(self.batch_tokens // width, similar), 1)
-            batches.append(order[start : start + rows])
-            start += rows
-        return batches
+        """Pair indices of each batch (``batching.plan_batches`` with this engine's budget and padding rules)."""
+        return plan_batches(lengths, self.batch_tokens, self.pad_multiple, self.max_padding)
 
     def collate(self, tokens: PairTokens, index: np.ndarray) -> Batch:
         """Pad the pairs ``index`` into one int32 batch (pinned on CUDA), vectorised: no Python loop per pair."""

@@ -175,7 +175,7 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
 
 def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
     """Score the run's top-``depth`` with the zero-shot bi-encoder into ``path`` (reused when it matches)."""
-    from .biencoder import BiEncoder
+    from ..biencoder import BiEncoder
 
     if path.is_file():
         existing = ScoreFile(path)
