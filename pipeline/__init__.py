@@ -39,6 +39,10 @@ _EXPORTS = {
     "score_run": "train.recipes",
     "TrainConfig": "train.options",
     "BiEncoder": "biencoder",
+    "DenseRetriever": "dense",
+    "DenseIndex": "embeddings",
+    "encode_collection": "embeddings",
+    "Hybrid": "fusion",
     "make_student": "train.students",
 }
 
