@@ -135,7 +135,8 @@ def run_indexes(vectors: np.ndarray, queries: np.ndarray, ef_searches: list[int]
         rows.append({"index": "hnsw", "setting": f"M={params.hnsw_m}, efC={ef_construction}, ef_search={ef}",
                      "build_s": build_s, "qps": qps, "recall@100": recall(found, truth), "bytes": size,
                      "bytes_8.8M": projected(size, count, 0)})
-        print(f"hnsw ef_search={ef}: {qps:.1f} q/s ({qps / flat_qps:.1f}x flat), recall@100 {rows[-1]['recall@100']:.4f}")
+        print(f"hnsw ef_search={ef}: {qps:.1f} q/s ({qps / flat_qps:.1f}x flat), "
+              f"recall@100 {rows[-1]['recall@100']:.4f}")
     del hnsw
 
     params = FaissParams().resolve(count, dim)
@@ -153,7 +154,8 @@ def run_indexes(vectors: np.ndarray, queries: np.ndarray, ef_searches: list[int]
         rows.append({"index": "ivfpq", "setting": f"nlist={params.nlist}, pq_m={params.pq_m}x{params.pq_bits}b, "
                      f"nprobe={nprobe}", "build_s": build_s, "qps": qps, "recall@100": recall(found, truth),
                      "bytes": size, "bytes_8.8M": at_scale})
-        print(f"ivfpq nprobe={nprobe}: {qps:.1f} q/s ({qps / flat_qps:.1f}x flat), recall@100 {rows[-1]['recall@100']:.4f}")
+        print(f"ivfpq nprobe={nprobe}: {qps:.1f} q/s ({qps / flat_qps:.1f}x flat), "
+              f"recall@100 {rows[-1]['recall@100']:.4f}")
     return rows
 
 

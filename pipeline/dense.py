@@ -8,9 +8,9 @@ Pyserini query encoder (downloaded: online only; offline it fails at once, in on
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -104,7 +104,7 @@ class PrebuiltDense:
         self.name, self._searcher = name, searcher
 
     @classmethod
-    def from_prebuilt(cls, name: str, query_encoder: str) -> "PrebuiltDense":
+    def from_prebuilt(cls, name: str, query_encoder: str) -> PrebuiltDense:
         fix = ("offline, encode a collection with 'distilrank encode' and pass its folder "
                "(retrieve --dense indexes/NAME)")
         if offline():

@@ -89,7 +89,7 @@ class DenseIndex:
     meta: dict
 
     @classmethod
-    def open(cls, path: str | Path, complete: bool = True) -> "DenseIndex":
+    def open(cls, path: str | Path, complete: bool = True) -> DenseIndex:
         """Open ``path``; with ``complete``, an encode that has not finished is an ``InputError``."""
         path = Path(path)
         if not (path / META).is_file():

@@ -48,7 +48,7 @@ class FaissParams:
     nprobe: int = 32
     seed: int = 0
 
-    def resolve(self, count: int, dim: int) -> "FaissParams":
+    def resolve(self, count: int, dim: int) -> FaissParams:
         """The parameters with the derived values filled in for ``count`` vectors of width ``dim``."""
         nlist = self.nlist or max(1, min(int(4 * np.sqrt(count)), count // MIN_PER_CENTROID))
         pq_m = self.pq_m or max(m for m in range(1, max(dim // 8, 1) + 1) if dim % m == 0)

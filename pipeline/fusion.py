@@ -14,7 +14,7 @@ the dense list's new ones), so a fusion is deterministic.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .errors import InputError
 from .runs import Run

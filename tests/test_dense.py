@@ -187,9 +187,10 @@ def test_dense_retrieval_with_the_minilm_on_the_sample(sample_dense: Path, tmp_p
 def test_prebuilt_dense_names_fail_fast_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run.trec"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "retrieve", "--dense", "msmarco-v1-passage.tct_colbert-v2-hnp",
-                           "--encoder", "castorini/tct_colbert-v2-hnp-msmarco", "--topics", str(SAMPLE / "queries.tsv"),
-                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "retrieve", "--dense",
+                           "msmarco-v1-passage.tct_colbert-v2-hnp", "--encoder", "castorini/tct_colbert-v2-hnp-msmarco",
+                           "--topics", str(SAMPLE / "queries.tsv"), "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and not out.exists()
     (line,) = proc.stderr.strip().splitlines()
     assert "Pyserini prebuilt dense index" in line and "needs the network" in line and "distilrank encode" in line
