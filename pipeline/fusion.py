@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .errors import InputError
+from .retrieve import DEFAULT_HITS
 from .runs import Run
 
 FUSIONS = ("interpolation", "rrf")
@@ -101,7 +102,8 @@ class Hybrid:
         name = (f"hybrid-rrf{self.rrf_k}" if self.fusion == "rrf" else f"hybrid-alpha{self.alpha:g}")
         return Run({q: self.fuse(sparse.rankings.get(q, []), dense.rankings.get(q, []))[:k] for q in qids}, name)
 
-    def batch_search(self, topics: Mapping[str, str], k: int = 1000, threads: int = 1, progress: bool = True) -> Run:
+    def batch_search(self, topics: Mapping[str, str], k: int = DEFAULT_HITS, threads: int = 1,
+                     progress: bool | None = None) -> Run:
         depth = self.depth or k
         sparse = self.sparse.batch_search(dict(topics), k=depth, threads=threads, progress=progress)
         dense = self.dense.batch_search(dict(topics), k=depth, threads=threads, progress=progress)

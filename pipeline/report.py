@@ -5,7 +5,8 @@ comparison's folder. All three are rendered in memory first and then each is wri
 interruption leaves either no report or a complete one.
 
 Significance marks (paired test of the config, ``t-test`` by default, at ``evaluation.significance_level``):
-``*`` a student differs from the teacher, ``†`` a reranker differs from BM25. The full p-values of both tests
+``*`` a student differs from the teacher, ``†`` a reranker differs from the first stage (BM25, dense or hybrid).
+The full p-values of both tests
 (paired t-test and randomisation test) are in ``report.json``, with the machine and the versions
 (``environment``).
 """
@@ -28,7 +29,7 @@ from .hub import is_hub_name
 from .results import Comparison, PipelineResult
 from .significance import PairedTest
 
-MARK_TEACHER, MARK_BM25 = "*", "†"
+MARK_TEACHER, MARK_FIRST_STAGE = "*", "†"
 REPORT_FILES = ("report.md", "report.json", "effectiveness_vs_speed.png")
 #: The packages whose versions a report records.
 VERSIONED = ("distilrank", "torch", "transformers", "pyserini", "ir-measures", "numpy", "scipy")
@@ -76,8 +77,9 @@ def marks(comparison: Comparison, result: PipelineResult, measure: str) -> str:
     out = ""
     if "teacher" in tests and _p(comparison, tests["teacher"][measure]) < level:
         out += MARK_TEACHER
-    if "bm25" in tests and _p(comparison, tests["bm25"][measure]) < level:
-        out += MARK_BM25
+    first = comparison.first_stage.name
+    if first in tests and _p(comparison, tests[first][measure]) < level:
+        out += MARK_FIRST_STAGE
     return out
 
 
@@ -110,16 +112,18 @@ def table_rows(comparison: Comparison, plain: bool = False) -> tuple[list[str], 
               f"Δ {primary} vs teacher", "pairs/s", "p50 ms/query", "p95 ms/query", "Speedup vs teacher"]
     teacher_value = comparison.teacher.metrics[primary]
     rows = []
+    label = comparison.config.first_stage.label
     for result in comparison.pipelines:
-        cells = [result.name if result.kind == "bm25" else f"BM25 + {result.name}",
-                 "BM25" if result.kind == "bm25" else _model_label(result), _shape(result), _params(result)]
+        first = result.kind == "first_stage"
+        cells = [result.name if first else f"{label} + {result.name}",
+                 label if first else _model_label(result), _shape(result), _params(result)]
         for measure in comparison.measures:
             value = f"{result.metrics[measure]:.4f}"
             cells.append(value if plain else value + marks(comparison, result, measure))
         delta = result.metrics[primary] - teacher_value
         cells.append("" if result.kind == "teacher" else
                      f"{delta:+.4f} ({100 * delta / teacher_value:+.1f}%)" if teacher_value else f"{delta:+.4f}")
-        if result.kind == "bm25":
+        if first:
             cells += ["", "", "", ""]
         else:
             t = result.timing
@@ -131,17 +135,18 @@ def table_rows(comparison: Comparison, plain: bool = False) -> tuple[list[str], 
 
 
 def stage_rows(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
-    """End-to-end time per stage and per pipeline (BM25 time + that reranker's time)."""
-    bm25 = comparison.bm25.timing
-    header = ["Stage", "Queries", "Pairs", "Wall s", "ms/query", "End-to-end s (BM25 + stage)"]
+    """End-to-end time per stage and per pipeline (the first stage's time + that reranker's time)."""
+    first = comparison.first_stage
+    retrieval = first.timing
+    header = ["Stage", "Queries", "Pairs", "Wall s", "ms/query", f"End-to-end s ({first.name} + stage)"]
     rows = []
     for stage in comparison.stages:
         if stage.stage == "index":
             rows.append(["index (built once)", "", "", f"{stage.wall_s:.2f}", "", ""])
-    cached = " (cached)" if bm25.extra.get("cached") else ""
-    for label, t in [(f"bm25{cached}", bm25)] + [(f"rerank: {r.name}", r.timing) for r in comparison.pipelines
-                                                  if r.kind != "bm25"]:
-        end_to_end = t.wall_s if t is bm25 else bm25.wall_s + t.wall_s
+    cached = " (cached)" if retrieval.extra.get("cached") else ""
+    for label, t in [(f"{first.name}{cached}", retrieval)] + [(f"rerank: {r.name}", r.timing)
+                                                              for r in comparison.pipelines if r.kind != "first_stage"]:
+        end_to_end = t.wall_s if t is retrieval else retrieval.wall_s + t.wall_s
         rows.append([label, t.queries, t.pairs, f"{t.wall_s:.2f}", f"{1000 * t.wall_s / max(t.queries, 1):.1f}",
                      f"{end_to_end:.2f}"])
     return header, rows
@@ -151,7 +156,8 @@ def _legend(comparison: Comparison) -> str:
     evaluation = comparison.config.evaluation
     test = ("paired t-test" if evaluation.significance_test == "t-test"
             else f"paired randomisation test ({evaluation.permutations:,} permutations)")
-    return (f"{MARK_TEACHER} differs significantly from the teacher, {MARK_BM25} from BM25 ({test}, "
+    return (f"{MARK_TEACHER} differs significantly from the teacher, {MARK_FIRST_STAGE} from "
+            f"{comparison.config.first_stage.label} ({test}, "
             f"p < {evaluation.significance_level}; "
             f"{comparison.num_queries} queries; no correction for multiple comparisons). Speedup: rerank pairs/s over "
             "the teacher's, same candidates, same engine, interleaved rounds after a warm-up.")
@@ -166,9 +172,7 @@ def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
     lines = [
         f"# {cfg.name}: full vs distilled pipelines",
         "",
-        (f"First stage: the run file `{_source_label(first.run)}`, top {first.hits}, " if first.run else
-         f"BM25 (k1={first.k1}, b={first.b}) top {first.hits} from `{_source_label(first.prebuilt or first.index)}`, ")
-        + f"top {cfg.rerank.depth} reranked; {comparison.num_queries} judged queries of "
+        f"First stage: {first.description}, top {first.hits}, top {cfg.rerank.depth} reranked; {comparison.num_queries} judged queries of "
         f"`{_source_label(data.topics)}` (qrels `{_source_label(data.qrels)}`"
         + (f", queries of `{_source_label(data.qids)}`" if data.qids else "") + ").",
         "",
@@ -214,7 +218,7 @@ def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
             name: {other: {m: t.as_dict() for m, t in tests.items()} for other, tests in against.items()}
             for name, against in comparison.significance.items()
         },
-        "significance_marks": {"teacher": MARK_TEACHER, "bm25": MARK_BM25,
+        "significance_marks": {"teacher": MARK_TEACHER, "first_stage": MARK_FIRST_STAGE,
                                "test": comparison.config.evaluation.significance_test,
                                "significance_level": comparison.config.evaluation.significance_level},
         "stages": [stage.to_dict() for stage in comparison.stages],
@@ -226,7 +230,8 @@ def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
 
 
 def render_plot(comparison: Comparison) -> bytes:
-    """``effectiveness_vs_speed.png``: rerank pairs/s (log x) against the plotted measure, BM25 as a line."""
+    """``effectiveness_vs_speed.png``: rerank pairs/s (log x) against the plotted measure, the first stage as a
+    line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,15 +240,16 @@ def render_plot(comparison: Comparison) -> bytes:
     measure = comparison.plot_measure
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
     try:
-        rerankers = [r for r in comparison.pipelines if r.kind != "bm25"]
+        rerankers = [r for r in comparison.pipelines if r.kind != "first_stage"]
         for result in rerankers:
             x, y = result.pairs_per_s or 0.0, result.metrics[measure]
             teacher = result.kind == "teacher"
             ax.scatter([x], [y], s=70 if teacher else 50, marker="s" if teacher else "o", zorder=3,
                        color="tab:red" if teacher else "tab:blue")
             ax.annotate(result.name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
-        ax.axhline(comparison.bm25.metrics[measure], color="gray", linestyle="--", linewidth=1,
-                   label=f"BM25 ({comparison.bm25.metrics[measure]:.3f})")
+        first = comparison.first_stage.metrics[measure]
+        ax.axhline(first, color="gray", linestyle="--", linewidth=1,
+                   label=f"{comparison.config.first_stage.label} ({first:.3f})")
         values = [r.metrics[measure] for r in comparison.pipelines]
         pad = 0.08 * ((max(values) - min(values)) or 0.1)
         ax.set_ylim(min(values) - pad, max(values) + pad)

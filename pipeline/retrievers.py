@@ -12,13 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .biencoder import BiEncoder
+from .config import FIRST_STAGES
 from .dense import DenseRetriever, PrebuiltDense
 from .embeddings import META, DenseIndex
 from .errors import InputError
 from .fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, Hybrid
 from .retrieve import BM25, DEFAULT_B, DEFAULT_K1
-
-KINDS = ("bm25", "dense", "hybrid")
 
 
 def open_bm25(index: str | Path | None = None, prebuilt: str | None = None, k1: float = DEFAULT_K1,
@@ -53,8 +52,8 @@ def open_retriever(kind: str, *, index: str | Path | None = None, prebuilt: str 
                    fusion: str = "interpolation", alpha: float = DEFAULT_ALPHA, rrf_k: int = DEFAULT_RRF_K,
                    depth: int | None = None):
     """The first stage ``kind`` (``bm25``, ``dense`` or ``hybrid``) from its options (see the module docstring)."""
-    if kind not in KINDS:
-        raise InputError(f"unknown first stage {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind not in FIRST_STAGES:
+        raise InputError(f"unknown first stage {kind!r}; expected one of {', '.join(FIRST_STAGES)}")
     if kind != "bm25" and dense is None:
         raise InputError(f"a {kind} first stage needs a dense index (--dense INDEX)")
     if kind == "dense" and (index is not None or prebuilt is not None):

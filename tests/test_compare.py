@@ -147,8 +147,8 @@ def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_mo
     assert all(len(run) == 7 for run in partial.values())  # the finished round, usable as a run
     monkeypatch.setattr(pipeline.compare, "rerank_run", real)
     again = compare(config, output=out, progress=False)
-    assert again.bm25.timing.extra["cached"] is True
-    assert again.bm25.metrics == comparison.bm25.metrics
+    assert again.first_stage.timing.extra["cached"] is True
+    assert again.first_stage.metrics == comparison.first_stage.metrics
 
 
 def test_missing_model_fails_before_any_work(tmp_path: Path, tiny_models, sample_index, capsys):
@@ -170,7 +170,7 @@ def test_precomputed_first_stage_run_needs_no_index(comparison, tiny_models, tmp
     result = compare(config, output=tmp_path / "out", progress=False)
     assert not (tmp_path / "unused").exists()
     assert "First stage: the run file `bm25.trec`" in (tmp_path / "out" / "report.md").read_text()
-    assert result.bm25.metrics == comparison.bm25.metrics
+    assert result.first_stage.metrics == comparison.first_stage.metrics
     reranked, bm25 = Run.read(tmp_path / "out" / "small.trec"), Run.read(comparison.output / "bm25.trec")
     assert reranked.rankings.keys() == bm25.rankings.keys()
     config.write_text(text.replace("hits = 40", f'hits = 40\nindex = "{tmp_path}"'))

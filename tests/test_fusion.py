@@ -66,10 +66,9 @@ def test_hybrid_stage_fuses_each_query_and_cuts_at_k():
         Hybrid(sparse, dense, fusion="max")
 
 
-def test_cli_hybrid_on_the_sample(sample_dense: Path, tmp_path: Path):
+def test_cli_hybrid_on_the_sample(sample_index: Path, sample_dense: Path, tmp_path: Path):
     """BM25 + the real MiniLM on the sample's 320 passages, fused both ways."""
-    index = tmp_path / "bm25"
-    assert main(["index", "--collection", str(SAMPLE / "passages.tsv"), "--index", str(index)]) == 0
+    index = sample_index
     qrels = read_qrels(SAMPLE / "qrels.tsv")
     measures = ["nDCG@10", "R(rel=2)@10"]
     results = {}
