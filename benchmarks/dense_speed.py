@@ -102,7 +102,7 @@ def timed_search(index, kind: str, queries: np.ndarray, params: FaissParams) -> 
 
 
 def recall(rows: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, truth)]))
+    return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, truth, strict=True)]))
 
 
 def projected(measured: int, count: int, fixed: int) -> int:

@@ -192,13 +192,13 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from pipeline.biencoder import BiEncoder
     from pipeline.cross_encoder import CrossEncoder
     from pipeline.data import DocStore, read_qrels, read_topics
     from pipeline.devices import resolve_device
     from pipeline.evaluate import evaluate
     from pipeline.rerank import Reranker
     from pipeline.runs import Run
-    from pipeline.biencoder import BiEncoder
     from pipeline.train.groups import iter_run_lists
     from pipeline.train.options import (
         BOOTSTRAP_TRAINING,

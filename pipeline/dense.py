@@ -73,7 +73,7 @@ class DenseRetriever:
     def search(self, query: str, k: int = DEFAULT_HITS) -> list[tuple[str, float]]:
         """The top ``k`` (docid, score) for one query."""
         scores, rows = self._search([query], k)
-        return [(self.dense.docid(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        return [(self.dense.docid(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
 
     def batch_search(self, topics: Mapping[str, str], k: int = DEFAULT_HITS, threads: int | None = None,
                      progress: bool | None = None) -> Run:
@@ -89,8 +89,9 @@ class DenseRetriever:
             for start in range(0, len(qids), QUERY_BATCH):
                 chunk = qids[start : start + QUERY_BATCH]
                 scores, rows = self._search([topics[q] for q in chunk], k)
-                for qid, row_ids, row_scores in zip(chunk, rows, scores):
-                    rankings[qid] = [(self.dense.docid(r), float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
+                for qid, row_ids, row_scores in zip(chunk, rows, scores, strict=True):
+                    rankings[qid] = [(self.dense.docid(r), float(s))
+                                     for r, s in zip(row_ids, row_scores, strict=True) if r >= 0]
                 bar.update(len(chunk))
         return Run(rankings, name=f"dense-{self.encoder.name}-{self.kind}")
 

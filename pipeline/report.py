@@ -172,7 +172,8 @@ def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
     lines = [
         f"# {cfg.name}: full vs distilled pipelines",
         "",
-        f"First stage: {first.description}, top {first.hits}, top {cfg.rerank.depth} reranked; {comparison.num_queries} judged queries of "
+        f"First stage: {first.description}, top {first.hits}, top {cfg.rerank.depth} reranked; "
+        f"{comparison.num_queries} judged queries of "
         f"`{_source_label(data.topics)}` (qrels `{_source_label(data.qrels)}`"
         + (f", queries of `{_source_label(data.qids)}`" if data.qids else "") + ").",
         "",

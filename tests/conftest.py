@@ -1,6 +1,6 @@
 """Shared fixtures: the real MS MARCO subset from ../shared (skipped when absent), its BM25 index, the MiniLM,
-the sample encoded with it (a dense index), the one tiny-BERT builder (each shape built once per session, every caller gets its own copy), small generated
-texts and training data, and a private cache folder for the whole session."""
+the sample encoded with it (a dense index), the one tiny-BERT builder (each shape built once per session, every
+caller gets its own copy), small generated texts and training data, and a private cache folder for the session."""
 from __future__ import annotations
 
 import os

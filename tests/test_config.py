@@ -178,7 +178,8 @@ def test_sections_validate_themselves_when_built_in_code():
     with pytest.raises(InputError, match="needs exactly one of"):
         FirstStageSection()
     hybrid = FirstStageSection(kind="hybrid", index="idx", dense="d", fusion="rrf")
-    assert (hybrid.label, hybrid.rrf_k, hybrid.alpha) == ("Hybrid", 60, 1.0) and "fused by rrf (k=60)" in hybrid.description
+    assert (hybrid.label, hybrid.rrf_k, hybrid.alpha) == ("Hybrid", 60, 1.0)
+    assert "fused by rrf (k=60)" in hybrid.description
     assert FirstStageSection(kind="dense", run="given.trec").description == "the run file `given.trec`"
     config = load_config("demo")
     with pytest.raises(InputError, match=r"rerank.depth \(500\) cannot exceed"):

@@ -75,7 +75,8 @@ def test_each_faiss_index_against_exact_search(encoded: DenseIndex, encoder: BiE
         assert all(len(r) == 10 for r in run.rankings.values())
         rows = {d: i for i, d in enumerate(str(x) for x in encoded.docids)}
         found[kind] = np.array([[rows[d] for d, _ in run[q]] for q in topics])
-    overlap = {kind: np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found[kind], truth)]) for kind in KINDS}
+    overlap = {kind: np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found[kind], truth, strict=True)])
+               for kind in KINDS}
     assert overlap["flat"] == 1.0  # exact: the same top 10 as numpy (fp16 rows, fp32 dot products)
     assert overlap["hnsw"] >= 0.95
     assert overlap["ivfpq"] >= 0.5  # 12 bytes a vector: coarse, but far above chance (10/320)
