@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--dense", type=Path, default=ROOT / "indexes" / "msmarco-subset.minilm")
     parser.add_argument("--teacher", type=Path, default=None, help="a cross-encoder folder (default: the bi-encoder)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="the teacher's device (default cpu)")
     parser.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, {platform.machine()}")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON (and a .md table beside)")
     args = parser.parse_args()
@@ -76,12 +77,18 @@ def main() -> None:
     topics = {q: t for q, t in topics.items() if q in qrels}
     made = first_stage_runs(args.index, args.dense, topics, args.threads)
     docstore = DocStore(SUBSET / "collection.tsv")
-    reranker = f"teacher {args.teacher}" if args.teacher else "zero-shot MiniLM bi-encoder (no trained teacher)"
+    if args.teacher:
+        from pipeline.cross_encoder import CrossEncoder
+        from pipeline.rerank import Reranker
+
+        ranker, reranker = Reranker(CrossEncoder(args.teacher, device=args.device)), f"teacher `{args.teacher.name}`"
+    else:
+        ranker, reranker = made["bi-encoder"], "zero-shot MiniLM bi-encoder (no trained teacher)"
     rows, per_query = {}, {}
     for name, run in made["runs"].items():
         scores = evaluate_per_query(run, qrels, MEASURES)
         start = time.perf_counter()
-        reranked = made["bi-encoder"].rerank(run, topics, docstore, depth=DEPTH)[0]
+        reranked = ranker.rerank(run, topics, docstore, depth=DEPTH)[0]
         rerank_s = time.perf_counter() - start
         scores["reranked nDCG@10"] = evaluate_per_query(reranked, qrels, ["nDCG@10"])["nDCG@10"]
         per_query[name] = scores
