@@ -167,13 +167,15 @@ class FirstStageSection(Section):
 
     def check(self) -> None:
         bm25 = sum(value is not None for value in (self.index, self.prebuilt))
-        if self.run is not None:
-            if bm25 or self.dense is not None:
-                raise InputError("'run' (a precomputed run file) takes no 'index', 'prebuilt' or 'dense'")
-        elif self.kind == "bm25" and (bm25 != 1 or self.dense is not None):
+        given = self.run is not None
+        if given and (bm25 or self.dense is not None) or not given and self.kind == "bm25" and (
+                bm25 != 1 or self.dense is not None):
             raise InputError("needs exactly one of 'index' (a local folder), 'prebuilt' (a Pyserini name) "
-                             "or 'run' (a precomputed run file); 'dense' needs kind = \"dense\" or \"hybrid\"")
-        elif self.kind == "dense" and (bm25 or self.dense is None):
+                             "or 'run' (a precomputed run file); 'dense' needs kind = \"dense\" or \"hybrid\" "
+                             "(and no 'run')")
+        if given:
+            return
+        if self.kind == "dense" and (bm25 or self.dense is None):
             raise InputError("kind = \"dense\" needs 'dense' (a dense index folder) or 'run', and no BM25 index")
         elif self.kind == "hybrid" and (bm25 != 1 or self.dense is None):
             raise InputError("kind = \"hybrid\" needs 'dense' (a dense index folder) and one of 'index' or "

@@ -176,3 +176,23 @@ def test_precomputed_first_stage_run_needs_no_index(comparison, tiny_models, tmp
     config.write_text(text.replace("hits = 40", f'hits = 40\nindex = "{tmp_path}"'))
     with pytest.raises(InputError, match="exactly one of 'index'"):
         compare(config, output=tmp_path / "out2", progress=False)
+
+
+def test_a_hybrid_first_stage_is_compared_like_bm25(tiny_models, sample_index, sample_dense, tmp_path: Path):
+    """``first_stage.kind = "hybrid"``: the same comparison over BM25 + MiniLM candidates (RRF)."""
+    config = write_config(tmp_path, tiny_models, sample_index)
+    config.write_text(config.read_text().replace(
+        "hits = 40", f'hits = 40\nkind = "hybrid"\ndense = "{sample_dense}"\nfusion = "rrf"'))
+    result = compare(config, output=tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert [p["name"] for p in report["pipelines"]] == ["hybrid", "big", "small"]
+    assert report["pipelines"][0]["kind"] == "first_stage" and report["pipelines"][0]["run_file"] == "hybrid.trec"
+    assert set(report["significance"]["big"]) == {"hybrid"}
+    assert set(report["significance"]["small"]) == {"hybrid", "teacher"}
+    md = (out / "report.md").read_text()
+    assert "| Hybrid + small" in md and "fused by rrf (k=60)" in md and "from Hybrid" in md
+    hybrid = Run.read(out / "hybrid.trec")
+    qrels = read_qrels(SAMPLE / "qrels.tsv")
+    expected = ir_measures.calc_aggregate([ir_measures.parse_measure("nDCG@10")], qrels, hybrid.to_ir_measures())
+    assert result.first_stage.metrics["nDCG@10"] == pytest.approx(list(expected.values())[0])
