@@ -4,9 +4,9 @@ For each first stage (BM25 with the MS MARCO parameters; dense: the MiniLM bi-en
 hybrid: Pyserini's normalised interpolation with alpha = 1 and reciprocal rank fusion with k = 60, each fusing
 both retrievers' top 1000): R(rel=2)@100, R(rel=2)@1000 and nDCG@10 over the 54 judged DL20 queries, and the
 nDCG@10 of a reranker over each one's top 100. The reranker is ``--teacher`` (a cross-encoder folder), or, when
-none is given, the zero-shot MiniLM bi-encoder (the same model as the dense stage: over the dense stage's own
-candidates it can only reproduce the dense ranking). Paired t-tests (and randomisation tests) of each stage
-against BM25 on the same queries.
+none is given, the zero-shot MiniLM bi-encoder (the same model as the dense stage, scoring with the dense index's
+stored passage embeddings: over the dense stage's own candidates it can only reproduce the dense ranking).
+Paired t-tests (and randomisation tests) of each stage against BM25 on the same queries.
 
 Needs the subset's Lucene index (``--index``; built there from the collection when missing, Java needed) and its
 dense index (``--dense``, from ``distilrank encode``).
@@ -58,7 +58,7 @@ def first_stage_runs(index: Path, dense: Path, topics: dict[str, str], threads: 
         start = time.perf_counter()
         runs[name] = Hybrid(bm25, dense_stage, fusion=fusion).fuse_runs(runs["BM25"], runs["dense"], list(topics), HITS)
         seconds[name] = seconds["BM25"] + seconds["dense"] + time.perf_counter() - start
-    return {"runs": runs, "seconds": seconds, "bi-encoder": dense_stage.encoder}
+    return {"runs": runs, "seconds": seconds, "dense": dense_stage}
 
 
 def main() -> None:
@@ -83,7 +83,8 @@ def main() -> None:
 
         ranker, reranker = Reranker(CrossEncoder(args.teacher, device=args.device)), f"teacher `{args.teacher.name}`"
     else:
-        ranker, reranker = made["bi-encoder"], "zero-shot MiniLM bi-encoder (no trained teacher)"
+        ranker = made["dense"]  # the bi-encoder's cosine with the stored fp16 passage embeddings
+        reranker = "zero-shot MiniLM bi-encoder (no trained teacher), scoring with the stored passage embeddings"
     rows, per_query = {}, {}
     for name, run in made["runs"].items():
         scores = evaluate_per_query(run, qrels, MEASURES)

@@ -169,6 +169,17 @@ def _canonical_int(docid: str) -> bool:
     return docid.isdigit() and len(docid) < 19 and (docid == "0" or docid[0] != "0")
 
 
+def key_positions(keys: np.ndarray, docids: Sequence[str]) -> np.ndarray:
+    """Positions of ``docids`` in the sorted ids ``keys`` (int64 when every id is a plain integer, else str);
+    -1 where absent."""
+    if keys.dtype.kind == "i":
+        wanted = np.array([int(d) if _canonical_int(d) else -1 for d in docids], dtype=np.int64)
+    else:
+        wanted = np.array(list(docids), dtype=np.str_)  # its own width: a longer id must not be cut to match
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[pos] == wanted, pos, -1)
+
+
 class DocStore:
     """Fetch passage text by id from a TSV or JSONL collection without loading it into memory.
 
@@ -187,7 +198,6 @@ class DocStore:
         self.keys, self.offsets, self.lengths = self._load_or_build_index()
         self._file = open(self.path, "rb")
         self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self.path.stat().st_size else b""
-        self._numeric = self.keys.dtype.kind == "i"
 
     # ---- index --------------------------------------------------------------------------------
 
@@ -264,14 +274,7 @@ class DocStore:
 
     def _positions(self, docids: Sequence[str]) -> np.ndarray:
         """Index positions of ``docids``; -1 where absent."""
-        if self._numeric:
-            wanted = np.array([int(d) if _canonical_int(d) else -1 for d in docids], dtype=np.int64)
-        else:
-            wanted = np.array(list(docids), dtype=self.keys.dtype if docids else np.str_)
-        pos = np.searchsorted(self.keys, wanted)
-        pos = np.minimum(pos, len(self.keys) - 1)
-        found = self.keys[pos] == wanted
-        return np.where(found, pos, -1)
+        return key_positions(self.keys, docids)
 
     def missing(self, docids: Sequence[str]) -> list[str]:
         """The ids in ``docids`` that the collection lacks, in input order."""

@@ -8,12 +8,14 @@ Pyserini query encoder (downloaded: online only; offline it fails at once, in on
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from .config import RERANK_DEPTH
 from .data import DocStore
 from .embeddings import DenseIndex, Encoder
 from .errors import InputError
@@ -21,8 +23,10 @@ from .faiss_index import KINDS, FaissParams, configure, load
 from .hub import offline
 from .java import import_pyserini
 from .progress import bar as progress_bar
+from .ranker import Passages, Ranker, merge
 from .retrieve import DEFAULT_HITS
 from .runs import Run
+from .timing import StageTiming
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +34,13 @@ log = logging.getLogger(__name__)
 QUERY_BATCH = 256
 
 
-class DenseRetriever:
+class DenseRetriever(Ranker):
     """Search a dense index folder with its encoder: ``DenseRetriever("indexes/NAME", BiEncoder(...))``.
 
     ``faiss``: which saved index to search (``flat``, ``hnsw`` or ``ivfpq``; default the first saved of these,
     else an exact index built in memory); ``ef_search`` / ``nprobe`` override the values it was built with.
+    As a ``Ranker`` it reranks any first stage's candidates by their stored embeddings (the bi-encoder's cosine,
+    with no passage encoded again).
     """
 
     def __init__(self, index_dir: str | Path, encoder: Encoder, faiss: str | None = None,
@@ -94,6 +100,30 @@ class DenseRetriever:
                                      for r, s in zip(row_ids, row_scores, strict=True) if r >= 0]
                 bar.update(len(chunk))
         return Run(rankings, name=f"dense-{self.encoder.name}-{self.kind}")
+
+    def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages | None = None,
+               depth: int = RERANK_DEPTH) -> tuple[Run, StageTiming]:
+        """Each query's top ``depth`` ranked by cosine with the stored passage embeddings, the rest kept in
+        first-stage order (``ranker.merge``); a candidate the index lacks is an ``InputError``."""
+        start = time.perf_counter()
+        qids = [q for q in run if q in topics]
+        queries = self.encoder.embed([topics[q] for q in qids]).cpu().numpy().astype(np.float32)
+        matrix = self.dense.embeddings()
+        rankings = {}
+        for qid, query in zip(qids, queries, strict=True):
+            head, tail = run[qid][:depth], run[qid][depth:]
+            rows = self.dense.rows([d for d, _ in head])
+            if (rows < 0).any():
+                absent = [d for (d, _), r in zip(head, rows, strict=True) if r < 0]
+                raise InputError(f"{len(absent)} candidates of query {qid} are not in the dense index "
+                                 f"(e.g. {absent[:3]})", self.dense.path)
+            rankings[qid] = merge(head, matrix[rows].astype(np.float32) @ query, tail)
+        wall = time.perf_counter() - start
+        pairs = sum(min(len(run[q]), depth) for q in qids)
+        timing = StageTiming("rerank", wall, len(rankings), pairs, [wall / max(len(rankings), 1)] * len(rankings),
+                             latency="mean", device=str(self.encoder.device),
+                             extra={"model": f"{self.encoder.name} (stored embeddings)", "depth": depth})
+        return Run(rankings, f"dense-rerank-{self.encoder.name}"), timing
 
     def __repr__(self) -> str:
         return f"DenseRetriever({str(self.dense.path)!r}, {self.encoder.name!r}, faiss={self.kind!r})"

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .atomic import atomic_write
-from .data import DocStore
+from .data import DocStore, key_positions
 from .errors import InputError
 from .progress import bar as progress_bar
 
@@ -139,6 +139,10 @@ class DenseIndex:
 
     def docid(self, row: int) -> str:
         return str(self.docids[row])
+
+    def rows(self, docids: list[str]) -> np.ndarray:
+        """The rows of ``docids``; -1 where the index lacks one."""
+        return key_positions(self.docids, docids)
 
     def check_encoder(self, encoder: Encoder) -> None:
         """The index was encoded with this encoder (same files, same max_length), or an ``InputError``."""

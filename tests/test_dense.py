@@ -199,3 +199,19 @@ def test_prebuilt_dense_names_fail_fast_offline(tmp_path: Path, monkeypatch: pyt
         BiEncoder("sentence-transformers/all-MiniLM-L6-v2")
     with pytest.raises(InputError, match="no dense index in this folder"):
         open_dense(tmp_path)
+
+
+def test_reranking_with_the_stored_embeddings(encoded: DenseIndex, encoder: BiEncoder):
+    retriever = DenseRetriever(encoded.path, encoder, faiss="flat")
+    topics = {"q": "how do volcanoes erupt"}
+    candidates = [encoded.docid(r) for r in (5, 40, 7, 300, 12)]
+    run = Run({"q": [(d, 10.0 - i) for i, d in enumerate(candidates)]})
+    reranked, timing = retriever.rerank(run, topics, depth=3)
+    query = encoder.embed(["how do volcanoes erupt"]).numpy()[0]
+    cosines = {d: float(encoded.embeddings()[encoded.rows([d])[0]].astype(np.float32) @ query) for d in candidates[:3]}
+    assert [d for d, _ in reranked["q"][:3]] == sorted(cosines, key=cosines.get, reverse=True)
+    assert [s for _, s in reranked["q"][:3]] == pytest.approx(sorted(cosines.values(), reverse=True), abs=1e-5)
+    assert [d for d, _ in reranked["q"][3:]] == candidates[3:]  # below the depth: first-stage order kept
+    assert (timing.queries, timing.pairs) == (1, 3)
+    with pytest.raises(InputError, match="not in the dense index"):
+        retriever.rerank(Run({"q": [("no-such-passage", 1.0)]}), topics)

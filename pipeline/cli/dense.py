@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import MAX_LENGTH
+from ..devices import PRECISIONS
+
 EXAMPLE = ("distilrank encode --model MINILM_DIR --collection collection.tsv --output indexes/msmarco-subset.minilm "
            "--faiss flat hnsw")
 
@@ -27,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"faiss indexes to build after encoding: {', '.join(KINDS)} (default none: exact search "
                    "is built in memory when searching)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--max-length", type=int, default=None, help="tokens per passage (default: the bi-encoder's, 256)")
+    p.add_argument("--max-length", type=int, default=MAX_LENGTH, help="tokens per passage (default %(default)s)")
     p.add_argument("--batch-tokens", type=int, default=None,
                    help="padded tokens per batch (default: the bi-encoder's for the device)")
     p.add_argument("--block", type=int, default=None,
@@ -59,7 +62,8 @@ def _encode(args: argparse.Namespace) -> int:
                          nlist=args.nlist, pq_m=args.pq_m, nprobe=args.nprobe)
     encoder = BiEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
                         batch_tokens=args.batch_tokens)
-    index = encode_collection(encoder, args.collection, args.output, block=args.block, progress=not args.no_progress)
+    index = encode_collection(encoder, args.collection, args.output, block=args.block,
+                              progress=False if args.no_progress else None)
     seconds = float(index.meta["encode_seconds"])
     print(f"{index.count} passages x {index.dim} (fp16) in {args.output}: encoded in {seconds:.1f} s "
           f"({index.count / max(seconds, 1e-9):.1f} passages/s)")
