@@ -123,7 +123,8 @@ def markdown(results: dict) -> str:
             cell = f"{row[m]:.4f}"
             if name in results["vs_bm25"]:
                 test = results["vs_bm25"][name][m]
-                cell += f" ({test['delta']:+.4f}, p={test['p_ttest']:.3f})"
+                p = test["p_ttest"]
+                cell += f" ({test['delta']:+.4f}, " + ("p<0.001)" if p < 0.001 else f"p={p:.3f})")
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

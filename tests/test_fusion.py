@@ -7,7 +7,7 @@ import pytest
 from conftest import SAMPLE
 
 from pipeline.cli import main
-from pipeline.data import read_qrels
+from pipeline.data import read_qrels, read_topics
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate
 from pipeline.fusion import Hybrid, interpolate, reciprocal_rank
@@ -82,3 +82,18 @@ def test_cli_hybrid_on_the_sample(sample_index: Path, sample_dense: Path, tmp_pa
     for fused in ("interpolation", "rrf"):
         assert results[fused]["R(rel=2)@10"] >= min(results["bm25"]["R(rel=2)@10"], results["dense"]["R(rel=2)@10"])
     assert all(r["nDCG@10"] > 0.5 for r in results.values()), results
+
+
+def test_a_pipeline_over_hybrid_candidates(sample_index: Path, sample_dense: Path, minilm_path: Path):
+    """``Pipeline`` takes the Hybrid stage as its first stage (passages from the Lucene index), any Ranker after it."""
+    from pipeline.biencoder import BiEncoder
+    from pipeline.dense import DenseRetriever
+    from pipeline.rerank import Pipeline
+    from pipeline.retrieve import BM25
+
+    dense = DenseRetriever(sample_dense, BiEncoder(minilm_path, device="cpu"))
+    pipeline = Pipeline(Hybrid(BM25.msmarco(sample_index), dense, fusion="rrf"), dense, depth=20, k=50)
+    topics = dict(list(read_topics(SAMPLE / "queries.tsv").items())[:5])
+    run = pipeline.run(topics)
+    assert list(run) == list(topics) and all(len(r) == 50 for r in run.rankings.values())
+    assert [t.stage for t in pipeline.timings] == ["first_stage", "rerank"]

@@ -30,8 +30,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distilrank",
-        description="BM25 first stage (Pyserini) + BERT cross-encoder rerankers: a teacher and its distilled "
-        "students, compared for effectiveness and speed.",
+        description="A BM25 (Pyserini), dense (faiss) or hybrid first stage + BERT cross-encoder rerankers: a teacher "
+        "and its distilled students, compared for effectiveness and speed.",
     )
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="count", default=0,
