@@ -35,7 +35,7 @@ from typing import Any
 from .config import Config, load_config
 from .engine import CPU_CHUNK_PAIRS, GPU_CHUNK_PAIRS
 from .evaluate import evaluate_per_query, mean_scores
-from .first_stage import CachedFirstStage
+from .first_stage import RUN_FILE, CachedFirstStage
 from .inputs import load_queries, load_rerankers, model_info
 from .progress import bar as progress_bar
 from .report import REPORT_FILES, write_reports
@@ -86,8 +86,9 @@ def partial_path(run: Path) -> Path:
 def written_files(config: Config) -> list[Path]:
     """Every file a comparison writes into its output folder (none may be one of its inputs)."""
     out = config.output
-    runs = [out / BM25_RUN] + [run_path(out, spec.name) for spec in config.rerankers]
-    return ([out / name for name in REPORT_FILES] + [out / f"{BM25_RUN}.json"] + runs
+    first = out / RUN_FILE.format(config.first_stage.kind)
+    runs = [first] + [run_path(out, spec.name) for spec in config.rerankers]
+    return ([out / name for name in REPORT_FILES] + [first.with_name(f"{first.name}.json")] + runs
             + [timing_path(r) for r in runs] + [partial_path(r) for r in runs])
 
 

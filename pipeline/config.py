@@ -309,6 +309,7 @@ class Config(Section):
         return {"--config": self.source, "data.topics": data.topics, "data.qrels": data.qrels,
                 "data.qids": data.qids, "data.collection": data.collection, "first_stage.run": first.run,
                 "first_stage.index": first.index if first.index and index_present(first.index) else None,
+                "first_stage.dense": first.dense, "first_stage.encoder": first.encoder,
                 "model": [spec.model for spec in self.rerankers if not spec.is_hub_name]}
 
     def needs_network(self) -> list[str]:

@@ -228,6 +228,8 @@ def _encode_rows(encoder: Encoder, store: DocStore, index: DenseIndex, block: in
             bar.update(end - done)
             done = end
     del matrix
+    log.info("%s: %d passages encoded in %.1f s (%.1f passages/s)", index.path, index.count, seconds,
+             index.count / max(seconds, 1e-9))
     index.meta.update(complete=True, encode_seconds=seconds)
     _write_json(index.path / META, index.meta)
     os.unlink(index.path / PROGRESS)

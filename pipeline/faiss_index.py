@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import TEMP_SUFFIX, give_default_modes, temp_prefix
 from .embeddings import DenseIndex
 from .errors import InputError
 
@@ -128,17 +129,19 @@ def build_beside(dense: DenseIndex, kind: str, params: FaissParams = FaissParams
     resolved = params.resolve(dense.count, dense.dim)
     index = build(dense.embeddings(), kind, resolved)
     path = index_file(dense, kind)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         faiss.write_index(index, tmp)
+        give_default_modes([tmp])
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - start
     dense.record_faiss(kind, {**resolved.of(kind), "build_seconds": round(seconds, 3), "bytes": path.stat().st_size})
-    log.info("faiss %s index of %d passages built in %.1f s: %s", kind, dense.count, seconds, path)
+    log.info("faiss %s index of %d passages built in %.1f s: %s (%.1f MiB)", kind, dense.count, seconds, path,
+             path.stat().st_size / 2**20)
     return path
 
 

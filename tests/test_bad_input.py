@@ -42,6 +42,8 @@ TEMPORARY = re.compile(r"(\.tmp$|^\..*\.lock$|\.partial$|\.body$)")
 CLEAN: dict[str, dict[str, str | None]] = {
     "index": {"--collection": "{c}", "--index": "{t}/idx"},
     "retrieve": {"--index": "{index}", "--topics": "{q}", "--output": "{t}/out.trec", "--hits": "5"},
+    "encode": {"--model": "{base}", "--collection": "{c}", "--output": "{t}/dense", "--device": "cpu",
+               "--no-progress": None},
     "evaluate": {"--run": "{run}", "--qrels": "{qrels}"},
     "rerank": {"--run": "{run}", "--topics": "{q}", "--collection": "{c}", "--model": "{model}",
                "--output": "{t}/out.trec", "--depth": "4", "--device": "cpu", "--no-progress": None},
@@ -60,7 +62,8 @@ CLEAN: dict[str, dict[str, str | None]] = {
     "demo": {"--output": "{t}/demo", "--models": "{t}/models", "--no-progress": None},  # only refusals: minutes
 }
 #: Where each command's result lies (compared with the clean command's for the cases that must not change it).
-RESULT = {"index": "idx", "retrieve": "out.trec", "rerank": "out.trec", "score": "out.scores",
+RESULT = {"index": "idx", "encode": "dense/docids.npy", "retrieve": "out.trec", "rerank": "out.trec",
+          "score": "out.scores",
           "train": "teacher/distilrank_train.json", "distill": "student/distilrank_train.json",
           "compare": "cmp/report.json", "submit": "sub/dev.txt.bz2"}
 
@@ -273,7 +276,31 @@ CASES: list[Case] = [
     Case("index-output-unwritable", "index", {"--index": "/proc/distilrank/idx"},
          message="cannot write the output here", where="/proc/distilrank/idx"),
     Case("index-threads-zero", "index", {"--threads": "0"}, message="--threads must be at least 1"),
+    # ---- encode ----------------------------------------------------------------------------------------------
+    *defects("encode", "--collection", "c.tsv", "c"),
+    folder_instead("encode", "--collection", "collection file not found"),
+    Case("encode-collection-duplicate-id", "encode", {"--collection": "{t}/c.tsv"},
+         {"c.tsv": append("c", "5\tagain\n")}, message="duplicate document id 5", where="{t}/c.tsv"),
+    Case("encode-model-missing", "encode", {"--model": "{t}/none"}, message="bi-encoder folder has no config.json",
+         where="{t}/none"),
+    Case("encode-model-hub-name-offline", "encode", {"--model": "owner/encoder"},
+         message="is a hub name and this machine is offline"),
+    Case("encode-output-is-the-collection", "encode", {"--collection": "{t}/c.tsv", "--output": "{t}/c.tsv"},
+         {"c.tsv": same("c")}, message="the output is also the input --collection", where="{t}/c.tsv"),
+    Case("encode-output-is-another-folder", "encode", {"--output": "{t}/dir"}, {"dir/notes.txt": text("mine")},
+         message="output folder exists and is not a dense index", where="{t}/dir"),
+    Case("encode-output-under-a-file", "encode", {"--output": "{t}/f/dense"}, {"f": text("x")},
+         message="is a file, not a folder", where="{t}/f/dense"),
+    Case("encode-block-zero", "encode", {"--block": "0"}, message="--block must be at least 1"),
     # ---- retrieve --------------------------------------------------------------------------------------------
+    Case("retrieve-dense-not-an-index", "retrieve", {"--index": None, "--dense": "{t}/dir"}, dirs=("dir",),
+         message="no dense index in this folder", where="{t}/dir"),
+    Case("retrieve-dense-prebuilt-name-offline", "retrieve",
+         {"--index": None, "--dense": "msmarco-v1-passage.tct_colbert-v2-hnp",
+          "--encoder": "castorini/tct_colbert-v2-hnp-msmarco"}, message="needs the network"),
+    Case("retrieve-hybrid-without-bm25", "retrieve", {"--index": None, "--dense": "{t}/dir"}, dirs=("dir",),
+         extra=("--hybrid",), message="--hybrid needs --index or --prebuilt"),
+    Case("retrieve-no-first-stage", "retrieve", {"--index": None}, message="BM25 needs --index or --prebuilt"),
     *defects("retrieve", "--topics", "q.tsv", "q"),
     folder_instead("retrieve", "--topics", "is a folder; expected a file"),
     Case("retrieve-topics-empty", "retrieve", {"--topics": "{t}/q.tsv"}, {"q.tsv": text("")},

@@ -5,6 +5,7 @@ import argparse
 
 from ..config import MAX_LENGTH
 from ..devices import PRECISIONS
+from ..outputs import claim_output, named_inputs
 
 EXAMPLE = ("distilrank encode --model MINILM_DIR --collection collection.tsv --output indexes/msmarco-subset.minilm "
            "--faiss flat hnsw")
@@ -60,20 +61,17 @@ def _encode(args: argparse.Namespace) -> int:
         raise InputError("--block must be at least 1")
     params = FaissParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search,
                          nlist=args.nlist, pq_m=args.pq_m, nprobe=args.nprobe)
-    encoder = BiEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
-                        batch_tokens=args.batch_tokens)
-    index = encode_collection(encoder, args.collection, args.output, block=args.block,
-                              progress=False if args.no_progress else None)
-    seconds = float(index.meta["encode_seconds"])
-    print(f"{index.count} passages x {index.dim} (fp16) in {args.output}: encoded in {seconds:.1f} s "
-          f"({index.count / max(seconds, 1e-9):.1f} passages/s)")
-    for kind in args.faiss:
-        wanted = params.resolve(index.count, index.dim).of(kind)
-        recorded = {k: v for k, v in index.meta.get("faiss", {}).get(kind, {}).items() if k in wanted}
-        if index_file(index, kind).is_file() and recorded == wanted:
-            print(f"faiss {kind}: already built with these parameters")
-            continue
-        path = build_beside(index, kind, params)
-        built = index.meta["faiss"][kind]
-        print(f"faiss {kind}: {path} ({built['bytes'] / 2**20:.1f} MiB, built in {built['build_seconds']:.1f} s)")
+    with claim_output(args.output, named_inputs(args, "model", "collection"), folder=True):
+        encoder = BiEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
+                            batch_tokens=args.batch_tokens)
+        index = encode_collection(encoder, args.collection, args.output, block=args.block,
+                                  progress=False if args.no_progress else None)
+        print(f"{index.count} passages x {index.dim} (fp16) in {args.output}")
+        for kind in args.faiss:
+            wanted = params.resolve(index.count, index.dim).of(kind)
+            recorded = {k: v for k, v in index.meta.get("faiss", {}).get(kind, {}).items() if k in wanted}
+            if index_file(index, kind).is_file() and recorded == wanted:
+                print(f"faiss {kind}: already built with these parameters")
+                continue
+            print(f"faiss {kind}: {build_beside(index, kind, params)}")
     return 0
