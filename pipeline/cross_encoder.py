@@ -97,19 +97,19 @@ def _load_tokenizer(source: str):
 
 
 def _load_model(source: str, config, dtype: torch.dtype):
-    """``AutoModelForSequenceClassification`` with SDPA attention where the architecture has it; the model and
-    the names of its newly initialised weights."""
-    from transformers import AutoModelForSequenceClassification
+    """``AutoModelForSequenceClassification`` (or the class of the ranking head the config names, ``heads.py``)
+    with SDPA attention where the architecture has it; the model and the names of its newly initialised weights."""
+    from .heads import ranker_class
 
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "output_loading_info": True}
     try:
+        model_class = ranker_class(config)
         try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="sdpa",
-                                                                             **kwargs)
+            model, info = model_class.from_pretrained(source, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError) as exc:
             if "sdpa" not in str(exc).lower() and "attn" not in str(exc).lower():
                 raise
-            model, info = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+            model, info = model_class.from_pretrained(source, **kwargs)
     except Exception as exc:
         raise InputError(f"cannot load model {source!r} as a sequence-classification ranker: {_reason(exc)}") from None
     return model, sorted(info.get("missing_keys") or [])
@@ -286,7 +286,7 @@ class CrossEncoder:
 
     def _setup(self, model, tokenizer, device: torch.device, dtype: torch.dtype, max_length: int,
                query_max_length: int, compile: bool) -> None:
-        self.device, self.dtype, self.tokenizer = device, dtype, tokenizer
+        self.device, self.dtype, self.tokenizer, self._compile = device, dtype, tokenizer, compile
         self.model = model.to(device).eval()
         self.num_labels = int(model.config.num_labels)
         if self.num_labels not in (1, 2):
@@ -300,7 +300,18 @@ class CrossEncoder:
             raise InputError(f"max_length {max_length} leaves no room for the query and the passage")
         self.pad_id = int(tokenizer.pad_token_id or 0)
         self._fast = _plain_fast_tokenizer(tokenizer)
-        self._forward = torch.compile(self.model, dynamic=True) if compile else self.model
+
+    @property
+    def model(self):
+        """The sequence-classification model that scores."""
+        return self._model
+
+    @model.setter
+    def model(self, model) -> None:
+        """Swapping the model (a student cut from a teacher, a model in training) swaps what scores: the forward
+        that ``score`` calls is always this model's."""
+        self._model = model
+        self._forward = torch.compile(model, dynamic=True) if self._compile else model
 
     @property
     def hidden_size(self) -> int:

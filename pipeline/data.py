@@ -299,6 +299,10 @@ class DocStore:
                 texts.append(str(json.loads(line)["contents"]))
         return texts
 
+    def docid_at(self, position: int) -> str:
+        """The id of the passage at ``position`` (0 to ``len - 1``) of the index's id order (for sampling)."""
+        return str(self.keys[position])
+
     def get(self, docid: str) -> str:
         """The text of one passage."""
         return self.get_many([docid])[0]

@@ -112,9 +112,9 @@ class LMDistillTask:
     """Train a student cross-encoder's encoder to match a teacher encoder (no ranking loss)."""
 
     def __init__(self, name: str, student_encoder, teacher_encoder, source: PairSource, docstore,
-                 attention_weight: float = 1.0, seed: int = SEED):
+                 attention_weight: float = 1.0, seed: int = SEED, layer_map: list[int] | None = None):
         self.name, self.encoder, self.source, self.docstore, self.seed = name, student_encoder, source, docstore, seed
-        self.matcher = HiddenMatcher(teacher_encoder, student_encoder, attention_weight=attention_weight)
+        self.matcher = HiddenMatcher(teacher_encoder, student_encoder, layer_map, attention_weight=attention_weight)
         self._count: int | None = None
 
     def build(self, device: torch.device) -> dict[str, torch.nn.Module]:

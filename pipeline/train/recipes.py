@@ -2,14 +2,21 @@
 scores, and the four distillation procedures of the study.
 
 Each phase trains into its own folder with the ``Trainer`` (log, checkpoint, final model); with
-``resume`` a finished phase is skipped and an interrupted one continues from its checkpoint.
+``resume`` a finished phase is skipped and an interrupted one continues from its checkpoint. With a
+``HeldOut`` given and ``eval_every`` in a phase's ``TrainConfig``, the ranking phases (bootstrap, LCE,
+ranker-distill, fine-tune) log a held-out learning curve and plot it beside their log.
+
+A student is built in this order: its initial weights (``init_from``: evenly spaced or ``layer_map``
+layers of the base encoder or of the teacher, random, or a folder) with its ranking head (``head``),
+then LM distillation (``lm-distill+...``), then the bi-encoder bootstrap if given, then ranker
+distillation or fine-tuning.
 """
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,13 +25,16 @@ from ..atomic import atomic_write
 from ..config import MAX_LENGTH
 from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
+from ..devices import resolve_device
 from ..engine import ScoringEngine
 from ..errors import InputError
+from ..heads import with_head
 from ..textfiles import read_text
 from . import PROCEDURES
-from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists
+from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists, random_passages
+from .heldout import HeldOut
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
-from .options import NEGATIVES, NEGATIVES_DEPTH, SCORE_DEPTH, BootstrapConfig, DistillConfig, TrainConfig
+from .options import NEGATIVES, NEGATIVES_DEPTH, SCORE_DEPTH, SEED, BootstrapConfig, DistillConfig, TrainConfig
 from .scores import ScoreFile, write_scores
 from .students import make_student
 from .tasks import RankerTask
@@ -74,13 +84,20 @@ def finished_summary(folder: Path) -> dict:
     return {k: v for k, v in ends[-1].items() if k != "event"} if ends else {}
 
 
-def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool) -> dict:
-    """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted."""
+def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool,
+              heldout: HeldOut | None = None) -> dict:
+    """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted.
+    With ``heldout`` and ``config.eval_every``, the phase's learning curve is measured on it."""
     finished = (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists()
     if resume and finished:
         log.info("%s: already finished in %s, skipped", task.name, folder)
         return {**finished_summary(folder), "task": task.name, "skipped": True}
-    trainer = Trainer(task, folder, config, device)
+    evaluator = None
+    if heldout is None or not config.eval_every:
+        config = replace(config, eval_every=None)
+    else:
+        evaluator = heldout.evaluator(task.encoder, resolve_device(device))
+    trainer = Trainer(task, folder, config, device, evaluator)
     summary = trainer.fit(resume=resume and (folder / CHECKPOINT).exists())
     steps = f"{summary['steps']} steps"
     if summary["resumed_at"]:
@@ -134,9 +151,10 @@ def read_info(folder: str | Path) -> dict:
 # ---- teacher scores -------------------------------------------------------------------------------
 
 
-def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None,
-                 queries_per_chunk: int = 256) -> Iterator[tuple[str, Ranking]]:
-    """The engine's model's scores for each query's top-``depth`` candidates, in the run's order."""
+def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None, queries_per_chunk: int = 256,
+                 random_negatives: int = 0, seed: int = SEED) -> Iterator[tuple[str, Ranking]]:
+    """The engine's model's scores for each query's top-``depth`` candidates, in the run's order, followed by
+    ``random_negatives`` passages drawn at random from the collection (``groups.random_passages``)."""
     chunk: list[tuple[str, Ranking]] = []
 
     def flush():
@@ -158,6 +176,9 @@ def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None,
     for qid, ranking in iter_run_lists(inputs.run, depth):
         if qid not in inputs.topics:
             raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
+        if random_negatives:
+            drawn = random_passages(inputs.docstore, qid, random_negatives, seed, exclude=(d for d, _ in ranking))
+            ranking = ranking + [(d, 0.0) for d in drawn]
         chunk.append((qid, ranking))
         if len(chunk) == queries_per_chunk:
             yield from flush()
@@ -167,10 +188,13 @@ def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None,
 
 
 def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH,
-              device: str = "auto", precision: str | None = None, batch_tokens: int | None = None) -> dict:
-    """Write the teacher's scores for the run's top-``depth`` lists to ``output`` (see ``scores.py``)."""
+              device: str = "auto", precision: str | None = None, batch_tokens: int | None = None,
+              random_negatives: int = 0, seed: int = SEED) -> dict:
+    """Write the teacher's scores for the run's top-``depth`` lists (and ``random_negatives`` random passages a
+    query) to ``output`` (see ``scores.py``)."""
     engine = ScoringEngine(CrossEncoder(model, device=device, precision=precision), batch_tokens=batch_tokens)
-    return write_scores(output, scored_lists(engine, inputs, depth), depth, str(model))
+    lists = scored_lists(engine, inputs, depth, random_negatives=random_negatives, seed=seed)
+    return write_scores(output, lists, depth, str(model), random_negatives)
 
 
 def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
@@ -193,14 +217,27 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
 # ---- teacher training -----------------------------------------------------------------------------
 
 
+def bootstrap_phase(encoder: CrossEncoder, bootstrap: BootstrapConfig, docstore: DocStore, folder: Path,
+                    device: str, resume: bool, heldout: HeldOut | None = None) -> dict:
+    """The bi-encoder bootstrap of ``encoder`` into ``folder / "model"``: listwise KL to the bi-encoder's cosine
+    scores (at ``teacher_temperature``), scored once into ``folder / "biencoder.scores"``."""
+    boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, docstore.path, docstore=docstore)
+    scores = biencoder_scores(folder / "biencoder.scores", bootstrap.biencoder, boot_inputs, bootstrap.score_depth,
+                              device)
+    source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
+    task = RankerTask("bootstrap", encoder, source, docstore, objective="kl", seed=bootstrap.train.seed,
+                      teacher_temperature=bootstrap.teacher_temperature)
+    return run_phase(task, folder / "model", bootstrap.train, device, resume, heldout)
+
+
 def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: TrainConfig,
                   negatives: int = NEGATIVES, negatives_depth: int = NEGATIVES_DEPTH, short: str = "pad",
                   device: str = "auto", resume: bool = False, bootstrap: BootstrapConfig | None = None,
-                  max_length: int = MAX_LENGTH, overwrite: bool = False) -> dict:
+                  max_length: int = MAX_LENGTH, overwrite: bool = False, heldout: HeldOut | None = None) -> dict:
     """Fine-tune ``init`` as a 1-logit cross-encoder with LCE (after the bi-encoder bootstrap if given).
 
     ``resume`` continues an interrupted run in ``output``; ``overwrite`` trains again over one (see
-    ``check_restart``)."""
+    ``check_restart``); with ``heldout``, each phase logs its learning curve (``eval_every`` of its TrainConfig)."""
     output = Path(output)
     if inputs.qrels is None:
         raise InputError("teacher training needs --qrels")
@@ -208,20 +245,15 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
     start = Path(init)
     summaries = {}
     if bootstrap is not None:
-        boot_dir = output / "bootstrap"
-        boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, inputs.docstore.path, docstore=inputs.docstore)
-        scores = biencoder_scores(boot_dir / "biencoder.scores", bootstrap.biencoder, boot_inputs,
-                                  bootstrap.score_depth, device)
-        source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
-        task = RankerTask("bootstrap", load_encoder(start, bootstrap.train.seed, max_length), source, inputs.docstore,
-                          objective="kl", seed=bootstrap.train.seed, teacher_temperature=bootstrap.teacher_temperature)
-        summaries["bootstrap"] = run_phase(task, boot_dir / "model", bootstrap.train, device, resume)
-        start = boot_dir / "model"
+        encoder = load_encoder(start, bootstrap.train.seed, max_length)
+        summaries["bootstrap"] = bootstrap_phase(encoder, bootstrap, inputs.docstore, output / "bootstrap", device,
+                                                 resume, heldout)
+        start = output / "bootstrap" / "model"
     source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, negatives_depth, short=short,
                            seed=config.seed, missing=inputs.docstore.missing)
     task = RankerTask("teacher-lce", load_encoder(start, config.seed, max_length), source, inputs.docstore,
                       objective="lce", seed=config.seed)
-    summaries["lce"] = run_phase(task, output, config, device, resume)
+    summaries["lce"] = run_phase(task, output, config, device, resume, heldout)
     write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
                         "bootstrap": asdict(bootstrap) if bootstrap else None,
                         "summaries": summaries, "groups": source.stats.summary()})
@@ -232,16 +264,21 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
 
 
 def build_student(teacher: Path, base: Path, cfg: DistillConfig, seed: int) -> CrossEncoder:
-    """The student's CrossEncoder: ``cfg.layers`` evenly spaced layers of the base (or teacher), a folder, or random."""
-    if cfg.init_from in ("base", "teacher"):
-        source = load_encoder(base if cfg.init_from == "base" else teacher, seed, cfg.max_length)
-        source.model = make_student(source.model, cfg.layers, init="copy")
-        return source
-    if cfg.init_from == "random":
-        source = load_encoder(base, seed, cfg.max_length)
-        source.model = make_student(source.model, cfg.layers, init="random", seed=seed)
-        return source
-    return load_encoder(Path(cfg.init_from), seed, cfg.max_length)
+    """The student's CrossEncoder: layers of the base (or teacher), random weights, or a folder; with ``cfg.head``.
+    Its scoring forward is the student's own (``CrossEncoder.model`` follows the swap)."""
+    if cfg.init_from in ("base", "teacher", "random"):
+        source = load_encoder(teacher if cfg.init_from == "teacher" else base, seed, cfg.max_length)
+        if cfg.init_from == "random":
+            source.model = make_student(source.model, cfg.layers, init="random", seed=seed)
+        else:
+            source.model = make_student(source.model, cfg.student_layers, init="copy")
+    else:
+        source = load_encoder(Path(cfg.init_from), seed, cfg.max_length)
+    try:
+        source.model = with_head(source.model, cfg.head)
+    except ValueError as exc:
+        raise InputError(f"--head {cfg.head}: {exc}") from None
+    return source
 
 
 def check_layers(teacher: Path, base: Path, cfg: DistillConfig) -> None:
@@ -260,22 +297,28 @@ def check_layers(teacher: Path, base: Path, cfg: DistillConfig) -> None:
     if not 1 <= cfg.layers <= available:
         raise InputError(f"--layers {cfg.layers}: the student takes its layers from {source}, which has "
                          f"{available}; choose 1 to {available}")
+    if cfg.layer_map and (len(set(cfg.layer_map)) != len(cfg.layer_map) or max(cfg.layer_map) >= available):
+        raise InputError(f"--layer-map {','.join(map(str, cfg.layer_map))}: {source} has layers 0 to "
+                         f"{available - 1}, each kept once")
 
 
 def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: DistillConfig,
             scores: str | Path | None = None, device: str = "auto", resume: bool = False,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, heldout: HeldOut | None = None) -> dict:
     """One of the four procedures: ``fine-tune``, ``ranker-distill``, ``lm-distill+fine-tune``,
     ``lm-distill+ranker-distill``. Saves the student into ``output`` (``resume``/``overwrite``: see
-    ``check_restart``)."""
+    ``check_restart``); with ``heldout`` (and ``eval_every`` in ``cfg.rank`` / ``cfg.bootstrap.train``) its
+    ranking phases log a learning curve."""
     if cfg.procedure not in PROCEDURES:
         raise InputError(f"unknown procedure {cfg.procedure!r}; expected one of {', '.join(PROCEDURES)}")
     teacher, output = Path(teacher), Path(output)
-    if not (teacher / "config.json").is_file():
-        raise InputError("teacher folder has no config.json", teacher)
-    base = Path(cfg.base or read_info(teacher).get("init") or teacher)
     seed = cfg.rank.seed
     fine_tune = cfg.procedure.endswith("fine-tune")
+    uses_teacher = ((scores is None and not fine_tune) or cfg.init_from == "teacher" or cfg.base is None
+                    or (cfg.procedure.startswith("lm-distill") and bool(cfg.hidden_weight)))
+    if uses_teacher and not (teacher / "config.json").is_file():  # given scores and a base, the weights may be away
+        raise InputError("teacher folder has no config.json", teacher)
+    base = Path(cfg.base or read_info(teacher).get("init") or teacher)
     if fine_tune and inputs.qrels is None:
         raise InputError(f"--procedure {cfg.procedure} trains on labels: it needs --qrels")
     check_layers(teacher, base, cfg)
@@ -286,7 +329,8 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
             scores = output / "teacher.scores"
             if not (resume and scores.is_file()):
                 log.info("scoring the run's top-%d with the teacher into %s", cfg.score_depth, scores)
-                score_run(teacher, inputs, scores, cfg.score_depth, device=device)
+                score_run(teacher, inputs, scores, cfg.score_depth, device=device,
+                          random_negatives=cfg.random_negatives, seed=seed)
         score_file = ScoreFile(scores)
         score_file.check_run(inputs.run)
     summaries = {}
@@ -296,22 +340,29 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         lm_teacher = load_encoder(base, seed, cfg.max_length)
         source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
         task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
-                             cfg.lm.seed)
+                             cfg.lm.seed, list(cfg.layer_map) if cfg.layer_map else None)
         summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
         student = load_encoder(lm_dir, seed, cfg.max_length)
+    if cfg.bootstrap is not None:
+        summaries["bootstrap"] = bootstrap_phase(student, cfg.bootstrap, inputs.docstore, output / "bootstrap",
+                                                 device, resume, heldout)
+        student = load_encoder(output / "bootstrap" / "model", seed, cfg.max_length)
     if fine_tune:
         source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, cfg.negatives_depth, seed=seed,
                                missing=inputs.docstore.missing)
         task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed)
     else:
-        source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels)
+        source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels,
+                              depth=cfg.score_depth, random_negatives=cfg.random_negatives,
+                              random=score_file.random_lists() if cfg.random_negatives else None)
         hidden = None
         if cfg.procedure.startswith("lm-distill") and cfg.hidden_weight:
-            hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student, attention_weight=0.0)
+            hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student,
+                                   list(cfg.layer_map) if cfg.layer_map else None, attention_weight=0.0)
         task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective, seed=seed,
-                          temperature=cfg.temperature, label_weight=cfg.label_weight, hidden=hidden,
-                          hidden_weight=cfg.hidden_weight)
-    summaries[task.name] = run_phase(task, output, cfg.rank, device, resume)
+                          temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
+                          label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight)
+    summaries[task.name] = run_phase(task, output, cfg.rank, device, resume, heldout)
     write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
                         "init": str(base.resolve()), "config": asdict(cfg),
                         "summaries": summaries,

@@ -4,10 +4,15 @@ Format (text, one candidate a line, in the run's order)::
 
     # distilrank-scores {"fingerprint": "...", "depth": 30, "model": "...", "queries": 2, "pairs": 60}
     qid<TAB>docid<TAB>score
+    qid<TAB>docid<TAB>score<TAB>random
+
+A file scored with random negatives (header ``"random_negatives": K``) ends each query's list with K
+passages drawn at random from the collection, marked ``random`` in a fourth column: iterating a
+``ScoreFile`` gives the run's candidates, ``random_lists`` the random ones.
 
 The fingerprint is a SHA-1 of the candidate lists (``qid<TAB>docid`` lines of the run's
-top-``depth``, in order). Distillation recomputes it from the run it is given and refuses a score
-file made for other candidate lists.
+top-``depth``, in order; random rows left out). Distillation recomputes it from the run it is given
+and refuses a score file made for other candidate lists.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from ..textfiles import iter_lines
 from .groups import Ranking, iter_run_lists
 
 MAGIC = "# distilrank-scores "
+RANDOM_FLAG = "\trandom"
 
 
 class Fingerprint:
@@ -47,22 +53,27 @@ def run_fingerprint(run_path: str | Path, depth: int | None) -> str:
     return fp.hexdigest()
 
 
-def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: int | None, model: str) -> dict:
-    """Write scored candidate lists atomically; returns the header. NaN scores are refused."""
+def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: int | None, model: str,
+                 random_negatives: int = 0) -> dict:
+    """Write scored candidate lists atomically; returns the header. NaN scores are refused. With
+    ``random_negatives`` = K, the last K entries of every list are random passages (flagged)."""
     path = Path(path)
     fp, queries, pairs = Fingerprint(), 0, 0
     with scratch_dir(path) as work:  # the body first (the header needs its counts), then header + body
         body_path = work / "body"
         with open(body_path, "w", encoding="utf-8") as body:
             for qid, scored in lists:
-                fp.add(qid, (d for d, _ in scored))
+                candidates = len(scored) - random_negatives
+                fp.add(qid, (d for d, _ in scored[:candidates]))
                 queries += 1
-                for docid, score in scored:
+                for i, (docid, score) in enumerate(scored):
                     if not math.isfinite(score):
                         raise ValueError(f"{score} score for query {qid}, docid {docid}: refusing to write {path}")
-                    body.write(f"{qid}\t{docid}\t{score:.7g}\n")
+                    body.write(f"{qid}\t{docid}\t{score:.7g}{RANDOM_FLAG if i >= candidates else ''}\n")
                     pairs += 1
         header = {"fingerprint": fp.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
+        if random_negatives:
+            header["random_negatives"] = random_negatives
         with atomic_write(path) as out, open(body_path, encoding="utf-8") as src:
             out.write(MAGIC + json.dumps(header, sort_keys=True) + "\n")
             shutil.copyfileobj(src, out)
@@ -85,6 +96,7 @@ class ScoreFile:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise InputError("malformed score file header", self.path, 1) from None
         self.depth = self.header.get("depth")
+        self.random_negatives = int(self.header.get("random_negatives", 0))
 
     def check_run(self, run_path: str | Path) -> None:
         """Refuse the file when it was made for other candidate lists than ``run_path``'s top-depth."""
@@ -93,28 +105,45 @@ class ScoreFile:
                 f"score file does not match the candidate lists of {run_path} (top-{self.depth}): "
                 "it was written for another run or depth; rescore with 'distilrank score'", self.path, 1)
 
-    def __iter__(self) -> Iterator[tuple[str, Ranking]]:
-        """Stream ``(qid, [(docid, score), ...])``; the body is checked against the header's fingerprint."""
-        fp = Fingerprint()
-        current, scored = None, []
+    def _rows(self) -> Iterator[tuple[str, str, float, bool]]:
+        """``(qid, docid, score, is_random)`` of every body row."""
         lines = iter_lines(self.path)
         next(lines)  # the header
         for lineno, line in lines:
             parts = line.split("\t")
-            if len(parts) != 3:
-                raise InputError("expected 'qid<TAB>docid<TAB>score'", self.path, lineno)
+            if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != RANDOM_FLAG.strip()):
+                raise InputError("expected 'qid<TAB>docid<TAB>score[<TAB>random]'", self.path, lineno)
             try:
                 score = float(parts[2])
             except ValueError:
                 raise InputError(f"score {parts[2]!r} is not a number", self.path, lineno) from None
             if not math.isfinite(score):
                 raise InputError(f"score {parts[2]!r} is not a finite number", self.path, lineno)
-            if parts[0] != current:
+            yield parts[0], parts[1], score, len(parts) == 4
+
+    def random_lists(self) -> dict[str, Ranking]:
+        """The teacher-scored random passages of each query (empty without ``random_negatives``)."""
+        lists: dict[str, Ranking] = {}
+        if self.random_negatives:
+            for qid, docid, score, is_random in self._rows():
+                if is_random:
+                    lists.setdefault(qid, []).append((docid, score))
+        return lists
+
+    def __iter__(self) -> Iterator[tuple[str, Ranking]]:
+        """Stream ``(qid, [(docid, score), ...])`` of the run's candidates; the body is checked against the
+        header's fingerprint."""
+        fp = Fingerprint()
+        current, scored = None, []
+        for qid, docid, score, is_random in self._rows():
+            if is_random:
+                continue
+            if qid != current:
                 if current is not None:
                     fp.add(current, (d for d, _ in scored))
                     yield current, scored
-                current, scored = parts[0], []
-            scored.append((parts[1], score))
+                current, scored = qid, []
+            scored.append((docid, score))
         if current is not None:
             fp.add(current, (d for d, _ in scored))
             yield current, scored

@@ -2,6 +2,12 @@
 accumulation, autocast (bf16/fp16 on CUDA), seeding, a tqdm bar with the running loss, a JSONL log,
 checkpoints (``save_pretrained`` + optimizer/scheduler/RNG state) and ``resume``.
 
+The running loss is an exponential moving average with bias correction (``RunningMean``), so a short run
+reports its recent steps, not its first. With an ``evaluator`` and ``eval_every``, held-out effectiveness is
+measured before the first step, every ``eval_every`` steps and at the end: ``eval`` events in the log and a
+learning-curve PNG beside it (``curves.py``). A resumed run first drops the log records of steps after its
+checkpoint (they are trained again), so the log tells one run.
+
 What a step computes lives in a ``Task`` (see ``tasks.py``): ``build(device)`` makes the trainable
 modules and ``batches(epoch)`` the data, both in one place (``Trainer._setup``), so a distributed
 version later wraps exactly there. There is no global state: everything lives on the Trainer.
@@ -14,7 +20,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +36,9 @@ from .options import TrainConfig
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
+CURVE_FILE = "learning_curve.png"
+#: Held-out effectiveness of the modules in training (called in eval mode, under no gradient).
+Evaluator = Callable[[dict[str, torch.nn.Module]], dict[str, float]]
 
 
 class Task(Protocol):
@@ -62,13 +71,34 @@ def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype |
     return None if dtype == torch.float32 else dtype
 
 
-class Trainer:
-    """Runs a ``Task`` for ``config`` into ``output`` (log, checkpoint, final model)."""
+class RunningMean:
+    """An exponential moving average of the loss with Adam's bias correction: after ``k`` steps the weights
+    ``(1 - beta) * beta**(k - i)`` of the steps sum to 1 (the first step weighs 3% after 25 steps at 0.98)."""
 
-    def __init__(self, task: Task, output: str | Path, config: TrainConfig, device: str | torch.device = "auto"):
+    def __init__(self, beta: float = 0.98):
+        self.beta, self.average, self.steps = beta, 0.0, 0
+
+    def update(self, value: float) -> float:
+        self.steps += 1
+        self.average = self.beta * self.average + (1 - self.beta) * value
+        return self.value
+
+    @property
+    def value(self) -> float | None:
+        return self.average / (1 - self.beta ** self.steps) if self.steps else None
+
+
+class Trainer:
+    """Runs a ``Task`` for ``config`` into ``output`` (log, checkpoint, final model); ``evaluator`` measures
+    held-out effectiveness every ``config.eval_every`` steps."""
+
+    def __init__(self, task: Task, output: str | Path, config: TrainConfig, device: str | torch.device = "auto",
+                 evaluator: Evaluator | None = None):
         if config.batch_size < 1 or config.accumulation < 1 or config.batch_size < config.accumulation:
             raise InputError("batch size and accumulation must be >= 1, with batch size >= accumulation")
-        self.task, self.output, self.config = task, Path(output), config
+        if config.eval_every is not None and (config.eval_every < 1 or evaluator is None):
+            raise InputError("eval_every needs an evaluator (held-out run, topics and qrels) and must be >= 1")
+        self.task, self.output, self.config, self.evaluator = task, Path(output), config, evaluator
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(config.precision, self.device)
 
@@ -184,6 +214,29 @@ class Trainer:
         with open(self.output / LOG_FILE, "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
 
+    def _trim_log(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (a resumed run trains them again)."""
+        path = self.output / LOG_FILE
+        if path.is_file():
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            kept = [r for r in records if r.get("event") in ("start", "resume") or r.get("step", 0) <= step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    def _evaluate(self, modules, step: int) -> None:
+        """Held-out effectiveness at ``step`` into the log, and the learning curve redrawn."""
+        from .curves import plot_log
+
+        for module in modules.values():
+            module.eval()
+        started = time.perf_counter()
+        with torch.no_grad():
+            scores = self.evaluator(modules)
+        for module in modules.values():
+            module.train()
+        self._log({"event": "eval", "step": step, "examples": step * self.config.batch_size,
+                   "seconds": round(time.perf_counter() - started, 3), **scores})
+        plot_log(self.output / LOG_FILE, self.output / CURVE_FILE, title=self.task.name)
+
     def fit(self, resume: bool = False) -> dict:
         """Train; returns a summary (steps, final running loss, seconds). Saves the model into ``output``.
 
@@ -196,6 +249,7 @@ class Trainer:
         step = epoch = in_epoch = 0
         if resume:
             step, epoch, in_epoch = self._load_checkpoint(modules, optimizer, scheduler, scaler)
+            self._trim_log(step)
             self._log({"event": "resume", "step": step})
         else:  # a fresh start: an earlier run's state must not be resumed by mistake later
             shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
@@ -209,7 +263,10 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
 
         bar = progress_bar(total=total, initial=step, desc=self.task.name, enabled=cfg.progress)
-        running, started, interrupted, first_step = None, time.perf_counter(), False, step
+        evaluate = self.evaluator is not None and cfg.eval_every is not None
+        if evaluate and step == 0:
+            self._evaluate(modules, 0)
+        running, started, interrupted, first_step = RunningMean(), time.perf_counter(), False, step
         while step < total and not interrupted:
             for batch in self._batches(epoch, in_epoch):
                 chunks = [batch[i :: cfg.accumulation] for i in range(cfg.accumulation)]
@@ -239,13 +296,15 @@ class Trainer:
                 if not math.isfinite(loss_value):
                     raise RuntimeError(f"{self.task.name}: loss is {loss_value} at step {step}; "
                                        "lower the learning rate")
-                running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+                running.update(loss_value)
                 bar.update(1)
-                bar.set_postfix(loss=f"{running:.4f}")
+                bar.set_postfix(loss=f"{running.value:.4f}")
                 if step % cfg.log_every == 0 or step == total:
-                    self._log({"step": step, "epoch": epoch, "loss": loss_value, "running_loss": running,
+                    self._log({"step": step, "epoch": epoch, "loss": loss_value, "running_loss": running.value,
                                "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
                                **{k: float(v) for k, v in metrics.items()}})
+                if evaluate and (step % cfg.eval_every == 0 or step == total):
+                    self._evaluate(modules, step)
                 if step >= total:
                     break
                 if (cfg.save_every and step % cfg.save_every == 0) or (cfg.stop_after and step >= cfg.stop_after):
@@ -260,7 +319,7 @@ class Trainer:
                 self._save_checkpoint(modules, optimizer, scheduler, scaler, step, epoch, in_epoch)
         bar.close()
         seconds = time.perf_counter() - started
-        summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running,
+        summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running.value,
                    "seconds": round(seconds, 3), "complete": step >= total, "resumed_at": first_step,
                    "steps_this_run": step - first_step}
         if step >= total:
