@@ -53,13 +53,15 @@ sys.path.insert(0, str(ROOT))
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
 PHASES = ("speed", "references", "teacher", "scores", "students", "table")
 PROCEDURES = ("fine-tune", "ranker-distill", "lm-distill+fine-tune", "lm-distill+ranker-distill")
-#: One lever at a time against "2L" (what ``distilrank distill --layers 2`` does, at the study's scale).
+#: One lever at a time against "2L" (what ``distilrank distill --layers 2`` does, at the study's scale), and the
+#: pair of levers the CPU learning curves favoured (benchmarks/results/student_curves_cpu.md).
 LEVERS: dict[str, dict] = {
     "2L": {},
     "2L-mean-head": {"head": "mean"},
     "2L-bottom-layers": {"layer_map": (0, 1)},
     "2L-teacher-init": {"init_from": "teacher"},
     "2L-lr-5e-4": {"lr": 5e-4},
+    "2L-mean-head-lr-5e-4": {"head": "mean", "lr": 5e-4},  # two levers: the CPU curves' best arm
     "2L-lm-distill": {"procedure": "lm-distill+ranker-distill"},
     "2L-bootstrap": {"bootstrap": True},
     "2L-random-negatives": {"random_negatives": 4},
