@@ -201,13 +201,20 @@ class DocStore:
 
     # ---- index --------------------------------------------------------------------------------
 
-    def _cache_path(self) -> Path:
-        """``$DISTILRANK_CACHE`` (default ``~/.cache/distilrank``), keyed by path, size and mtime."""
+    def cache_file(self, suffix: str) -> Path:
+        """A cache file derived from this collection: under ``$DISTILRANK_CACHE`` (default
+        ``~/.cache/distilrank``, never beside the collection, whose folder may be read-only), named after the
+        collection and keyed by its path, size and mtime (and the index layout's version), so a changed collection
+        gets new files."""
         stat = self.path.stat()
         key = f"{INDEX_VERSION}:{self.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         tag = hashlib.sha1(key.encode()).hexdigest()[:16]
         root = Path(os.environ.get("DISTILRANK_CACHE", Path.home() / ".cache" / "distilrank"))
-        return root / f"{self.path.name}.{tag}.offsets.npz"
+        return root / f"{self.path.name}.{tag}.{suffix}"
+
+    def _cache_path(self) -> Path:
+        """The offset index's cache file."""
+        return self.cache_file("offsets.npz")
 
     def _load_or_build_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cache = self._cache_path()
@@ -272,26 +279,30 @@ class DocStore:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def _positions(self, docids: Sequence[str]) -> np.ndarray:
-        """Index positions of ``docids``; -1 where absent."""
+    def positions(self, docids: Sequence[str]) -> np.ndarray:
+        """Rows of ``docids`` in the index (sorted by id; the token cache's rows too); -1 where absent."""
         return key_positions(self.keys, docids)
 
     def missing(self, docids: Sequence[str]) -> list[str]:
         """The ids in ``docids`` that the collection lacks, in input order."""
-        pos = self._positions(list(docids))
+        pos = self.positions(list(docids))
         return [d for d, p in zip(docids, pos, strict=True) if p < 0]
 
     def __contains__(self, docid: str) -> bool:
-        return bool(self._positions([docid])[0] >= 0)
+        return bool(self.positions([docid])[0] >= 0)
 
     def get_many(self, docids: Sequence[str]) -> list[str]:
         """Passage texts for ``docids`` in order; a missing id raises ``KeyError`` naming it."""
         docids = list(docids)
-        pos = self._positions(docids)
+        pos = self.positions(docids)
         if (pos < 0).any():
             raise KeyError(docids[int(np.argmax(pos < 0))])
+        return self.texts_at(pos)
+
+    def texts_at(self, rows: np.ndarray) -> list[str]:
+        """Passage texts of index ``rows`` (as ``positions`` returns them), in order."""
         mm, texts = self._mm, []
-        for start, length in zip(self.offsets[pos].tolist(), self.lengths[pos].tolist(), strict=True):
+        for start, length in zip(self.offsets[rows].tolist(), self.lengths[rows].tolist(), strict=True):
             line = mm[start : start + length].decode("utf-8")
             if self.format == "tsv":
                 texts.append(line.partition("\t")[2])
