@@ -12,8 +12,10 @@ Both take the same masks (``sdpa_mask``: a boolean ``[rows, 1, 1, width]`` mask 
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where attention runs, so configs can check names without it
+    import torch
 
 #: Names accepted by ``use_attention`` (and ``CrossEncoder(attention=...)``).
 ATTENTION = ("sdpa", "sdpa-padded")
@@ -24,6 +26,7 @@ HEAD_MULTIPLE = 8
 def padded_head_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, scaling: float | None = None, **kwargs):
     """transformers' SDPA attention on heads zero-padded to a multiple of ``HEAD_MULTIPLE`` (same result)."""
+    import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     size = query.shape[-1]

@@ -8,9 +8,12 @@ module's job:
    reranker) before any other work, so a bad config fails at once;
 2. the first stage (``pipeline.first_stage``): one pass of BM25, dense or hybrid retrieval over the topics, cached
    as ``runs/NAME/KIND.trec`` (the Lucene index built when missing), or a precomputed run file;
-3. every reranker over the same candidates with the same rerank stage: first a warm-up, then timed in
+3. every reranker over the same candidates with the same rerank stage (passages from the token cache unless
+   ``rerank.token_cache`` is off; the cache is built before anything is timed): first a warm-up, then timed in
    interleaved rounds (each round, a block of queries, goes through every reranker in a rotating order), so a
-   drift of the machine's speed touches all rerankers alike. Each round's results are appended to
+   drift of the machine's speed touches all rerankers alike; each speedup is reported as the median of its
+   per-round ratios with an interval (``pipeline.speedups``), with a warning when the rounds disagree too much
+   to call it. Each round's results are appended to
    ``NAME.trec.partial``; the complete run is written as ``NAME.trec`` with its timing
    (``NAME.trec.timing.json``) when all rounds are done;
 4. ir-measures per pipeline (``pipeline.evaluate``), paired significance tests of each student against the
@@ -39,7 +42,7 @@ from .first_stage import RUN_FILE, CachedFirstStage
 from .inputs import load_queries, load_rerankers, model_info
 from .progress import bar as progress_bar
 from .report import REPORT_FILES, write_reports
-from .rerank import rerank_run
+from .rerank import Reranker
 from .results import Comparison, PipelineResult
 from .runs import Run
 from .significance import paired_tests
@@ -61,12 +64,15 @@ def _round_size(config: Config, encoders: Mapping[str, Any], num_queries: int) -
 
 
 def _merge_timings(name: str, parts: list[StageTiming]) -> StageTiming:
-    """One reranker's rounds as one stage: times, queries, pairs and counters added, latencies pooled."""
+    """One reranker's rounds as one stage: times, queries, pairs and counters added, latencies pooled; each
+    round's pairs and seconds kept (``round_pairs``, ``round_wall_s``) for the speedups' spread."""
     extra: dict[str, Any] = dict(parts[0].extra) if parts else {}
     for key in ("batches", "tokens", "padded_tokens", "skipped_missing", "skipped_empty"):
         if key in extra:
             extra[key] = sum(int(p.extra.get(key, 0)) for p in parts)
     extra["rounds"] = len(parts)
+    extra["round_pairs"] = [p.pairs for p in parts]
+    extra["round_wall_s"] = [round(p.wall_s, 6) for p in parts]
     return StageTiming(
         f"rerank:{name}", sum(p.wall_s for p in parts), sum(p.queries for p in parts), sum(p.pairs for p in parts),
         [latency for p in parts for latency in p.latencies_s], device=parts[0].device if parts else "cpu", extra=extra,
@@ -92,6 +98,16 @@ def written_files(config: Config) -> list[Path]:
             + [timing_path(r) for r in runs] + [partial_path(r) for r in runs])
 
 
+def rerankers_for(encoders: Mapping[str, Any], docstore, config: Config) -> dict[str, Reranker]:
+    """One rerank stage per model, kept for every round (CUDA graphs captured once); token caches built now,
+    before anything is timed."""
+    rerank = config.rerank
+    return {name: Reranker(encoder, batch_tokens=rerank.batch_tokens, bucket=rerank.bucket,
+                           cuda_graphs=rerank.cuda_graphs,
+                           token_cache=encoder.passage_cache(docstore) if rerank.token_cache else None)
+            for name, encoder in encoders.items()}
+
+
 def rerank_interleaved(
     encoders: Mapping[str, Any], candidates: Run, topics: Mapping[str, str], docstore, config: Config,
     output: Path, progress: bool | None = None,
@@ -100,12 +116,12 @@ def rerank_interleaved(
     rerank = config.rerank
     names = list(encoders)
     qids = list(candidates)
+    rerankers = rerankers_for(encoders, docstore, config)
     warm = qids[: rerank.warmup_queries]
     if warm:
         log.info("warm-up: %d queries through each reranker", len(warm))
         for name in names:
-            rerank_run(encoders[name], candidates.subset(warm), topics, docstore, depth=rerank.depth,
-                       batch_tokens=rerank.batch_tokens)
+            rerankers[name].rerank(candidates.subset(warm), topics, docstore, depth=rerank.depth)
     size = _round_size(config, encoders, len(qids))
     rounds = [qids[i : i + size] for i in range(0, len(qids), size)]
     rankings: dict[str, dict[str, list]] = {n: {} for n in names}
@@ -119,8 +135,7 @@ def rerank_interleaved(
         for r, block in enumerate(rounds):
             chunk = candidates.subset(block)
             for name in names[r % len(names):] + names[: r % len(names)]:
-                run, timing = rerank_run(encoders[name], chunk, topics, docstore, depth=rerank.depth,
-                                         batch_tokens=rerank.batch_tokens)
+                run, timing = rerankers[name].rerank(chunk, topics, docstore, depth=rerank.depth)
                 rankings[name].update(run.rankings)
                 parts[name].append(timing)
                 with open(partial[name], "a", encoding="utf-8") as out:
@@ -187,5 +202,10 @@ def compare(config: Config | str | Path, output: str | Path | None = None, progr
     comparison = Comparison(config, measures, plot_measure, pipelines, significance,
                             first.timings + [timing for _, timing in reranked.values()],
                             len(topics), out, started, time.perf_counter() - clock)
+    for result in pipelines:
+        spread = comparison.speedup_spread(result)
+        if spread is not None and spread.too_wide and result.kind == "student":
+            log.warning("speedup of %s: %s; the machine's load varied too much between rounds: rerun on a quieter "
+                        "machine (or with more queries) before reading it", result.name, spread)
     write_reports(comparison)
     return comparison

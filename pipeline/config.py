@@ -60,8 +60,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .attention import ATTENTION
 from .data import NAMED_QRELS, NAMED_TOPICS
-from .devices import device_name, precision_name
+from .devices import COMPILE_MODES, device_name, precision_name
 from .embeddings import META as DENSE_META
 from .errors import InputError
 from .evaluate import default_measures, parse_measures
@@ -206,7 +207,8 @@ class RerankSection(Section):
         "rerank depth: candidates reranked per query (the rest keep their first-stage order)", min=1))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N", check=device_name))
     precision: str | None = field(default=None, metadata=_help(
-        "fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)", check=precision_name))
+        "fp32, bf16, fp16 or int8 (CPU only: linear layers dynamically quantized); default bf16 on CUDA, fp32 on CPU",
+        check=precision_name))
     batch_tokens: int | None = field(default=None, metadata=_help(
         "padded tokens per batch (default: the engine's for the device)", min=1))
     max_length: int | None = field(default=None, metadata=_help(
@@ -214,6 +216,15 @@ class RerankSection(Section):
     warmup_queries: int = field(default=2, metadata=_help("queries through each reranker before timing", min=0))
     chunk_queries: int = field(default=0, metadata=_help(
         "queries per interleaved round (0: about one engine chunk of pairs, at least 10 rounds)", min=0))
+    token_cache: bool = field(default=True, metadata=_help(
+        "read passages as token ids from the collection's token cache (built before the timed rounds)"))
+    attention: str = field(default="sdpa", metadata=_help(
+        "sdpa, or sdpa-padded (heads zero-padded to a multiple of 8 for the fused kernels)", choices=ATTENTION))
+    compile: str | None = field(default=None, metadata=_help(
+        "torch.compile the models: dynamic or static shapes (default: not compiled)", choices=COMPILE_MODES))
+    bucket: int | None = field(default=None, metadata=_help(
+        "static batch shapes: lengths rounded up to this multiple (for cuda_graphs and compile = static)", min=1))
+    cuda_graphs: bool = field(default=False, metadata=_help("replay each batch shape from a CUDA graph (CUDA)"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,8 +28,10 @@ from .atomic import atomic_write
 from .hub import is_hub_name
 from .results import Comparison, PipelineResult
 from .significance import PairedTest
+from .speedups import CONFIDENCE, MAX_SPREAD, MIN_ROUNDS
 
 MARK_TEACHER, MARK_FIRST_STAGE = "*", "†"
+MARK_TOO_WIDE = "(!)"
 REPORT_FILES = ("report.md", "report.json", "effectiveness_vs_speed.png")
 #: The packages whose versions a report records.
 VERSIONED = ("distilrank", "torch", "transformers", "pyserini", "ir-measures", "numpy", "scipy")
@@ -127,11 +129,27 @@ def table_rows(comparison: Comparison, plain: bool = False) -> tuple[list[str], 
             cells += ["", "", "", ""]
         else:
             t = result.timing
-            speedup = comparison.speedup(result)
             cells += [f"{t.pairs_per_s:,.0f}", f"{t.latency_ms(50):.1f}", f"{t.latency_ms(95):.1f}",
-                      "1.00x" if result.kind == "teacher" else f"{speedup:.2f}x"]
+                      "1.00x" if result.kind == "teacher" else _speedup_cell(comparison, result)]
         rows.append(cells)
     return header, rows
+
+
+def _speedup_cell(comparison: Comparison, result: PipelineResult) -> str:
+    """The median speedup over the rounds and its interval; the pooled ratio when there are no rounds."""
+    spread = comparison.speedup_spread(result)
+    if spread is None:
+        return f"{comparison.speedup(result):.2f}x"
+    return (f"{spread.median:.2f}x [{spread.low:.2f}-{spread.high:.2f}]"
+            + (f" {MARK_TOO_WIDE}" if spread.too_wide else ""))
+
+
+def _too_wide_note(comparison: Comparison) -> list[str]:
+    """A warning under the table for each speedup whose rounds disagree too much to call."""
+    notes = [f"{MARK_TOO_WIDE} Speedup of {r.name}: {spread}: the rounds disagree too much to call it (a loaded "
+             "machine?); rerun on a quieter machine or with more queries." for r in comparison.pipelines
+             if r.kind == "student" and (spread := comparison.speedup_spread(r)) is not None and spread.too_wide]
+    return [*notes, ""] if notes else []
 
 
 def stage_rows(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
@@ -160,7 +178,9 @@ def _legend(comparison: Comparison) -> str:
             f"{comparison.config.first_stage.label} ({test}, "
             f"p < {evaluation.significance_level}; "
             f"{comparison.num_queries} queries; no correction for multiple comparisons). Speedup: rerank pairs/s over "
-            "the teacher's, same candidates, same engine, interleaved rounds after a warm-up.")
+            "the teacher's, same candidates, same engine, interleaved rounds after a warm-up: the median of the "
+            f"rounds' ratios [a {CONFIDENCE:.0%} order-statistic interval of it; the rounds' range when they are "
+            f"few]; {MARK_TOO_WIDE}: too wide to call (high/low above {MAX_SPREAD}, or under {MIN_ROUNDS} rounds).")
 
 
 def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
@@ -181,6 +201,7 @@ def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
         "",
         _legend(comparison),
         "",
+        *_too_wide_note(comparison),
         "## Time per stage",
         "",
         tabulate(stage_table, stage_header, tablefmt="github", disable_numparse=True),
@@ -211,6 +232,7 @@ def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
                 "run_file": r.run_path.name, "metrics": r.metrics, "model_info": r.model_info,
                 "timing": r.timing.to_dict(),
                 "speedup_vs_teacher": comparison.speedup(r),
+                "speedup_rounds": (spread.to_dict() if (spread := comparison.speedup_spread(r)) else None),
                 "marks": {m: marks(comparison, r, m) for m in comparison.measures},
             }
             for r in comparison.pipelines

@@ -9,9 +9,14 @@ the first-stage scores of the reranked candidates are min-max normalised to [0, 
 final score is ``interpolation * ce + (1 - interpolation) * first_stage``: ``1`` is the cross-encoder alone,
 ``0`` the first stage; ``None`` (the default) the raw cross-encoder score.
 
+Passages: with a token cache (``token_cache``, ``CrossEncoder.passage_cache``) the candidates' token ids are
+gathered from it, and no passage text is read or tokenized while reranking; without one, their text is read
+from the docstore and tokenized in the engine's background thread. The scores are the same either way.
+
 Missing passages (docids the docstore lacks) are an ``InputError`` listing the first few, or, with
-``skip_missing=True``, dropped from the output with a count in the timing. Empty passages (blank text) are
-treated the same way: an error naming them, or skipped and counted. NaN scores are an error: no run is made.
+``skip_missing=True``, dropped from the output with a count in the timing. Empty passages (blank text; with the
+token cache, no tokens) are treated the same way: an error naming them, or skipped and counted. NaN scores are
+an error: no run is made.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from .ranker import Passages, Ranker, Ranking, merge
 from .retrieve import DEFAULT_HITS
 from .runs import Run
 from .timing import StageTiming, sync
+from .token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 SHOW = 5  # how many offending ids an error lists
@@ -89,44 +95,64 @@ class QueryCandidates:
 
 
 def query_candidates(qid: str, ranking: Ranking, depth: int, gone: set[str] | tuple, docstore: Passages,
-                     skip_missing: bool, skipped: Counter) -> tuple[QueryCandidates, list[str]]:
-    """The head and tail of one query without the ``gone`` docids, and the head's passage text; empty passages
-    are an ``InputError``, or with ``skip_missing`` dropped and counted in ``skipped["empty"]``."""
+                     skip_missing: bool, skipped: Counter,
+                     token_cache: TokenCache | None = None) -> tuple[QueryCandidates, list[str] | np.ndarray]:
+    """The head and tail of one query without the ``gone`` docids, and the head's passages: their text, or with
+    ``token_cache`` their rows in it. Empty passages are an ``InputError``, or with ``skip_missing`` dropped and
+    counted in ``skipped["empty"]``."""
     head = [(d, s) for d, s in ranking[:depth] if d not in gone]
     tail = [(d, s) for d, s in ranking[depth:] if d not in gone]
-    texts = docstore.get_many([d for d, _ in head])
-    empty = [d for (d, _), t in zip(head, texts, strict=True) if not t.strip()]
-    if empty:
+    if token_cache is None:
+        passages: list[str] | np.ndarray = docstore.get_many([d for d, _ in head])
+        keep = [bool(t.strip()) for t in passages]
+    else:
+        passages = token_cache.docstore.positions([d for d, _ in head])
+        keep = (token_cache.lengths(passages) > 0).tolist()
+    if not all(keep):
+        empty = [d for (d, _), k in zip(head, keep, strict=True) if not k]
         if not skip_missing:
             raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)}")
         skipped["empty"] += len(empty)
-        keep = [i for i, t in enumerate(texts) if t.strip()]
-        head, texts = [head[i] for i in keep], [texts[i] for i in keep]
-    return QueryCandidates(qid, head, tail), texts
+        head = [h for h, k in zip(head, keep, strict=True) if k]
+        passages = passages[np.asarray(keep)] if token_cache is not None else [
+            t for t, k in zip(passages, keep, strict=True) if k]
+    return QueryCandidates(qid, head, tail), passages
 
 
 def candidate_chunks(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int,
                      missing: Mapping[str, set[str]], skip_missing: bool, chunk_pairs: int,
-                     skipped: Counter) -> Iterator[PairChunk]:
-    """Whole queries, about ``chunk_pairs`` pairs a chunk, with their passage text; each chunk's ``meta`` lists
-    its ``QueryCandidates`` in run order. Runs in the engine's background thread, so passages are read while
-    the model scores the previous chunk."""
+                     skipped: Counter, token_cache: TokenCache | None = None,
+                     passage_limit: int | None = None) -> Iterator[PairChunk]:
+    """Whole queries, about ``chunk_pairs`` pairs a chunk, with their passages (text, or with ``token_cache``
+    their token ids cut at ``passage_limit``, gathered once per chunk); each chunk's ``meta`` lists its
+    ``QueryCandidates`` in run order. Runs in the engine's background thread, so passages are read while the
+    model scores the previous chunk."""
     queries: list[str] = []
     query_of_pair: list[int] = []
-    passages: list[str] = []
+    passages: list = []  # texts, or arrays of token cache rows
     meta: list[QueryCandidates] = []
+
+    def chunk() -> PairChunk:
+        if token_cache is None:
+            return PairChunk(queries, query_of_pair, passages, meta=meta)
+        rows = np.concatenate(passages) if passages else np.zeros(0, dtype=np.int64)
+        return PairChunk(queries, query_of_pair, passage_tokens=token_cache.gather(rows, passage_limit), meta=meta)
+
     for qid, ranking in run.items():
-        candidates, texts = query_candidates(qid, ranking, depth, missing.get(qid, ()), docstore, skip_missing,
-                                             skipped)
+        candidates, found = query_candidates(qid, ranking, depth, missing.get(qid, ()), docstore, skip_missing,
+                                             skipped, token_cache)
         if meta and len(query_of_pair) + len(candidates.head) > chunk_pairs:
-            yield PairChunk(queries, query_of_pair, passages, meta=meta)
+            yield chunk()
             queries, query_of_pair, passages, meta = [], [], [], []
         query_of_pair.extend([len(queries)] * len(candidates.head))
         queries.append(topics[qid])
-        passages.extend(texts)
+        if token_cache is None:
+            passages.extend(found)
+        else:
+            passages.append(found)
         meta.append(candidates)
     if meta:
-        yield PairChunk(queries, query_of_pair, passages, meta=meta)
+        yield chunk()
 
 
 def _refuse_nan(result: ChunkResult) -> None:
@@ -147,17 +173,21 @@ class Reranker(Ranker):
     """The cross-encoder rerank stage: ``Reranker(encoder).rerank(run, topics, docstore, depth=100)``.
 
     Candidates are streamed: whole queries are grouped into chunks of about ``chunk_pairs`` pairs, their
-    passages read from the docstore and tokenized in the engine's background thread, so memory does not grow
-    with the number of candidates. See the module docstring for ``interpolation`` and ``skip_missing``.
+    passages gathered from ``token_cache`` (token ids) or read from the docstore (text) in the engine's
+    background thread, so memory does not grow with the number of candidates. See the module docstring for
+    ``token_cache``, ``interpolation`` and ``skip_missing``; ``bucket`` and ``cuda_graphs`` are the engine's
+    (``pipeline.engine``). One ``Reranker`` reranks many runs with the same engine (CUDA graphs captured once).
     """
 
     def __init__(self, encoder: CrossEncoder, interpolation: float | None = None, skip_missing: bool = False,
-                 batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False):
+                 batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False,
+                 token_cache: TokenCache | None = None, bucket: int | None = None, cuda_graphs: bool = False):
         if interpolation is not None and not 0.0 <= interpolation <= 1.0:
             raise InputError(f"interpolation must be between 0 and 1, got {interpolation}")
         self.encoder, self.interpolation, self.skip_missing = encoder, interpolation, skip_missing
-        self.progress = progress
-        self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs)
+        self.progress, self.token_cache = progress, token_cache
+        self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs, bucket=bucket,
+                                    cuda_graphs=cuda_graphs)
 
     def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
                name: str | None = None, missing: Mapping[str, set[str]] | None = None) -> tuple[Run, StageTiming]:
@@ -165,12 +195,14 @@ class Reranker(Ranker):
         ``RUN.rerank``) and its timing. ``missing``: what ``check_inputs`` returned when the caller ran it."""
         if depth < 1:
             raise InputError(f"depth must be at least 1, got {depth}")
+        if self.token_cache is not None and getattr(docstore, "path", None) != self.token_cache.docstore.path:
+            raise ValueError(f"the token cache is of {self.token_cache.docstore.path}, not of the docstore given")
         start = time.perf_counter()
         if missing is None:
             missing = check_inputs(run, topics, docstore, depth, self.skip_missing)
         totals = Counter(missing=sum(len(m) for m in missing.values()))
         chunks = candidate_chunks(run, topics, docstore, depth, missing, self.skip_missing, self.engine.chunk_pairs,
-                                  totals)
+                                  totals, self.token_cache, self.encoder.passage_limit)
         rankings: dict[str, Ranking] = {}
         latencies: list[float] = []
         with bar(total=len(run), unit="query", desc="rerank", enabled=self.progress) as progress:
@@ -201,8 +233,11 @@ class Reranker(Ranker):
         return latencies
 
     def _timing_extra(self, depth: int, totals: Counter) -> dict[str, Any]:
-        return {"model": self.encoder.source, "dtype": str(self.encoder.dtype).replace("torch.", ""), "depth": depth,
-                "interpolation": self.interpolation, "batch_tokens": self.engine.batch_tokens,
+        engine = self.engine
+        return {"model": self.encoder.source, "dtype": self.encoder.precision, "depth": depth,
+                "interpolation": self.interpolation, "token_cache": self.token_cache is not None,
+                "attention": self.encoder.attention, "compile": self.encoder.compile, "bucket": engine.bucket,
+                "cuda_graphs": engine.graphed is not None, "batch_tokens": engine.batch_tokens,
                 "chunk_pairs": self.engine.chunk_pairs, "batches": totals["batches"], "tokens": totals["tokens"],
                 "padded_tokens": totals["padded_tokens"], "skipped_missing": totals["missing"],
                 "skipped_empty": totals["empty"]}
@@ -211,10 +246,10 @@ class Reranker(Ranker):
 def rerank_run(encoder: CrossEncoder, run: Run, topics: Mapping[str, str], docstore: Passages,
                depth: int = RERANK_DEPTH, interpolation: float | None = None, skip_missing: bool = False,
                batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False,
-               name: str | None = None,
-               missing: Mapping[str, set[str]] | None = None) -> tuple[Run, StageTiming]:
+               name: str | None = None, missing: Mapping[str, set[str]] | None = None,
+               token_cache: TokenCache | None = None) -> tuple[Run, StageTiming]:
     """``Reranker(encoder, ...).rerank(run, topics, docstore, depth, ...)`` in one call."""
-    reranker = Reranker(encoder, interpolation, skip_missing, batch_tokens, chunk_pairs, progress)
+    reranker = Reranker(encoder, interpolation, skip_missing, batch_tokens, chunk_pairs, progress, token_cache)
     return reranker.rerank(run, topics, docstore, depth, name=name, missing=missing)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from .config import Config
 from .significance import PairedTest
+from .speedups import Speedup, speedup
 from .timing import StageTiming
 
 KINDS = ("first_stage", "teacher", "student")
@@ -63,8 +64,19 @@ class Comparison:
         return next(p for p in self.pipelines if p.kind == "first_stage")
 
     def speedup(self, result: PipelineResult) -> float | None:
-        """Pairs/s of ``result`` over the teacher's (same pairs, same engine, same rounds)."""
+        """Pairs/s of ``result`` over the teacher's (same pairs, same engine, same rounds), pooled over rounds."""
         teacher = self.teacher.pairs_per_s
         if result.kind == "first_stage" or not teacher or result.pairs_per_s is None:
             return None
         return result.pairs_per_s / teacher
+
+    def speedup_spread(self, result: PipelineResult) -> Speedup | None:
+        """The speedup of ``result`` over the teacher round by round: median and interval (``pipeline.speedups``);
+        ``None`` for BM25 or without per-round timings."""
+        mine, teacher = result.timing.extra, self.teacher.timing.extra
+        if result.kind == "bm25" or "round_wall_s" not in mine or "round_wall_s" not in teacher:
+            return None
+        try:
+            return speedup(mine["round_pairs"], mine["round_wall_s"], teacher["round_pairs"], teacher["round_wall_s"])
+        except ValueError:  # no round where both scored pairs
+            return None

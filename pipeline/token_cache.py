@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -73,18 +74,38 @@ def _version(record: Path) -> int | None:
         return None
 
 
+def slice_ids(ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``ids[starts[i] : starts[i] + lengths[i]]`` for every ``i``, concatenated as int32: one fancy index (on a
+    memory map, only the pages touched are read), no Python loop per passage."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    index = np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(lengths) - lengths), lengths)
+    return np.asarray(ids[index + np.arange(total, dtype=np.int64)], dtype=np.int32)
+
+
 @dataclass
 class PassageTokens:
-    """Token ids of many passages, flat: passage ``i`` is ``ids[starts[i] : starts[i] + lengths[i]]``."""
+    """Token ids of many passages (no special tokens), flat: passage ``i`` is ``ids[starts[i] : starts[i] +
+    lengths[i]]``. What the token cache hands the encoding rule instead of text."""
 
     ids: np.ndarray  # int32
     lengths: np.ndarray  # int64
 
+    @classmethod
+    def from_lists(cls, token_lists: Sequence[Sequence[int]]) -> PassageTokens:
+        """From one list of ids per passage."""
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+        ids = np.fromiter(itertools.chain.from_iterable(token_lists), dtype=np.int32, count=int(lengths.sum()))
+        return cls(ids, lengths)
+
     @property
     def starts(self) -> np.ndarray:
-        starts = np.zeros(len(self.lengths), dtype=np.int64)
-        np.cumsum(self.lengths[:-1], out=starts[1:])
-        return starts
+        return np.cumsum(self.lengths) - self.lengths
+
+    def take(self, index: np.ndarray) -> PassageTokens:
+        """The passages ``index`` (any order, repeats allowed)."""
+        index = np.asarray(index, dtype=np.int64)
+        return PassageTokens(slice_ids(self.ids, self.starts[index], self.lengths[index]), self.lengths[index])
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -143,11 +164,9 @@ class TokenCache:
             for start in range(0, n, BUILD_BATCH):
                 rows = np.arange(start, min(start + BUILD_BATCH, n))
                 encodings = backend.encode_batch_fast(docstore.texts_at(rows), add_special_tokens=False)
-                token_lists = [e.ids[:MAX_TOKENS] for e in encodings]
-                lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-                offsets[start + 1 : start + 1 + len(rows)] = offsets[start] + np.cumsum(lengths)
-                flat = np.fromiter((i for ids in token_lists for i in ids), dtype=dtype, count=int(lengths.sum()))
-                out.write(flat.tobytes())
+                tokens = PassageTokens.from_lists([e.ids[:MAX_TOKENS] for e in encodings])
+                offsets[start + 1 : start + 1 + len(rows)] = offsets[start] + np.cumsum(tokens.lengths)
+                out.write(tokens.ids.astype(dtype).tobytes())
                 progress_bar.update(len(rows))
         with atomic_write(files["offsets"], "wb") as out:
             np.save(out, offsets)
@@ -202,20 +221,20 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        """Tokens of docstore ``rows`` (``DocStore.positions``); 0 for a passage without any."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.asarray(self.offsets[rows + 1]) - np.asarray(self.offsets[rows])
+
     def gather(self, rows: np.ndarray, limit: int | None = None) -> PassageTokens:
-        """The ids of docstore ``rows`` (``DocStore.positions``), each cut at ``limit`` tokens, vectorised: one
-        fancy index into the memory-mapped ids, no Python loop per passage."""
+        """The ids of docstore ``rows``, each cut at ``limit`` tokens (``slice_ids``: vectorised)."""
         rows = np.asarray(rows, dtype=np.int64)
         if limit is not None and limit > self.max_tokens:
             raise ValueError(f"the token cache keeps {self.max_tokens} tokens a passage, {limit} asked for")
-        starts = np.asarray(self.offsets[rows])
-        lengths = np.asarray(self.offsets[rows + 1]) - starts
+        lengths = self.lengths(rows)
         if limit is not None:
             lengths = np.minimum(lengths, limit)
-        total = int(lengths.sum())
-        out_starts = np.cumsum(lengths) - lengths
-        index = np.repeat(starts - out_starts, lengths) + np.arange(total, dtype=np.int64)
-        ids = np.asarray(self.ids[index], dtype=np.int32)
+        ids = slice_ids(self.ids, np.asarray(self.offsets[rows]), lengths)
         if ids.size and int(ids.max()) >= self.vocab:
             raise InputError(f"corrupt token cache (token id {int(ids.max())} outside the vocabulary of {self.vocab}); "
                              "rebuild it with 'distilrank tokenize --rebuild'", self.docstore.path)

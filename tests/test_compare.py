@@ -117,6 +117,16 @@ def test_same_candidates_speed_and_context(comparison):
     assert speedups["big"] == pytest.approx(1.0)
     per_s = {name: t["pairs"] / t["wall_s"] for name, t in timings.items() if name != "bm25"}  # the JSON's are rounded
     assert speedups["small"] == pytest.approx(per_s["small"] / per_s["big"], rel=1e-5)
+    spread = {p["name"]: p["speedup_rounds"] for p in report["pipelines"]}
+    assert spread["bm25"] is None and spread["big"]["median"] == pytest.approx(1.0) and spread["big"]["low"] == 1.0
+    small = spread["small"]
+    assert small["rounds"] == 5 and small["low"] <= small["median"] <= small["high"]
+    rounds = [timings[n][key] for n in ("small", "big") for key in ("round_pairs", "round_wall_s")]
+    ratios = sorted((p / s) / (bp / bs) for p, s, bp, bs in zip(*rounds, strict=True))
+    assert small["median"] == pytest.approx(ratios[2], rel=1e-4)  # 5 rounds: the middle one
+    assert (small["low"], small["high"]) == pytest.approx((ratios[0], ratios[-1]), rel=1e-4)
+    table = (comparison.output / "report.md").read_text()
+    assert f"{small['median']:.2f}x [{small['low']:.2f}-{small['high']:.2f}]" in table
     assert report["environment"]["versions"]["torch"] and report["environment"]["cpu_count"]
     assert report["config"]["rerank"]["depth"] == 30 and report["num_queries"] == 30
     assert report["significance_marks"]["significance_level"] == 0.05

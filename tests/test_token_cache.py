@@ -124,3 +124,84 @@ def test_a_corrupt_cache_is_an_input_error(tmp_path, texts, minilm_tokenizer, da
         files["ids"].write_bytes(np.full(files["ids"].stat().st_size // 2, 65535, dtype=np.uint16).tobytes())
     with pytest.raises(InputError, match="corrupt token cache"):
         TokenCache.open(store, minilm_tokenizer).get_many(["3"])
+
+
+# ---- the cache in reranking, scoring and the command line -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reranking(tmp_path_factory, tiny_bert, texts) -> dict:
+    """A tiny model, a collection (one blank passage), topics and a first-stage run over it."""
+    from pipeline.runs import Run
+
+    root = tmp_path_factory.mktemp("cached")
+    passages = texts(30, seed=7, low=3, high=90)
+    passages[4] = "   "
+    collection = _collection(root, passages, [f"p{i}" for i in range(30)])
+    (root / "topics.tsv").write_text("1\tcat dog river\n2\tmusic piano\n3\tfire water ice stone\n")
+    run = Run({"1": [(f"p{i}", 30.0 - i) for i in range(12)], "2": [(f"p{i}", 9.0 - i) for i in range(10, 30)],
+               "3": [(f"p{i}", 5.0 - i) for i in range(5, 25)]})
+    run.write(root / "bm25.trec")
+    return {"root": root, "model": tiny_bert(root / "model"), "collection": collection, "run": run,
+            "topics": root / "topics.tsv"}
+
+
+def test_reranking_from_the_cache_gives_the_same_scores(reranking):
+    from pipeline.cross_encoder import CrossEncoder
+    from pipeline.data import read_topics
+    from pipeline.rerank import Reranker
+
+    encoder = CrossEncoder(reranking["model"], device="cpu")
+    store, topics, run = DocStore(reranking["collection"]), read_topics(reranking["topics"]), reranking["run"]
+    cache = encoder.passage_cache(store, progress=False)
+    assert cache is not None and cache.key == TokenCache.open(store, encoder.tokenizer).key
+    by_text, text_timing = Reranker(encoder, skip_missing=True, chunk_pairs=16).rerank(run, topics, store, depth=15)
+    by_ids, ids_timing = Reranker(encoder, skip_missing=True, chunk_pairs=16, token_cache=cache).rerank(
+        run, topics, store, depth=15)
+    assert by_ids.rankings == by_text.rankings  # identical docids and scores, bit for bit
+    assert ids_timing.extra["token_cache"] and not text_timing.extra["token_cache"]
+    assert ids_timing.extra["skipped_empty"] == text_timing.extra["skipped_empty"] == 1  # p4 has no tokens
+    with pytest.raises(InputError, match="passages of query 1 are empty: p4"):
+        Reranker(encoder, token_cache=cache).rerank(run, topics, store, depth=15)
+
+
+def test_teacher_scores_from_the_cache_are_the_same(reranking, tmp_path):
+    from pipeline.train.recipes import Inputs, score_run
+
+    run = reranking["run"].subset(["1", "3"])
+    run.write(tmp_path / "run.trec")
+    files = []
+    for use in (True, False):
+        inputs = Inputs.load(reranking["topics"], tmp_path / "run.trec", reranking["collection"], token_cache=use)
+        score_run(reranking["model"], inputs, tmp_path / f"{use}.scores", depth=8, device="cpu")
+        files.append((tmp_path / f"{use}.scores").read_text())
+    assert files[0] == files[1] and len(files[0].splitlines()) == 1 + 16
+
+
+def test_tokenize_command_and_a_corrupt_cache_exit_2(reranking, tmp_path, capsys):
+    from pipeline.cli import main
+
+    collection, model = str(reranking["collection"]), str(reranking["model"])
+    assert main(["tokenize", "--collection", collection, "--model", model, "--no-progress"]) == 0
+    assert "30 passages" in capsys.readouterr().out
+    rerank = ["rerank", "--run", str(reranking["root"] / "bm25.trec"), "--model", model, "--topics",
+              str(reranking["topics"]), "--collection", collection, "--device", "cpu", "--no-progress",
+              "--skip-missing", "--output"]
+    assert main([*rerank, str(tmp_path / "cached.trec")]) == 0
+    assert main([*rerank, str(tmp_path / "text.trec"), "--no-token-cache"]) == 0
+    assert (tmp_path / "cached.trec").read_text().replace("cached", "text") == (tmp_path / "text.trec").read_text()
+    timing = json.loads((tmp_path / "cached.trec.timing.json").read_text())["stages"][0]
+    assert timing["token_cache"] is True
+
+    from transformers import AutoTokenizer
+
+    store = DocStore(reranking["collection"])
+    files = TokenCache.files(store, TokenCache.open(store, AutoTokenizer.from_pretrained(model)).key)
+    files["ids"].write_bytes(files["ids"].read_bytes()[:-2])
+    capsys.readouterr()
+    assert main([*rerank, str(tmp_path / "broken.trec")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # one line after transformers' loading bar
+    assert last.startswith("distilrank: error: ") and "corrupt token cache" in last
+    assert not (tmp_path / "broken.trec").exists()
+    assert main(["tokenize", "--collection", collection, "--model", model, "--rebuild", "--no-progress"]) == 0
+    assert main([*rerank, str(tmp_path / "fixed.trec")]) == 0

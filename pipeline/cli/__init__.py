@@ -23,7 +23,7 @@ from .. import progress
 from ..errors import InputError
 from ..interrupts import exit_code, signals_raise
 
-COMMAND_MODULES = ("first_stage", "dense", "submission", "rerank", "train", "compare")
+COMMAND_MODULES = ("first_stage", "dense", "submission", "token_cache", "rerank", "train", "compare")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

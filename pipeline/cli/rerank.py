@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pairs tokenized and length-sorted together (default 4096 on CPU, 32768 on CUDA)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="default bf16 on CUDA, fp32 on CPU")
+                   help="default bf16 on CUDA, fp32 on CPU; int8 (CPU only): linear layers dynamically quantized")
     p.add_argument("--max-length", type=int, default=None,
                    help=f"tokens per pair (default: the model's saved setting, else {MAX_LENGTH})")
     p.add_argument("--interpolation", "--alpha", dest="interpolation", type=float, default=None,
@@ -48,11 +48,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "cross-encoder score). --alpha is the older name of this same option")
     p.add_argument("--skip-missing", action="store_true",
                    help="drop candidates whose passage is missing or empty (counted) instead of failing")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slow first batches)")
+    speed_options(p)
     p.add_argument("--format", choices=("trec", "msmarco"), default="trec", help="output format (default trec)")
     p.add_argument("--tag", default=None, help="run tag in the TREC output (default: the output file name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_rerank)
+
+
+def speed_options(p: argparse.ArgumentParser) -> None:
+    """The options of how a ranker runs, shared by the commands that score (rerank, score)."""
+    from ..attention import ATTENTION
+    from ..devices import COMPILE_MODES
+
+    p.add_argument("--no-token-cache", action="store_true",
+                   help="tokenize passage text while scoring instead of reading token ids from the token cache "
+                   "(built on first use per collection and tokenizer, see 'distilrank tokenize')")
+    p.add_argument("--compile", nargs="?", const="dynamic", choices=COMPILE_MODES, default=None,
+                   help="torch.compile the model: dynamic shapes (the default of --compile), or static ones "
+                   "(with --bucket; one compilation per shape). Slow first batches")
+    p.add_argument("--attention", choices=ATTENTION, default="sdpa",
+                   help="sdpa (default), or sdpa-padded: heads zero-padded to a multiple of 8 so SDPA can use its "
+                   "fused kernels (head size 26 of 4L-312 models); same scores")
+    p.add_argument("--bucket", type=int, default=None,
+                   help="static batch shapes: lengths rounded up to this multiple, rows to a power of two (for "
+                   "--cuda-graphs and --compile static)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay each batch shape from a CUDA graph (CUDA; implies --bucket 32 unless given)")
+
+
+def open_token_cache(args: argparse.Namespace, encoder, docstore):
+    """The token cache ``encoder`` uses on ``docstore`` (built when absent), or None with --no-token-cache."""
+    return None if args.no_token_cache else encoder.passage_cache(docstore, progress=None)
 
 
 def _rerank(args: argparse.Namespace) -> int:
@@ -85,9 +111,11 @@ def _rerank(args: argparse.Namespace) -> int:
         missing = check_inputs(run, topics, docstore, args.depth, args.skip_missing,  # before the model loads
                                hint=" (use --skip-missing to drop them)")
         encoder = CrossEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
-                               compile=args.compile)
+                               compile=args.compile, attention=args.attention)
         reranker = Reranker(encoder, args.interpolation, args.skip_missing, args.batch_tokens, args.chunk_pairs,
-                            progress=False if args.no_progress else None)
+                            progress=False if args.no_progress else None,
+                            token_cache=open_token_cache(args, encoder, docstore), bucket=args.bucket,
+                            cuda_graphs=args.cuda_graphs)
         reranked, timing = reranker.rerank(run, topics, docstore, args.depth, name=output.stem, missing=missing)
         reranked.write(output, fmt=args.format, tag=args.tag or output.stem)
         if timing_file:

@@ -24,6 +24,7 @@ from ..train.options import (
     DistillConfig,
     TrainConfig,
 )
+from .rerank import speed_options
 
 
 def _lrs(text: str) -> tuple[float, ...]:
@@ -49,7 +50,7 @@ def _layer_map(text: str) -> tuple[int, ...]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="autocast precision (default: bf16 on CUDA, fp32 on CPU)")
+                   help="precision (default: bf16 on CUDA, fp32 on CPU; int8, CPU only, for scoring alone)")
     p.add_argument("--seed", type=int, default=SEED, help="default %(default)s")
 
 
@@ -71,6 +72,9 @@ def _training(p: argparse.ArgumentParser, phase: TrainConfig, lr: float | None, 
     p.add_argument("--overwrite", action="store_true",
                    help="train again over what --output holds (a model, an interrupted run's checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-token-cache", action="store_true",
+                   help="tokenize passage text in every batch instead of reading token ids from the token cache "
+                   "(built on first use per collection and tokenizer, see 'distilrank tokenize')")
     g = p.add_argument_group("held-out learning curve (the ranking phases)")
     g.add_argument("--eval-every", type=int, default=None,
                    help="every N steps (and before the first and after the last) rerank the held-out queries and log "
@@ -151,7 +155,8 @@ def cmd_train(args) -> int:
                           "bootstrap_topics", "bootstrap_run", "eval_run", "eval_topics", "eval_qrels", "eval_qids")
     with claim_output(args.output, inputs, folder=True):
         check_restart(Path(args.output), args.resume, args.overwrite)  # before the inputs are read
-        loaded = Inputs.load(args.topics, args.run, args.collection, args.qrels, exclude_qids=args.exclude_qids)
+        loaded = Inputs.load(args.topics, args.run, args.collection, args.qrels, exclude_qids=args.exclude_qids,
+                             token_cache=not args.no_token_cache)
         train_teacher(args.init, loaded, args.output, _config(args, lr), negatives=args.negatives,
                       negatives_depth=args.negatives_depth, short=args.short, device=args.device,
                       resume=args.resume, overwrite=args.overwrite, bootstrap=bootstrap, max_length=args.max_length,
@@ -168,10 +173,11 @@ def cmd_score(args) -> int:
     if args.random_negatives < 0:
         raise InputError("--random-negatives must be at least 0")
     with claim_output(args.output, named_inputs(args, "model", "run", "topics", "collection")):
-        inputs = Inputs.load(args.topics, args.run, args.collection)
+        inputs = Inputs.load(args.topics, args.run, args.collection, token_cache=not args.no_token_cache)
         header = score_run(args.model, inputs, args.output, args.score_depth, device=args.device,
                            precision=args.precision, batch_tokens=args.batch_tokens,
-                           random_negatives=args.random_negatives, seed=args.seed)
+                           random_negatives=args.random_negatives, seed=args.seed, compile=args.compile,
+                           attention=args.attention, bucket=args.bucket, cuda_graphs=args.cuda_graphs)
     print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}")
     return 0
 
@@ -198,7 +204,8 @@ def cmd_distill(args) -> int:
         inputs["--init-from"] = args.init_from
     with claim_output(args.output, inputs, folder=True):
         check_restart(Path(args.output), args.resume, args.overwrite)  # before the inputs are read
-        loaded = Inputs.load(args.topics, args.run, args.collection, args.qrels)
+        loaded = Inputs.load(args.topics, args.run, args.collection, args.qrels,
+                             token_cache=not args.no_token_cache)
         distill(args.teacher, loaded, args.output, cfg, scores=args.scores, device=args.device, resume=args.resume,
                 overwrite=args.overwrite, heldout=_heldout(args, loaded.docstore))
     print(f"student saved in {args.output}")
@@ -244,6 +251,7 @@ def register(subparsers) -> None:
     p.add_argument("--random-negatives", type=int, default=0,
                    help="also score K passages a query drawn at random from the collection (seeded by --seed), for "
                         "'distill --random-negatives'")
+    speed_options(p)
     _common(p)
     p.set_defaults(func=cmd_score)
 

@@ -26,10 +26,11 @@ from ..config import MAX_LENGTH
 from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
 from ..devices import resolve_device
-from ..engine import ScoringEngine
+from ..engine import PairChunk, ScoringEngine
 from ..errors import InputError
 from ..heads import with_head
 from ..textfiles import read_text
+from ..token_cache import TokenCache
 from . import PROCEDURES
 from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists, random_passages
 from .heldout import HeldOut
@@ -47,16 +48,19 @@ INFO_FILE = "distilrank_train.json"
 
 @dataclass
 class Inputs:
-    """Topics, run file and collection of one training phase."""
+    """Topics, run file and collection of one training phase; ``token_cache``: whether models read passages as
+    token ids from the collection's token cache (built on first use) rather than tokenizing their text."""
 
     topics: dict[str, str]
     run: Path
     docstore: DocStore
     qrels: dict[str, dict[str, int]] | None = None
+    token_cache: bool = True
 
     @classmethod
     def load(cls, topics: str | Path, run: str | Path, collection: str | Path, qrels: str | Path | None = None,
-             docstore: DocStore | None = None, exclude_qids: str | Path | None = None) -> Inputs:
+             docstore: DocStore | None = None, exclude_qids: str | Path | None = None,
+             token_cache: bool = True) -> Inputs:
         """Read the inputs; ``exclude_qids`` (a file of query ids) leaves those queries out (e.g. a held-out half)."""
         t = read_topics(topics)
         if exclude_qids is not None:
@@ -67,7 +71,11 @@ class Inputs:
         run = Path(run)
         if not run.is_file():
             raise InputError("run file not found", run)
-        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None)
+        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None, token_cache)
+
+    def tokens(self, encoder: CrossEncoder) -> TokenCache | None:
+        """The token cache ``encoder`` reads passages from (built when absent), or None (see ``token_cache``)."""
+        return encoder.passage_cache(self.docstore) if self.token_cache else None
 
 
 def load_encoder(path: str | Path, seed: int, max_length: int = MAX_LENGTH) -> CrossEncoder:
@@ -151,49 +159,59 @@ def read_info(folder: str | Path) -> dict:
 # ---- teacher scores -------------------------------------------------------------------------------
 
 
-def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None, queries_per_chunk: int = 256,
-                 random_negatives: int = 0, seed: int = SEED) -> Iterator[tuple[str, Ranking]]:
+def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None, token_cache: TokenCache | None = None,
+                 queries_per_chunk: int = 256, random_negatives: int = 0,
+                 seed: int = SEED) -> Iterator[tuple[str, Ranking]]:
     """The engine's model's scores for each query's top-``depth`` candidates, in the run's order, followed by
-    ``random_negatives`` passages drawn at random from the collection (``groups.random_passages``)."""
-    chunk: list[tuple[str, Ranking]] = []
+    ``random_negatives`` passages drawn at random from the collection (``groups.random_passages``); passages from
+    ``token_cache`` when given, else as text from the docstore (read in the engine's background thread)."""
 
-    def flush():
-        queries, passages, owners = [], [], []
-        for qid, ranking in chunk:
-            try:
-                texts = inputs.docstore.get_many([d for d, _ in ranking])
-            except KeyError as err:
-                raise InputError(f"docid {err.args[0]} of query {qid} is not in the collection", inputs.run) from None
-            queries.extend([inputs.topics[qid]] * len(texts))
-            passages.extend(texts)
-            owners.append((qid, ranking))
-        scores = engine.score_pairs(queries, passages).tolist() if passages else []
+    def chunk(lists: list[tuple[str, Ranking]]) -> PairChunk:
+        docids = [d for _, ranking in lists for d, _ in ranking]
+        try:
+            passages = (token_cache.get_many(docids, engine.encoder.passage_limit) if token_cache is not None
+                        else inputs.docstore.get_many(docids))
+        except KeyError as err:
+            qid = next(q for q, ranking in lists if any(d == err.args[0] for d, _ in ranking))
+            raise InputError(f"docid {err.args[0]} of query {qid} is not in the collection", inputs.run) from None
+        of_pair = [i for i, (_, ranking) in enumerate(lists) for _ in ranking]
+        queries = [inputs.topics[qid] for qid, _ in lists]
+        if token_cache is not None:
+            return PairChunk(queries, of_pair, passage_tokens=passages, meta=lists)
+        return PairChunk(queries, of_pair, passages=passages, meta=lists)
+
+    def chunks() -> Iterator[PairChunk]:
+        lists: list[tuple[str, Ranking]] = []
+        for qid, ranking in iter_run_lists(inputs.run, depth):
+            if qid not in inputs.topics:
+                raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
+            if random_negatives:
+                drawn = random_passages(inputs.docstore, qid, random_negatives, seed, exclude=(d for d, _ in ranking))
+                ranking = ranking + [(d, 0.0) for d in drawn]
+            lists.append((qid, ranking))
+            if len(lists) == queries_per_chunk:
+                yield chunk(lists)
+                lists = []
+        if lists:
+            yield chunk(lists)
+
+    for result in engine.stream(chunks()):
         at = 0
-        for qid, ranking in owners:
-            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores[at : at + len(ranking)], strict=True)]
+        for qid, ranking in result.chunk.meta:
+            scores = result.scores[at : at + len(ranking)].tolist()
+            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores, strict=True)]
             at += len(ranking)
-
-    for qid, ranking in iter_run_lists(inputs.run, depth):
-        if qid not in inputs.topics:
-            raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
-        if random_negatives:
-            drawn = random_passages(inputs.docstore, qid, random_negatives, seed, exclude=(d for d, _ in ranking))
-            ranking = ranking + [(d, 0.0) for d in drawn]
-        chunk.append((qid, ranking))
-        if len(chunk) == queries_per_chunk:
-            yield from flush()
-            chunk = []
-    if chunk:
-        yield from flush()
 
 
 def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH,
               device: str = "auto", precision: str | None = None, batch_tokens: int | None = None,
-              random_negatives: int = 0, seed: int = SEED) -> dict:
+              random_negatives: int = 0, seed: int = SEED, compile: bool | str = False, attention: str = "sdpa",
+              bucket: int | None = None, cuda_graphs: bool = False) -> dict:
     """Write the teacher's scores for the run's top-``depth`` lists (and ``random_negatives`` random passages a
-    query) to ``output`` (see ``scores.py``)."""
-    engine = ScoringEngine(CrossEncoder(model, device=device, precision=precision), batch_tokens=batch_tokens)
-    lists = scored_lists(engine, inputs, depth, random_negatives=random_negatives, seed=seed)
+    query) to ``output`` (see ``scores.py``); how the model runs: ``CrossEncoder`` and ``ScoringEngine`` options."""
+    encoder = CrossEncoder(model, device=device, precision=precision, compile=compile, attention=attention)
+    engine = ScoringEngine(encoder, batch_tokens=batch_tokens, bucket=bucket, cuda_graphs=cuda_graphs)
+    lists = scored_lists(engine, inputs, depth, inputs.tokens(encoder), random_negatives=random_negatives, seed=seed)
     return write_scores(output, lists, depth, str(model), random_negatives)
 
 
@@ -218,15 +236,17 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
 
 
 def bootstrap_phase(encoder: CrossEncoder, bootstrap: BootstrapConfig, docstore: DocStore, folder: Path,
-                    device: str, resume: bool, heldout: HeldOut | None = None) -> dict:
+                    device: str, resume: bool, heldout: HeldOut | None = None,
+                    token_cache: TokenCache | None = None) -> dict:
     """The bi-encoder bootstrap of ``encoder`` into ``folder / "model"``: listwise KL to the bi-encoder's cosine
-    scores (at ``teacher_temperature``), scored once into ``folder / "biencoder.scores"``."""
+    scores (at ``teacher_temperature``), scored once into ``folder / "biencoder.scores"``; passages from
+    ``token_cache`` when given."""
     boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, docstore.path, docstore=docstore)
     scores = biencoder_scores(folder / "biencoder.scores", bootstrap.biencoder, boot_inputs, bootstrap.score_depth,
                               device)
     source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
     task = RankerTask("bootstrap", encoder, source, docstore, objective="kl", seed=bootstrap.train.seed,
-                      teacher_temperature=bootstrap.teacher_temperature)
+                      teacher_temperature=bootstrap.teacher_temperature, token_cache=token_cache)
     return run_phase(task, folder / "model", bootstrap.train, device, resume, heldout)
 
 
@@ -247,12 +267,13 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
     if bootstrap is not None:
         encoder = load_encoder(start, bootstrap.train.seed, max_length)
         summaries["bootstrap"] = bootstrap_phase(encoder, bootstrap, inputs.docstore, output / "bootstrap", device,
-                                                 resume, heldout)
+                                                 resume, heldout, inputs.tokens(encoder))
         start = output / "bootstrap" / "model"
     source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, negatives_depth, short=short,
                            seed=config.seed, missing=inputs.docstore.missing)
-    task = RankerTask("teacher-lce", load_encoder(start, config.seed, max_length), source, inputs.docstore,
-                      objective="lce", seed=config.seed)
+    encoder = load_encoder(start, config.seed, max_length)
+    task = RankerTask("teacher-lce", encoder, source, inputs.docstore, objective="lce", seed=config.seed,
+                      token_cache=inputs.tokens(encoder))
     summaries["lce"] = run_phase(task, output, config, device, resume, heldout)
     write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
                         "bootstrap": asdict(bootstrap) if bootstrap else None,
@@ -340,17 +361,19 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         lm_teacher = load_encoder(base, seed, cfg.max_length)
         source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
         task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
-                             cfg.lm.seed, list(cfg.layer_map) if cfg.layer_map else None)
+                             cfg.lm.seed, list(cfg.layer_map) if cfg.layer_map else None,
+                             token_cache=inputs.tokens(student))
         summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
         student = load_encoder(lm_dir, seed, cfg.max_length)
     if cfg.bootstrap is not None:
         summaries["bootstrap"] = bootstrap_phase(student, cfg.bootstrap, inputs.docstore, output / "bootstrap",
-                                                 device, resume, heldout)
+                                                 device, resume, heldout, inputs.tokens(student))
         student = load_encoder(output / "bootstrap" / "model", seed, cfg.max_length)
     if fine_tune:
         source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, cfg.negatives_depth, seed=seed,
                                missing=inputs.docstore.missing)
-        task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed)
+        task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed,
+                          token_cache=inputs.tokens(student))
     else:
         source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels,
                               depth=cfg.score_depth, random_negatives=cfg.random_negatives,
@@ -361,7 +384,8 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
                                    list(cfg.layer_map) if cfg.layer_map else None, attention_weight=0.0)
         task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective, seed=seed,
                           temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
-                          label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight)
+                          label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight,
+                          token_cache=inputs.tokens(student))
     summaries[task.name] = run_phase(task, output, cfg.rank, device, resume, heldout)
     write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
                         "init": str(base.resolve()), "config": asdict(cfg),

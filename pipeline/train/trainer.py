@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..devices import resolve_device, resolve_dtype
+from ..devices import is_int8, resolve_device, resolve_dtype
 from ..errors import InputError
 from ..progress import bar as progress_bar
 from .options import TrainConfig
@@ -65,6 +65,8 @@ class Task(Protocol):
 
 def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training (weights stay fp32): bf16 by default on CUDA, none on CPU."""
+    if is_int8(precision):
+        raise InputError("int8 is a scoring precision (quantized linear layers); train in fp32 or bf16")
     dtype = resolve_dtype(precision, device)
     if dtype == torch.float16 and device.type != "cuda":
         raise InputError("fp16 training needs a CUDA device (use bf16 or fp32 on CPU)")
