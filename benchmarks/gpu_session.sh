@@ -20,6 +20,15 @@
 # Usage: bash benchmarks/gpu_session.sh [SECONDS_BUDGET]     (default 560: one 10-minute call with margin)
 # The CPU rehearsal on the embedded sample (benchmarks/prepare_gpu_inputs.py --sample --out carry/sample):
 #   PYTHON=.venv/bin/python CARRY=carry/sample DEVICE=cpu STUDY_ARGS="--sample-scale --torch-threads 1" bash benchmarks/gpu_session.sh 900
+#
+# MODE=speed runs the rerank speed benchmark instead (issue 13; about 6 minutes on an H100, carry only
+# carry/msmarco-subset and carry/minilm): six model shapes in bf16, each end to end with the token cache,
+# pre-tokenized, host side alone, plain HF length-sorted and the fast paths (CUDA graphs over bucketed shapes,
+# zero-padded heads), each fast path checked against plain HF scores; the matmul ceiling, the targets and the
+# MS MARCO dev projection. Results in $OUT/rerank_speed_CARD_DATE.{json,md} and the log. SPEED_ARGS adds options
+# (default --repeats 2); the CPU rehearsal with tiny shapes:
+#   PYTHON=.venv/bin/python MODE=speed DEVICE=cpu SPEED_ARGS="--shapes --tiny --pairs 256 --hf-pairs 256" \
+#     bash benchmarks/gpu_session.sh 900
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,6 +37,8 @@ CARRY=${CARRY:-carry}
 STATE=${STATE:-$CARRY/study}
 DEVICE=${DEVICE:-cuda}
 STUDY_ARGS=${STUDY_ARGS:-}
+MODE=${MODE:-study}
+SPEED_ARGS=${SPEED_ARGS:---repeats 2}
 PYTHON=${PYTHON:-python3}  # python3 on the GPU box; a CPU rehearsal: the venv's
 BUDGET=${1:-560}
 START=$SECONDS
@@ -39,6 +50,17 @@ fi
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PYTHON -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+
+if [ "$MODE" = speed ]; then
+  CARD=$($PYTHON -c "import torch; print(torch.cuda.get_device_name().split()[1].lower() if torch.cuda.is_available() else 'cpu')")
+  gunzip -kf "$CARRY/msmarco-subset/collection.tsv.gz" 2>/dev/null
+  timeout --signal=INT --kill-after=5 $((BUDGET - 20)) $PYTHON benchmarks/rerank_speed.py --device "$DEVICE" \
+    --data "$CARRY/msmarco-subset" --tokenizer "$CARRY/minilm" $SPEED_ARGS \
+    --out "$OUT/rerank_speed_${CARD}_$(date -u +%F).json" 2>&1 | grep --line-buffered -v "it/s\]$" \
+    | tee "$OUT/rerank_speed.log"
+  echo "done in $((SECONDS - START))s (exit ${PIPESTATUS[0]})"
+  exit 0
+fi
 
 # The study stops between phases when the next would not fit (--budget); `timeout` stops a phase that runs over
 # anyway (it resumes from its last checkpoint next call); a minute stays for packing the state.

@@ -132,14 +132,17 @@ def load_tokenizer(model_name_or_path: str | Path):
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with its linear layers dynamically quantized to int8 (``torch.ao.quantization.quantize_dynamic``:
-    int8 weights, activations quantized per batch; CPU kernels)."""
+    """The model with its linear layers dynamically quantized to int8 (``torch.ao.quantization.quantize_dynamic``
+    with per-channel weights, which kept scores closer to fp32 than per-tensor ones on our MiniLM; activations
+    quantized per batch; CPU kernels)."""
     import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; the API still works
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
 
 
 def _compile_mode(compile: bool | str | None) -> str | None:

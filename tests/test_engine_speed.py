@@ -94,8 +94,9 @@ def test_int8_quantizes_the_linear_layers(tiny, texts):
     assert not [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]  # every one replaced
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        by_hand = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32.model), {torch.nn.Linear},
-                                                         dtype=torch.qint8)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        by_hand = quantize_dynamic(copy.deepcopy(fp32.model), {torch.nn.Linear: per_channel_dynamic_qconfig})
     queries, passages = ["what is a cat"] * 40, texts(40, 22, 5, 120)
     a, b, c = (ScoringEngine(e).score_pairs(queries, passages)
                for e in (fp32, int8, CrossEncoder.from_model(by_hand, fp32.tokenizer, device="cpu")))
