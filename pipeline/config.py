@@ -226,6 +226,12 @@ class RerankSection(Section):
         "static batch shapes: lengths rounded up to this multiple (for cuda_graphs and compile = static)", min=1))
     cuda_graphs: bool = field(default=False, metadata=_help("replay each batch shape from a CUDA graph (CUDA)"))
 
+    def check(self) -> None:
+        if self.device == "cpu" and self.cuda_graphs:
+            raise InputError("[rerank] cuda_graphs needs a CUDA device, but device is 'cpu'")
+        if self.precision is not None and precision_name(self.precision) == "int8" and self.device.startswith("cuda"):
+            raise InputError("[rerank] precision int8 runs on the CPU only; set device = 'cpu'")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec(Section):

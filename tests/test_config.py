@@ -175,6 +175,14 @@ def test_sections_validate_themselves_when_built_in_code():
         RerankSection(depth=0)
     with pytest.raises(InputError, match="warmup_queries must be an integer, not True"):
         RerankSection(warmup_queries=True)
+    fast = RerankSection(device="cuda", attention="sdpa-padded", compile="static", bucket=32, cuda_graphs=True)
+    assert fast.token_cache and fast.bucket == 32 and RerankSection(device="cpu", precision="int8").precision == "int8"
+    with pytest.raises(InputError, match="attention"):
+        RerankSection(attention="flash")
+    with pytest.raises(InputError, match="cuda_graphs needs a CUDA device"):
+        RerankSection(device="cpu", cuda_graphs=True)
+    with pytest.raises(InputError, match="int8 runs on the CPU only"):
+        RerankSection(device="cuda", precision="int8")
     with pytest.raises(InputError, match="needs exactly one of"):
         FirstStageSection()
     hybrid = FirstStageSection(kind="hybrid", index="idx", dense="d", fusion="rrf")
