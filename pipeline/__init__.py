@@ -17,6 +17,7 @@ _EXPORTS = {
     "read_topics": "data",
     "read_qrels": "data",
     "iter_collection": "data",
+    "TokenCache": "token_cache",
     "BM25": "retrieve",
     "build_index": "retrieve",
     "IndexDocStore": "retrieve",
