@@ -4,8 +4,9 @@ A cross-encoder reranks the BM25 top ``--depth`` of the held-out half of TREC DL
 (``configs/dl20-heldout.qids``) in fp32 and in int8 (``--precision int8``: PyTorch's dynamic quantization of
 its linear layers), both through the rerank stage with the token cache, in interleaved rounds (each round, a
 block of queries, goes through both precisions in a rotating order). Reported: nDCG@10 of each and of BM25
-(target: int8 within 0.005 of fp32), the paired t-test between them, and the speedup of int8 over fp32 per
-round (median and interval, ``pipeline.speedups``; target >= 1.5x).
+(target: int8 within 0.005 of fp32), the paired t-test between them, how closely int8 follows fp32 (per
+query: Spearman correlation of the two precisions' scores over the reranked candidates, overlap of their top
+10), and the speedup of int8 over fp32 per round (median and interval, ``pipeline.speedups``; target >= 1.5x).
 
     python benchmarks/int8_cost.py --model models/subset-teacher --run runs/dl20.bm25.trec \\
         --out benchmarks/results/int8_cpu.md
@@ -40,6 +41,21 @@ from pipeline.speedups import speedup  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
 MEASURE = "nDCG@10"
+
+
+def agreement(a: dict, b: dict, depth: int) -> tuple[float, float]:
+    """Mean over queries of the Spearman correlation of two rankings' scores over their reranked top ``depth``,
+    and of the overlap of their top 10."""
+    from scipy.stats import spearmanr
+
+    rhos, overlaps = [], []
+    for qid, ranking in a.items():
+        scores_a = {d: s for d, s in ranking[:depth]}
+        scores_b = {d: s for d, s in b[qid][:depth]}
+        docids = sorted(scores_a)
+        rhos.append(spearmanr([scores_a[d] for d in docids], [scores_b[d] for d in docids]).statistic)
+        overlaps.append(len({d for d, _ in ranking[:10]} & {d for d, _ in b[qid][:10]}) / 10)
+    return sum(rhos) / len(rhos), sum(overlaps) / len(overlaps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                     [t.pairs for t in parts["fp32"]], [t.wall_s for t in parts["fp32"]])
     rate = {name: sum(t.pairs for t in parts[name]) / sum(t.wall_s for t in parts[name]) for name in rerankers}
     delta = means["int8"] - means["fp32"]
+    rho, overlap = agreement(rankings["fp32"], rankings["int8"], args.depth)
     lines = [
         f"# int8 vs fp32 on the CPU ({platform.node()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| int8 | {means['int8']:.4f} | {rate['int8']:.1f} |", "",
         f"- {MEASURE}: int8 - fp32 = {delta:+.4f} (target: within 0.005; paired t-test p = {test.p_ttest:.3f}, "
         f"randomisation p = {test.p_randomisation:.3f}).",
+        f"- int8 against fp32, per query (mean): Spearman correlation of the scores {rho:.4f}, top-10 overlap "
+        f"{overlap:.1%}.",
         f"- Speedup of int8 over fp32: {ratio} (target >= 1.5x).",
         f"- Wall time {time.time() - started:.0f} s.", ""]
     text = "\n".join(lines)

