@@ -85,11 +85,16 @@ def _load_config(source: str):
     try:
         return AutoConfig.from_pretrained(source)
     except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors alike
-        if not Path(source).is_dir() and offline():
-            raise InputError(f"model {source!r}: no such folder, and not in the Hugging Face cache; it cannot be "
-                             "fetched offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set): pass a local model "
-                             "folder") from None
+        _refuse_offline(source)
         raise InputError(f"cannot load model config from {source!r}: {_reason(exc)}") from None
+
+
+def _refuse_offline(source: str) -> None:
+    """A hub name that is neither cached nor reachable offline: an ``InputError`` saying what to do instead."""
+    if not Path(source).is_dir() and offline():
+        raise InputError(f"model {source!r}: no such folder, and not in the Hugging Face cache; it cannot be "
+                         "fetched offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set): pass a local model "
+                         "folder") from None
 
 
 def _load_tokenizer(source: str):
@@ -100,6 +105,7 @@ def _load_tokenizer(source: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:
+        _refuse_offline(source)
         raise InputError(f"cannot load the tokenizer of model {source!r} (tokenizer files missing?): "
                          f"{_reason(exc)}") from None
     if tokenizer is None or not callable(tokenizer):
