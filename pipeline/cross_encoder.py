@@ -143,11 +143,11 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     quantized per batch; CPU kernels)."""
     import warnings
 
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; the API still works
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
 
 
