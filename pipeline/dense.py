@@ -7,7 +7,6 @@ Pyserini query encoder (downloaded: online only; offline it fails at once, in on
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from functools import cached_property
@@ -27,8 +26,6 @@ from .ranker import Passages, Ranker, merge
 from .retrieve import DEFAULT_HITS
 from .runs import Run
 from .timing import StageTiming
-
-log = logging.getLogger(__name__)
 
 #: Queries embedded and searched together.
 QUERY_BATCH = 256
@@ -51,11 +48,8 @@ class DenseRetriever(Ranker):
         built = self.dense.meta.get("faiss", {})
         self.kind = faiss or next((kind for kind in KINDS if kind in built), "flat")
         recorded = {key: value for key, value in built.get(self.kind, {}).items() if key in ("ef_search", "nprobe")}
-        self.params = FaissParams(**{**recorded, **{k: v for k, v in (("ef_search", ef_search), ("nprobe", nprobe))
-                                                    if v is not None}})
-        if self.params.ef_search < 1 or self.params.nprobe < 1:
-            raise InputError(f"ef_search and nprobe must be at least 1, not {self.params.ef_search}, "
-                             f"{self.params.nprobe}")
+        asked = {key: value for key, value in (("ef_search", ef_search), ("nprobe", nprobe)) if value is not None}
+        self.params = FaissParams(**{**recorded, **asked}).resolve(self.dense.count, self.dense.dim)  # checked
         self.index = load(self.dense, self.kind)
 
     @property
