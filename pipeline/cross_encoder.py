@@ -137,10 +137,19 @@ def load_tokenizer(model_name_or_path: str | Path):
     return _load_tokenizer(_locate(model_name_or_path))
 
 
+def int8_layers(model: torch.nn.Module) -> set[str]:
+    """The linear layers ``--precision int8`` quantizes: those of the transformer body (attention and
+    feed-forward), where the FLOPs are. The pooler and the ranking head stay in fp32: they cost nothing, and an
+    int8 head would round every score to one of 256 levels of its batch's range, reordering close candidates."""
+    body = f"{model.base_model_prefix}." if getattr(model, "base_model_prefix", "") else ""
+    return {name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.startswith(body) and ".pooler" not in f".{name}"}
+
+
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with its linear layers dynamically quantized to int8 (``torch.ao.quantization.quantize_dynamic``
-    with per-channel weights, which kept scores closer to fp32 than per-tensor ones on our MiniLM; activations
-    quantized per batch; CPU kernels)."""
+    """The model with its body's linear layers (``int8_layers``) dynamically quantized to int8
+    (``torch.ao.quantization.quantize_dynamic`` with per-channel weights, which kept scores closer to fp32 than
+    per-tensor ones on our MiniLM; activations quantized per batch; CPU kernels)."""
     import warnings
 
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; the API still works
@@ -148,7 +157,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
+        return quantize_dynamic(model, dict.fromkeys(int8_layers(model), per_channel_dynamic_qconfig))
 
 
 def _compile_mode(compile: bool | str | None) -> str | None:
