@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
 import logging
@@ -109,6 +110,7 @@ def start(device: str | torch.device | None = None, ctx: Context | None = None) 
         torch.cuda.set_device(device)
         backend = "cpu:gloo,cuda:nccl"
     torch.distributed.init_process_group(backend=backend, timeout=TIMEOUT)
+    atexit.register(stop)
     log.info("rank %d of %d joined the process group (%s, device %s)", ctx.rank, ctx.world_size, backend, device)
     return ctx
 

@@ -57,6 +57,11 @@ def identity(path: str | Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": size, "sha1": sha.hexdigest()}
 
 
+def source_identity(source: str | Path) -> dict[str, Any]:
+    """A model or input given as a local file or folder (by ``identity``) or as a name (a hub model: by name)."""
+    return identity(source) if Path(source).exists() else {"name": str(source)}
+
+
 def journal_path(output: str | Path, rank: int = 0, world_size: int = 1) -> Path:
     """The journal of ``output`` written by rank ``rank`` of ``world_size`` processes: ``OUTPUT.journal`` for a
     single process, ``OUTPUT.rank{R}-of-{W}.journal`` in a run of several."""

@@ -2,7 +2,9 @@
 
 Each module in ``COMMAND_MODULES`` has ``register(subparsers)`` which adds its subcommands; a
 subcommand's parser sets ``func(args) -> int``. Bad input (``InputError``) prints one line
-``distilrank: error: FILE:LINE: message`` and exits with code 2.
+``distilrank: error: FILE:LINE: message`` and exits with code 2. SIGINT and SIGTERM print one line and exit
+with 130 and 143; the commands that journal or checkpoint (rerank, score, train, distill) keep their finished
+work for ``--resume``.
 
 What reaches the terminal is decided here, once: the library logs (``logging``), and ``setup_output``
 shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
@@ -16,6 +18,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from .. import progress
@@ -78,14 +81,32 @@ def setup_output(verbose: int = 0, quiet: bool = False, bars: bool = False) -> N
     progress.configure(False if quiet else True if bars else None)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as ``KeyboardInterrupt`` is for SIGINT, so that every cleanup runs (no
+    temporary file is left, and an output is never partly written under its final name)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+#: How a command stopped by a signal ends: the signal's name and the exit code (128 + its number, as shells do).
+STOPPED = {KeyboardInterrupt: ("SIGINT", 130), Terminated: ("SIGTERM", 143)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args.verbose, args.quiet, args.progress)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except InputError as err:
         print(f"distilrank: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("distilrank: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, code = STOPPED[type(stop)]
+        kept = "; finished work is kept: the same command with --resume continues it" if hasattr(args, "resume") else ""
+        print(f"distilrank: stopped by {name}{kept}", file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)

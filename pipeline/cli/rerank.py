@@ -49,17 +49,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("trec", "msmarco"), default="trec", help="output format (default trec)")
     p.add_argument("--tag", default=None, help="run tag in the TREC output (default: the output file name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its journal (OUTPUT.journal, one per process under torchrun); "
+                   "without a journal, start from the beginning")
     p.set_defaults(func=_rerank)
 
 
 def _rerank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .. import distributed
     from ..cross_encoder import CrossEncoder
     from ..data import DocStore, read_topics
-    from ..rerank import Reranker, check_inputs
+    from ..rerank import Reranker, check_inputs, rerank_file
     from ..runs import Run
-    from ..timing import timing_path, write_timings
+    from ..timing import timing_path
 
     if args.depth < 1:
         raise InputError("--depth must be at least 1")
@@ -81,10 +85,11 @@ def _rerank(args: argparse.Namespace) -> int:
     reranker = Reranker(encoder, args.interpolation, args.skip_missing, args.batch_tokens, args.chunk_pairs,
                         progress=False if args.no_progress else None)
     output = Path(args.output)
-    reranked, timing = reranker.rerank(run, topics, docstore, args.depth, name=output.stem, missing=missing)
-    reranked.write(output, fmt=args.format, tag=args.tag or output.stem)
-    write_timings(timing_path(output), [timing], run=str(output), input_run=str(args.run), model=encoder.source)
-    print(timing.summary())
-    print(f"{len(reranked)} queries, {reranked.num_pairs} candidates written to {output}; "
-          f"timing in {timing_path(output)}")
+    sources = {"run": args.run, "topics": args.topics, "passages": args.collection or args.index}
+    timing = rerank_file(reranker, run, topics, docstore, output, args.depth, sources, resume=args.resume,
+                         fmt=args.format, tag=args.tag, missing=missing)
+    if distributed.context().is_main:
+        print(timing.summary())
+        print(f"{timing.queries + timing.extra['resumed_queries']} queries written to {output}; "
+              f"timing in {timing_path(output)}")
     return 0
