@@ -12,7 +12,8 @@
   rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
   joining the ranks' parts in rank order gives the single-process output.
 - **Output** (``write_output``): each rank writes its part atomically beside the output (``part_path``); after a
-  barrier rank 0 joins the parts into the final file (atomically) and removes them.
+  barrier rank 0 joins the parts into the final file (atomically) and removes them. A single process writes one
+  part, renamed into place by the default join.
 """
 from __future__ import annotations
 
@@ -175,7 +176,10 @@ def part_path(output: str | Path, ctx: Context) -> Path:
 
 
 def concatenate(parts: Sequence[Path], output: Path) -> None:
-    """Join ``parts`` byte for byte, in order, into ``output`` (atomically)."""
+    """Join ``parts`` byte for byte, in order, into ``output`` (atomically; a single part is renamed)."""
+    if len(parts) == 1:
+        os.replace(parts[0], output)
+        return
     with atomic_write(output, "wb") as out:
         for part in parts:
             with open(part, "rb") as src:
@@ -184,17 +188,14 @@ def concatenate(parts: Sequence[Path], output: Path) -> None:
 
 def write_output(output: str | Path, write_part: Callable[[Path], Any],
                  join: Callable[[Sequence[Path], Path], Any] = concatenate, ctx: Context | None = None) -> Path:
-    """Write ``output`` from every rank's share: ``write_part(path)`` writes this rank's share atomically (the
-    whole output in a single process), then rank 0 ``join``s the parts in rank order and removes them; every rank
+    """Write ``output`` from every rank's share: ``write_part(path)`` writes this rank's part atomically, then rank
+    0 ``join``s the parts in rank order into ``output`` and removes them (a single process: one part); every rank
     returns once the output exists."""
     output, ctx = Path(output), ctx or context()
-    if not ctx.distributed:
-        write_part(output)
-        return output
     write_part(part_path(output, ctx))
     barrier(ctx)
     if ctx.is_main:
-        parts = [part_path(output, Context(r, ctx.world_size, launched=True)) for r in range(ctx.world_size)]
+        parts = [part_path(output, Context(r, ctx.world_size, launched=ctx.launched)) for r in range(ctx.world_size)]
         try:
             join(parts, output)
         finally:

@@ -52,11 +52,14 @@ def test_one_device_rule(monkeypatch):
         local_device("cuda", Context(2, 3, 2, launched=True))
 
 
-def test_write_output_in_one_process_writes_the_output_itself(tmp_path):
+def test_write_output_in_one_process_writes_one_part_and_joins_it(tmp_path):
     out = write_output(tmp_path / "run.trec", lambda path: path.write_text("q1 Q0 d1 1 1.0 t\n"))
     assert out.read_text() == "q1 Q0 d1 1 1.0 t\n"
     assert part_path(out, Context(1, 2)).name == "run.trec.part1-of-2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.trec"]
+    write_output(tmp_path / "x", lambda path: path.write_text("body\n"),
+                 lambda parts, path: path.write_text("header\n" + parts[0].read_text()))
+    assert (tmp_path / "x").read_text() == "header\nbody\n" and not (tmp_path / "x.part0-of-1").exists()
 
 
 def test_concatenate_joins_parts_in_order(tmp_path):

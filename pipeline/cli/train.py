@@ -16,6 +16,7 @@ from ..train.options import (
     NEGATIVES,
     NEGATIVES_DEPTH,
     RANK_TRAINING,
+    SCORE_CHUNK_QUERIES,
     SCORE_DEPTH,
     SEED,
     BootstrapConfig,
@@ -92,12 +93,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_score(args) -> int:
+    from .. import distributed
     from ..train.recipes import Inputs, score_run
 
+    if args.chunk_queries < 1:
+        raise InputError("--chunk-queries must be at least 1")
     inputs = Inputs.load(args.topics, args.run, args.collection)
     header = score_run(args.model, inputs, args.output, args.score_depth, device=args.device, precision=args.precision,
-                       batch_tokens=args.batch_tokens)
-    print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}")
+                       batch_tokens=args.batch_tokens, resume=args.resume, chunk_queries=args.chunk_queries)
+    if distributed.context().is_main:
+        print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}; "
+              f"timing in {args.output}.timing.json")
     return 0
 
 
@@ -170,6 +176,11 @@ def register(subparsers) -> None:
     p.add_argument("--score-depth", "--depth", type=int, default=SCORE_DEPTH,
                    help="candidates scored per query (default %(default)s)")
     p.add_argument("--batch-tokens", type=int, default=None, help="engine token budget per batch")
+    p.add_argument("--chunk-queries", type=int, default=SCORE_CHUNK_QUERIES,
+                   help="queries scored, journaled and shared out together (default %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its journal (OUTPUT.journal, one per process under torchrun); "
+                   "without a journal, start from the beginning")
     _common(p)
     p.set_defaults(func=cmd_score)
 

@@ -8,23 +8,36 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..atomic import atomic_write
 from ..config import MAX_LENGTH
 from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
 from ..engine import ScoringEngine
 from ..errors import InputError
+from ..journal import Journal, identity, open_journal, source_identity
+from ..timing import StageTiming, combine_ranks, sync, timing_path, write_timings
 from . import PROCEDURES
 from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
-from .options import NEGATIVES, NEGATIVES_DEPTH, SCORE_DEPTH, BootstrapConfig, DistillConfig, TrainConfig
-from .scores import ScoreFile, write_scores
+from .options import (
+    NEGATIVES,
+    NEGATIVES_DEPTH,
+    SCORE_CHUNK_QUERIES,
+    SCORE_DEPTH,
+    BootstrapConfig,
+    DistillConfig,
+    TrainConfig,
+)
+from .scores import ScoreFile, join_scores, score_lines, write_scores
 from .students import make_student
 from .tasks import RankerTask
 from .trainer import CHECKPOINT, LOG_FILE, Trainer
@@ -42,6 +55,7 @@ class Inputs:
     run: Path
     docstore: DocStore
     qrels: dict[str, dict[str, int]] | None = None
+    sources: dict[str, Path] = field(default_factory=dict)  # the files read, by role (what a journal names)
 
     @classmethod
     def load(cls, topics: str | Path, run: str | Path, collection: str | Path, qrels: str | Path | None = None,
@@ -56,7 +70,9 @@ class Inputs:
         run = Path(run)
         if not run.is_file():
             raise InputError("run file not found", run)
-        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None)
+        sources = {"topics": topics, "run": run, "collection": collection, "qrels": qrels, "exclude_qids": exclude_qids}
+        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None,
+                   {role: Path(path) for role, path in sources.items() if path is not None})
 
 
 def load_encoder(path: str | Path, seed: int, max_length: int = MAX_LENGTH) -> CrossEncoder:
@@ -99,43 +115,115 @@ def read_info(folder: str | Path) -> dict:
 # ---- teacher scores -------------------------------------------------------------------------------
 
 
-def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None,
-                 queries_per_chunk: int = 256) -> Iterator[tuple[str, Ranking]]:
-    """The engine's model's scores for each query's top-``depth`` candidates, in the run's order."""
+#: Timing extras of ``score_run`` that add up over the ranks.
+SCORE_SUMMED = ("resumed_queries", "resumed_pairs")
+
+
+def run_chunks(inputs: Inputs, depth: int | None, chunk_queries: int) -> Iterator[list[tuple[str, Ranking]]]:
+    """The run's top-``depth`` lists, ``chunk_queries`` queries a chunk, streamed from the run file; a query
+    without text is an ``InputError``."""
     chunk: list[tuple[str, Ranking]] = []
-
-    def flush():
-        queries, passages, owners = [], [], []
-        for qid, ranking in chunk:
-            try:
-                texts = inputs.docstore.get_many([d for d, _ in ranking])
-            except KeyError as err:
-                raise InputError(f"docid {err.args[0]} of query {qid} is not in the collection", inputs.run) from None
-            queries.extend([inputs.topics[qid]] * len(texts))
-            passages.extend(texts)
-            owners.append((qid, ranking))
-        scores = engine.score_pairs(queries, passages).tolist() if passages else []
-        at = 0
-        for qid, ranking in owners:
-            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores[at : at + len(ranking)], strict=True)]
-            at += len(ranking)
-
     for qid, ranking in iter_run_lists(inputs.run, depth):
         if qid not in inputs.topics:
             raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
         chunk.append((qid, ranking))
-        if len(chunk) == queries_per_chunk:
-            yield from flush()
+        if len(chunk) == chunk_queries:
+            yield chunk
             chunk = []
     if chunk:
-        yield from flush()
+        yield chunk
+
+
+def score_chunk(engine: ScoringEngine, inputs: Inputs, chunk: list[tuple[str, Ranking]]) -> list[tuple[str, Ranking]]:
+    """The engine's model's scores for one chunk's lists, in their order."""
+    queries, passages = [], []
+    for qid, ranking in chunk:
+        try:
+            texts = inputs.docstore.get_many([d for d, _ in ranking])
+        except KeyError as err:
+            raise InputError(f"docid {err.args[0]} of query {qid} is not in the collection", inputs.run) from None
+        queries.extend([inputs.topics[qid]] * len(texts))
+        passages.extend(texts)
+    scores = engine.score_pairs(queries, passages).tolist() if passages else []
+    scored, at = [], 0
+    for qid, ranking in chunk:
+        scored.append((qid, [(d, float(s)) for (d, _), s in zip(ranking, scores[at : at + len(ranking)], strict=True)]))
+        at += len(ranking)
+    return scored
+
+
+def _score_share(engine: ScoringEngine, inputs: Inputs, depth: int | None, chunk_queries: int, journal: Journal,
+                 share: range | None) -> StageTiming:
+    """Score the chunks of ``share`` (all without one) that ``journal`` lacks, journaling each; the timing of the
+    work done here."""
+    start = time.perf_counter()
+    done, totals, latencies = set(), Counter(), []
+    for record in journal:
+        done.add(record["chunk"])
+        totals.update(resumed_queries=record["queries"], resumed_pairs=record["pairs"])
+    for index, chunk in enumerate(run_chunks(inputs, depth, chunk_queries)):
+        if share is not None and index >= share.stop:
+            break
+        if (share is not None and index not in share) or index in done:
+            continue
+        began = time.perf_counter()
+        scored = score_chunk(engine, inputs, chunk)
+        pairs, seconds = sum(len(r) for _, r in scored), time.perf_counter() - began
+        journal.append({"chunk": index, "queries": len(scored), "pairs": pairs, "body": score_lines(scored)})
+        totals.update(queries=len(scored), pairs=pairs)
+        latencies.extend(seconds * len(r) / max(pairs, 1) for _, r in scored)
+    sync(engine.device)
+    encoder = engine.encoder
+    return StageTiming("score", time.perf_counter() - start, totals["queries"], totals["pairs"], latencies,
+                       device=str(encoder.device),
+                       extra={"model": encoder.source, "dtype": str(encoder.dtype).replace("torch.", ""),
+                              "depth": depth, "batch_tokens": engine.batch_tokens, "chunk_queries": chunk_queries,
+                              **{k: totals[k] for k in SCORE_SUMMED}})
+
+
+def _write_part(journal: Journal, path: Path) -> None:
+    """This rank's score lines, from its journal (chunks in order), atomically."""
+    with atomic_write(path) as out:
+        for record in journal:
+            out.write(record["body"])
 
 
 def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH,
-              device: str = "auto", precision: str | None = None, batch_tokens: int | None = None) -> dict:
-    """Write the teacher's scores for the run's top-``depth`` lists to ``output`` (see ``scores.py``)."""
+              device: str = "auto", precision: str | None = None, batch_tokens: int | None = None,
+              resume: bool = False, chunk_queries: int = SCORE_CHUNK_QUERIES) -> dict:
+    """Write the teacher's scores for the run's top-``depth`` lists to ``output`` (see ``scores.py``) and their
+    timing (``OUTPUT.timing.json``); returns the file's header.
+
+    In one process or as one rank of a ``torchrun`` job (``pipeline.distributed``): the run is cut into chunks of
+    ``chunk_queries`` queries, each rank scores its pair-balanced share and writes its part, rank 0 joins the
+    parts: the file is byte-identical to a single process's. Each scored chunk is journaled
+    (``OUTPUT.journal``, one per rank; see ``pipeline.journal``): with ``resume`` a killed run continues."""
+    output = Path(output)
     engine = ScoringEngine(CrossEncoder(model, device=device, precision=precision), batch_tokens=batch_tokens)
-    return write_scores(output, scored_lists(engine, inputs, depth), depth, str(model))
+    ctx = distributed.start(engine.device)
+    share = None
+    if ctx.distributed:
+        sizes = [sum(len(r) for _, r in chunk) for chunk in run_chunks(inputs, depth, chunk_queries)]
+        share = distributed.balanced_ranges(sizes, ctx.world_size)[ctx.rank]
+    encoder = engine.encoder
+    header = {"command": "score", "model": source_identity(model),
+              "inputs": {role: identity(path) for role, path in inputs.sources.items() if role != "qrels"},
+              "queries": len(inputs.topics), "depth": depth, "chunk_queries": chunk_queries,
+              "dtype": str(encoder.dtype).replace("torch.", ""), "device": encoder.device.type,
+              "max_length": encoder.max_length, "query_max_length": encoder.query_max_length,
+              "batch_tokens": engine.batch_tokens, "chunk_pairs": engine.chunk_pairs}
+    journal = open_journal(output, header, resume, ctx.rank, ctx.world_size)
+    timing = combine_ranks(distributed.gather(_score_share(engine, inputs, depth, chunk_queries, journal, share), ctx),
+                           SCORE_SUMMED)
+    queries = timing.queries + timing.extra["resumed_queries"]
+    distributed.write_output(output, lambda part: _write_part(journal, part),
+                             lambda parts, path: join_scores(parts, path, depth, str(model), queries), ctx)
+    if ctx.is_main:
+        write_timings(timing_path(output), [timing], scores=str(output), model=str(model),
+                      inputs={role: str(path) for role, path in inputs.sources.items()})
+        log.info("%s", timing.summary())
+    journal.remove()
+    return ScoreFile(output).header
 
 
 def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
@@ -149,9 +237,11 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
             return existing
         except InputError:
             pass
-    encoder = BiEncoder(biencoder_dir, device=device)
-    lists = encoder.score_lists(iter_run_lists(inputs.run, depth), inputs.topics, inputs.docstore)
-    write_scores(path, lists, depth, f"biencoder:{biencoder_dir}")
+    if distributed.context().is_main:  # one writer; under torchrun the other ranks wait for the file
+        encoder = BiEncoder(biencoder_dir, device=device)
+        lists = encoder.score_lists(iter_run_lists(inputs.run, depth), inputs.topics, inputs.docstore)
+        write_scores(path, lists, depth, f"biencoder:{biencoder_dir}")
+    distributed.barrier()
     return ScoreFile(path)
 
 
@@ -225,7 +315,7 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
             scores = output / "teacher.scores"
             if not (resume and scores.is_file()):
                 log.info("scoring the run's top-%d with the teacher into %s", cfg.score_depth, scores)
-                score_run(teacher, inputs, scores, cfg.score_depth, device=device)
+                score_run(teacher, inputs, scores, cfg.score_depth, device=device, resume=resume)
         score_file = ScoreFile(scores)
         score_file.check_run(inputs.run)
     summaries = {}

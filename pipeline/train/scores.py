@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write
@@ -22,6 +24,7 @@ from ..errors import InputError
 from .groups import Ranking, iter_run_lists
 
 MAGIC = "# distilrank-scores "
+BLOCK = 1 << 22
 
 
 class Fingerprint:
@@ -45,29 +48,59 @@ def run_fingerprint(run_path: str | Path, depth: int | None) -> str:
     return fp.hexdigest()
 
 
+def score_lines(lists: Iterable[tuple[str, Ranking]]) -> str:
+    """The body lines of scored candidate lists (``qid<TAB>docid<TAB>score``): the one place they are written.
+    NaN scores are refused."""
+    lines = []
+    for qid, scored in lists:
+        for docid, score in scored:
+            if math.isnan(score):
+                raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write it")
+            lines.append(f"{qid}\t{docid}\t{score:.7g}\n")
+    return "".join(lines)
+
+
+#: The score column of a body line, with its tab: what the fingerprint leaves out (``qid<TAB>docid<NEWLINE>``).
+_SCORE_COLUMN = re.compile(rb"\t[^\t\n]*\n")
+
+
+def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, model: str, queries: int) -> dict:
+    """Write the score file ``path`` atomically from body parts (``score_lines`` of consecutive whole queries, in
+    order; ``queries`` lists in all): the header (fingerprint, counts), then the parts byte for byte."""
+    sha, pairs = hashlib.sha1(), 0
+    for part in parts:
+        with open(part, "rb") as src:
+            carry = b""
+            while block := src.read(BLOCK):
+                block, carry = carry + block, b""
+                cut = block.rfind(b"\n") + 1
+                block, carry = block[:cut], block[cut:]
+                sha.update(_SCORE_COLUMN.sub(b"\n", block))
+                pairs += block.count(b"\n")
+            if carry:
+                raise ValueError(f"{part}: the last line of a score part has no newline")
+    header = {"fingerprint": sha.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
+    with atomic_write(path, "wb") as out:
+        out.write((MAGIC + json.dumps(header, sort_keys=True) + "\n").encode())
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, BLOCK)
+    return header
+
+
 def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: int | None, model: str) -> dict:
     """Write scored candidate lists atomically; returns the header. NaN scores are refused."""
     path = Path(path)
-    fp, queries, pairs = Fingerprint(), 0, 0
-    with atomic_write(path.with_name(path.name + ".body")) as body:
-        for qid, scored in lists:
-            fp.add(qid, (d for d, _ in scored))
-            queries += 1
-            for docid, score in scored:
-                if math.isnan(score):
-                    raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write {path}")
-                body.write(f"{qid}\t{docid}\t{score:.7g}\n")
-                pairs += 1
-    header = {"fingerprint": fp.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
-    body_path = path.with_name(path.name + ".body")
+    body = path.with_name(path.name + ".body")
+    queries = 0
     try:
-        with atomic_write(path) as out, open(body_path, encoding="utf-8") as src:
-            out.write(MAGIC + json.dumps(header, sort_keys=True) + "\n")
-            for line in src:
-                out.write(line)
+        with atomic_write(body) as out:
+            for qid, scored in lists:
+                out.write(score_lines([(qid, scored)]))
+                queries += 1
+        return join_scores([body], path, depth, model, queries)
     finally:
-        body_path.unlink(missing_ok=True)
-    return header
+        body.unlink(missing_ok=True)
 
 
 class ScoreFile:
