@@ -6,7 +6,8 @@
 - **Device** (``local_device``): under ``torchrun``, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK`` where CUDA
   exists; ``auto`` means CPU otherwise. ``cuda:N`` is refused in a run of several processes (they would share
   one GPU). ``devices.resolve_device`` applies this rule, so every model of the package follows it.
-- **Process group** (``start``): made on first need; gloo carries CPU tensors, NCCL CUDA tensors where the
+- **Process group** (``start``): made on first need (torch is imported then, so the command line reads the
+  context cheaply); gloo carries CPU tensors, NCCL CUDA tensors where the
   device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``) only move small CPU objects.
 - **Split** (``balanced_ranges``): units of work (chunks of whole queries) are cut into one contiguous range per
   rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
@@ -27,12 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ def local_device(name: str, ctx: Context | None = None) -> str:
     ctx = ctx or context()
     if not ctx.launched or name == "cpu":
         return name
+    import torch
     if name.startswith("cuda:") and ctx.distributed:
         raise InputError(f"--device {name} in a run of {ctx.world_size} processes: each process takes "
                          "cuda:LOCAL_RANK; use --device cuda (or auto)")
@@ -102,6 +105,8 @@ def local_device(name: str, ctx: Context | None = None) -> str:
 def start(device: str | torch.device | None = None, ctx: Context | None = None) -> Context:
     """Join the process group (once) when there are several processes; returns the context. ``device``: where
     this process computes (default: ``local_device('auto')``); a GPU adds NCCL for CUDA tensors."""
+    import torch
+
     ctx = ctx or context()
     if not ctx.distributed or torch.distributed.is_initialized():
         return ctx
@@ -117,7 +122,9 @@ def start(device: str | torch.device | None = None, ctx: Context | None = None) 
 
 
 def stop() -> None:
-    """Leave the process group (the end of a command)."""
+    """Leave the process group (registered to run at exit by ``start``)."""
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -126,6 +133,8 @@ def barrier(ctx: Context | None = None) -> None:
     """Wait until every rank gets here (an all-reduce of a CPU tensor: gloo, whatever the device)."""
     ctx = start(ctx=ctx)
     if ctx.distributed:
+        import torch
+
         torch.distributed.all_reduce(torch.zeros(1))
 
 
@@ -134,6 +143,8 @@ def all_sum(values: Sequence[float], ctx: Context | None = None) -> list[float]:
     ctx = start(ctx=ctx)
     if not ctx.distributed:
         return [float(v) for v in values]
+    import torch
+
     tensor = torch.tensor(list(values), dtype=torch.float64)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()
@@ -144,6 +155,8 @@ def gather(obj: Any, ctx: Context | None = None) -> list[Any]:
     ctx = start(ctx=ctx)
     if not ctx.distributed:
         return [obj]
+    import torch
+
     objects: list[Any] = [None] * ctx.world_size
     torch.distributed.all_gather_object(objects, obj)
     return objects

@@ -10,7 +10,7 @@ What reaches the terminal is decided here, once: the library logs (``logging``),
 shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
 ``-q`` keeps errors only); progress bars follow the same rule (``pipeline.progress``: on a terminal, or
 with ``--progress``; a subcommand's ``--no-progress`` turns its bars off). Results (tables, file names) go to
-stdout.
+stdout. Under torchrun only rank 0 shows progress and messages below warnings.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 
-from .. import progress
+from .. import distributed, progress
 from ..errors import InputError
 
 COMMAND_MODULES = ("first_stage", "submission", "rerank", "train", "compare")
@@ -67,6 +67,8 @@ def setup_output(verbose: int = 0, quiet: bool = False, bars: bool = False) -> N
         level = logging.DEBUG
     else:
         level = logging.INFO if verbose or terminal else logging.WARNING
+    if not distributed.context().is_main:  # under torchrun, rank 0 speaks for the run
+        level, bars, quiet = max(level, logging.WARNING), False, True
     logger = logging.getLogger(__name__.split(".")[0])
     for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(old)

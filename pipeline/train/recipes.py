@@ -103,6 +103,9 @@ def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool
 
 
 def write_info(folder: Path, info: dict) -> None:
+    """Record what a training made (rank 0 alone under torchrun)."""
+    if not distributed.context().is_main:
+        return
     with atomic_write(Path(folder) / INFO_FILE) as out:
         json.dump(info, out, indent=2, default=str)
 
