@@ -10,16 +10,18 @@ What reaches the terminal is decided here, once: the library logs (``logging``),
 shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
 ``-q`` keeps errors only); progress bars follow the same rule (``pipeline.progress``: on a terminal, or
 with ``--progress``; a subcommand's ``--no-progress`` turns its bars off). Results (tables, file names) go to
-stdout. Under torchrun only rank 0 shows progress and messages below warnings.
+stdout. Under torchrun only rank 0 prints results and shows progress and messages below warnings.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 
 from .. import distributed, progress
 from ..errors import InputError
@@ -96,12 +98,23 @@ def _terminate(signum, frame) -> None:
 STOPPED = {KeyboardInterrupt: ("SIGINT", 130), Terminated: ("SIGTERM", 143)}
 
 
+@contextlib.contextmanager
+def _results_from_rank_0() -> Iterator[None]:
+    """Under torchrun, the results (stdout) of rank 0 alone: the others would print the same lines again."""
+    if distributed.context().is_main:
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args.verbose, args.quiet, args.progress)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return int(args.func(args) or 0)
+        with _results_from_rank_0():
+            return int(args.func(args) or 0)
     except InputError as err:
         print(f"distilrank: error: {err}", file=sys.stderr)
         return 2

@@ -58,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _rerank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .. import distributed
     from ..cross_encoder import CrossEncoder
     from ..data import DocStore, read_topics
     from ..rerank import Reranker, check_inputs, rerank_file
@@ -88,8 +87,7 @@ def _rerank(args: argparse.Namespace) -> int:
     sources = {"run": args.run, "topics": args.topics, "passages": args.collection or args.index}
     timing = rerank_file(reranker, run, topics, docstore, output, args.depth, sources, resume=args.resume,
                          fmt=args.format, tag=args.tag, missing=missing)
-    if distributed.context().is_main:
-        print(timing.summary())
-        print(f"{timing.queries + timing.extra['resumed_queries']} queries written to {output}; "
-              f"timing in {timing_path(output)}")
+    print(timing.summary())
+    print(f"{timing.queries + timing.extra['resumed_queries']} queries written to {output}; "
+          f"timing in {timing_path(output)}")
     return 0

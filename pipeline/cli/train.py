@@ -93,7 +93,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .. import distributed
     from ..train.recipes import Inputs, score_run
 
     if args.chunk_queries < 1:
@@ -101,9 +100,8 @@ def cmd_score(args) -> int:
     inputs = Inputs.load(args.topics, args.run, args.collection)
     header = score_run(args.model, inputs, args.output, args.score_depth, device=args.device, precision=args.precision,
                        batch_tokens=args.batch_tokens, resume=args.resume, chunk_queries=args.chunk_queries)
-    if distributed.context().is_main:
-        print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}; "
-              f"timing in {args.output}.timing.json")
+    print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}; "
+          f"timing in {args.output}.timing.json")
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .. import distributed
+from .. import distributed, runs
 from ..atomic import atomic_write
 from ..config import MAX_LENGTH
 from ..cross_encoder import CrossEncoder
@@ -122,19 +122,48 @@ def read_info(folder: str | Path) -> dict:
 SCORE_SUMMED = ("resumed_queries", "resumed_pairs")
 
 
-def run_chunks(inputs: Inputs, depth: int | None, chunk_queries: int) -> Iterator[list[tuple[str, Ranking]]]:
-    """The run's top-``depth`` lists, ``chunk_queries`` queries a chunk, streamed from the run file; a query
-    without text is an ``InputError``."""
-    chunk: list[tuple[str, Ranking]] = []
-    for qid, ranking in iter_run_lists(inputs.run, depth):
+@dataclass
+class RunShare:
+    """A rank's share of a run file: the index of its first chunk and where its lines are."""
+
+    first_chunk: int = 0
+    start: int = 0  # byte offset of its first line
+    first_line: int = 1
+    lines: int | None = None  # None: to the end of the file
+
+
+def run_chunks(inputs: Inputs, depth: int | None, chunk_queries: int,
+               share: RunShare | None = None) -> Iterator[tuple[int, list[tuple[str, Ranking]]]]:
+    """``(index, chunk)``: the run's top-``depth`` lists, ``chunk_queries`` queries a chunk, streamed from the
+    run file (or the part of it ``share`` names); a query without text is an ``InputError``."""
+    share = share or RunShare()
+    index, chunk = share.first_chunk, []
+    for qid, ranking in iter_run_lists(inputs.run, depth, share.start, share.first_line, share.lines):
         if qid not in inputs.topics:
             raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
         chunk.append((qid, ranking))
         if len(chunk) == chunk_queries:
-            yield chunk
-            chunk = []
+            yield index, chunk
+            index, chunk = index + 1, []
     if chunk:
-        yield chunk
+        yield index, chunk
+
+
+def run_share(inputs: Inputs, depth: int | None, chunk_queries: int, ctx: distributed.Context) -> RunShare | None:
+    """This rank's pair-balanced share of the run's chunks (None when it gets none). The ranks scan the run file
+    together, each a byte range (``runs.query_spans``: query ids only), so no rank reads the whole file; the
+    chunks are those a single process makes."""
+    size = inputs.run.stat().st_size
+    scan = runs.query_spans(inputs.run, size * ctx.rank // ctx.world_size, size * (ctx.rank + 1) // ctx.world_size)
+    blank, spans = runs.join_spans(distributed.gather(scan, ctx), inputs.run)
+    chunks = [spans[i : i + chunk_queries] for i in range(0, len(spans), chunk_queries)]
+    pairs = [sum(min(s.rows, depth or s.rows) for s in chunk) for chunk in chunks]
+    mine = distributed.balanced_ranges(pairs, ctx.world_size)[ctx.rank]
+    if not mine:
+        return None
+    before = sum(s.lines for chunk in chunks[: mine.start] for s in chunk)
+    return RunShare(mine.start, chunks[mine.start][0].offset, 1 + blank + before,
+                    sum(s.lines for chunk in chunks[mine.start : mine.stop] for s in chunk))
 
 
 def score_chunk(engine: ScoringEngine, inputs: Inputs, chunk: list[tuple[str, Ranking]]) -> list[tuple[str, Ranking]]:
@@ -156,18 +185,15 @@ def score_chunk(engine: ScoringEngine, inputs: Inputs, chunk: list[tuple[str, Ra
 
 
 def _score_share(engine: ScoringEngine, inputs: Inputs, depth: int | None, chunk_queries: int, journal: Journal,
-                 share: range | None) -> StageTiming:
-    """Score the chunks of ``share`` (all without one) that ``journal`` lacks, journaling each; the timing of the
-    work done here."""
+                 share: RunShare | None) -> StageTiming:
+    """Score the chunks of ``share`` that ``journal`` lacks, journaling each; the timing of the work done here."""
     start = time.perf_counter()
     done, totals, latencies = set(), Counter(), []
     for record in journal:
         done.add(record["chunk"])
         totals.update(resumed_queries=record["queries"], resumed_pairs=record["pairs"])
-    for index, chunk in enumerate(run_chunks(inputs, depth, chunk_queries)):
-        if share is not None and index >= share.stop:
-            break
-        if (share is not None and index not in share) or index in done:
+    for index, chunk in run_chunks(inputs, depth, chunk_queries, share) if share is not None else ():
+        if index in done:
             continue
         began = time.perf_counter()
         scored = score_chunk(engine, inputs, chunk)
@@ -204,10 +230,7 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
     output = Path(output)
     engine = ScoringEngine(CrossEncoder(model, device=device, precision=precision), batch_tokens=batch_tokens)
     ctx = distributed.start(engine.device)
-    share = None
-    if ctx.distributed:
-        sizes = [sum(len(r) for _, r in chunk) for chunk in run_chunks(inputs, depth, chunk_queries)]
-        share = distributed.balanced_ranges(sizes, ctx.world_size)[ctx.rank]
+    share = run_share(inputs, depth, chunk_queries, ctx) if ctx.distributed else RunShare()
     encoder = engine.encoder
     header = {"command": "score", "model": source_identity(model),
               "inputs": {role: identity(path) for role, path in inputs.sources.items() if role != "qrels"},
