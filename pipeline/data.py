@@ -212,7 +212,7 @@ class DocStore:
                     return data["keys"], data["offsets"], data["lengths"]
         keys, offsets, lengths = self._scan()
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")  # processes of a torchrun job may race here
         np.savez(tmp, keys=keys, offsets=offsets, lengths=lengths, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
         os.replace(tmp, cache)
         return keys, offsets, lengths

@@ -312,8 +312,7 @@ def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstor
     sizes = [sum(head_size(run[qid], depth, missing.get(qid, ())) for qid in chunk) for chunk in plan]
     share = distributed.balanced_ranges(sizes, ctx.world_size)[ctx.rank]
     header = {"command": "rerank", "model": source_identity(reranker.encoder.source),
-              "inputs": {name: identity(path) for name, path in (sources or {}).items()},
-              "queries": len(run), **reranker.settings(depth)}
+              "inputs": {name: identity(path) for name, path in (sources or {}).items()}, **reranker.settings(depth)}
     journal = open_journal(output, header, resume, ctx.rank, ctx.world_size)
     reranked, timing = reranker.rerank(run, topics, docstore, depth, name=output.stem, missing=missing,
                                        journal=journal, share=share)
