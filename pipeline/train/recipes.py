@@ -234,7 +234,7 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
     encoder = engine.encoder
     header = {"command": "score", "model": source_identity(model),
               "inputs": {role: identity(path) for role, path in inputs.sources.items() if role != "qrels"},
-              "queries": len(inputs.topics), "depth": depth, "chunk_queries": chunk_queries,
+              "depth": depth, "chunk_queries": chunk_queries,
               "dtype": str(encoder.dtype).replace("torch.", ""), "device": encoder.device.type,
               "max_length": encoder.max_length, "query_max_length": encoder.query_max_length,
               "batch_tokens": engine.batch_tokens, "chunk_pairs": engine.chunk_pairs}
