@@ -135,3 +135,32 @@ def test_a_stopped_or_killed_rerank_resumes_to_the_same_bytes(tmp_path, tiny_ber
     timing = json.loads((tmp_path / "killed.trec.timing.json").read_text())["stages"][0]
     assert timing["resumed_queries"] == done and timing["queries"] + timing["resumed_queries"] == 30
     assert not journal.exists()
+
+
+def test_an_interrupted_score_resumes_to_the_same_bytes(tmp_path, tiny_bert, tiny_data, monkeypatch, capsys):
+    from pipeline.train import recipes
+
+    data = tiny_data(tmp_path / "data", queries=6, per_query=10)
+    model = tiny_bert(tmp_path / "model")
+    args = ["score", *_inputs(data), "--model", str(model), "--depth", "8", "--chunk-queries", "1", "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "straight.scores")]) == 0
+    scored, real = [], recipes.score_chunk
+
+    def interrupted_at_the_third(*call):
+        if len(scored) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the third chunk is scored
+        scored.append(call)
+        return real(*call)
+
+    monkeypatch.setattr(recipes, "score_chunk", interrupted_at_the_third)
+    output = tmp_path / "stopped.scores"
+    capsys.readouterr()
+    assert main([*args, "--output", str(output)]) == 130
+    last = capsys.readouterr().err.splitlines()[-1]  # after the libraries' own loading bars
+    assert last.startswith("distilrank: stopped by SIGINT; finished work is kept")
+    assert not output.exists() and Path(f"{output}.journal").read_bytes().count(b"\n") == 3  # header + 2 chunks
+    monkeypatch.setattr(recipes, "score_chunk", real)
+    assert main([*args, "--output", str(output), "--resume"]) == 0
+    assert output.read_bytes() == (tmp_path / "straight.scores").read_bytes()
+    timing = json.loads(Path(f"{output}.timing.json").read_text())["stages"][0]
+    assert (timing["resumed_queries"], timing["queries"], timing["pairs"]) == (2, 4, 32)
