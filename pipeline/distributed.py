@@ -6,9 +6,9 @@
 - **Device** (``local_device``): under ``torchrun``, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK`` where CUDA
   exists; ``auto`` means CPU otherwise. ``cuda:N`` is refused in a run of several processes (they would share
   one GPU). ``devices.resolve_device`` applies this rule, so every model of the package follows it.
-- **Process group** (``start``): made on first need (torch is imported then, so the command line reads the
-  context cheaply); gloo carries CPU tensors, NCCL CUDA tensors where the
-  device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``) only move small CPU objects.
+- **Process group** (``start``): made on first need; gloo carries CPU tensors, NCCL CUDA tensors where the
+  device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``) only move small CPU objects. torch is
+  imported only there, so the command line reads the context cheaply.
 - **Split** (``balanced_ranges``): units of work (chunks of whole queries) are cut into one contiguous range per
   rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
   joining the ranks' parts in rank order gives the single-process output.
