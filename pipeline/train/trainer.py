@@ -195,7 +195,7 @@ class Trainer:
             "modules": {k: m.state_dict() for k, m in modules.items() if k != "model"},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rngs[0], "rng_ranks": rngs, "world_size": self.ctx.world_size,
+            "rng_ranks": rngs, "world_size": self.ctx.world_size,
         }
         torch.save(state, tmp / STATE_FILE)
         final = self.output / CHECKPOINT
@@ -224,7 +224,7 @@ class Trainer:
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
-        rng = state.get("rng_ranks", [state["rng"]])[self.ctx.rank]
+        rng = state["rng_ranks"][self.ctx.rank] if "rng_ranks" in state else state["rng"]  # older checkpoints
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
