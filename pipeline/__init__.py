@@ -17,6 +17,7 @@ _EXPORTS = {
     "read_topics": "data",
     "read_qrels": "data",
     "iter_collection": "data",
+    "TokenCache": "token_cache",
     "BM25": "retrieve",
     "build_index": "retrieve",
     "IndexDocStore": "retrieve",
@@ -39,7 +40,11 @@ _EXPORTS = {
     "distill": "train.recipes",
     "score_run": "train.recipes",
     "TrainConfig": "train.options",
-    "BiEncoder": "train.biencoder",
+    "BiEncoder": "biencoder",
+    "DenseRetriever": "dense",
+    "DenseIndex": "embeddings",
+    "encode_collection": "embeddings",
+    "Hybrid": "fusion",
     "make_student": "train.students",
 }
 

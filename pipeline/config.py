@@ -18,6 +18,9 @@ A config names the data, the first stage, the teacher and the students, and how 
     k1 = 0.82
     b = 0.68
     hits = 1000
+    # kind = "hybrid"                     # or "dense"; default "bm25"
+    # dense = "../indexes/msmarco-subset.minilm"   # a dense index folder (distilrank encode)
+    # fusion = "rrf"                      # or "interpolation" (alpha x BM25 + dense, each normalised)
 
     [rerank]
     depth = 100
@@ -57,13 +60,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .attention import ATTENTION
 from .data import NAMED_QRELS, NAMED_TOPICS
-from .devices import device_name, precision_name
+from .devices import COMPILE_MODES, device_name, precision_name
+from .embeddings import META as DENSE_META
 from .errors import InputError
 from .evaluate import default_measures, parse_measures
+from .faiss_index import KINDS as FAISS_KINDS
+from .fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS
 from .hub import hub_cached, is_hub_name, online
 from .retrieve import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, index_present
 from .significance import DEFAULT_PERMUTATIONS, DEFAULT_SEED
+from .textfiles import read_text
 
 #: Where the presets live: ``configs/`` at the project root.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -76,6 +84,9 @@ RERANK_DEPTH = 100
 #: say otherwise (the cross-encoder, the bi-encoder, training).
 MAX_LENGTH = 256
 QUERY_MAX_LENGTH = 64
+#: The first stages (``first_stage.kind``; ``pipeline.retrievers`` opens them) and how reports name them.
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+FIRST_STAGE_LABELS = {"bm25": "BM25", "dense": "Dense", "hybrid": "Hybrid"}
 
 
 def _help(text: str, **rules: Any) -> dict[str, Any]:
@@ -125,8 +136,11 @@ class DataSection(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class FirstStageSection(Section):
-    """[first_stage]: where the candidates come from (exactly one of index, prebuilt, run) and how many."""
+    """[first_stage]: where the candidates come from and how many. ``kind`` bm25 needs exactly one of index,
+    prebuilt, run; dense needs dense (or run); hybrid needs index or prebuilt, and dense (or run)."""
 
+    kind: str = field(default="bm25", metadata=_help(
+        "bm25, dense (a bi-encoder over a faiss index) or hybrid (BM25 and dense fused)", choices=FIRST_STAGES))
     index: Path | None = field(default=None, metadata=_help(
         "a local Lucene index folder (built from data.collection when missing)", path="file"))
     prebuilt: str | None = field(default=None, metadata=_help("a Pyserini prebuilt index name (online)"))
@@ -134,13 +148,55 @@ class FirstStageSection(Section):
         "a precomputed first-stage run file (any retriever; needs data.collection, no Java)", path="file"))
     k1: float = field(default=DEFAULT_K1, metadata=_help("BM25 k1", min=0))
     b: float = field(default=DEFAULT_B, metadata=_help("BM25 b", min=0))
+    dense: Path | None = field(default=None, metadata=_help(
+        "a dense index folder made by 'distilrank encode' (kind dense or hybrid)", path="file"))
+    encoder: Path | None = field(default=None, metadata=_help(
+        "the query encoder: the bi-encoder the dense index was encoded with (default: the one recorded in it)",
+        path="file"))
+    faiss: str | None = field(default=None, metadata=_help(
+        "the faiss index searched (default: the first built of flat, hnsw, ivfpq; none built: exact search)",
+        choices=FAISS_KINDS))
+    ef_search: int | None = field(default=None, metadata=_help("HNSW search candidates (default: as built)", min=1))
+    nprobe: int | None = field(default=None, metadata=_help("IVF lists searched (default: as built)", min=1))
+    fusion: str = field(default=FUSIONS[0], metadata=_help(
+        "hybrid fusion: interpolation (alpha x BM25 + dense, each normalised, as Pyserini's) or rrf",
+        choices=FUSIONS))
+    alpha: float = field(default=DEFAULT_ALPHA, metadata=_help("hybrid interpolation weight of BM25", min=0))
+    rrf_k: int = field(default=DEFAULT_RRF_K, metadata=_help("reciprocal rank fusion constant", min=0))
     hits: int = field(default=DEFAULT_HITS, metadata=_help("first-stage hits (candidates) kept per query", min=1))
-    threads: int = field(default=1, metadata=_help("BM25 search and indexing threads", min=1))
+    threads: int = field(default=1, metadata=_help("BM25 search and indexing threads, faiss search threads", min=1))
 
     def check(self) -> None:
-        if sum(value is not None for value in (self.index, self.prebuilt, self.run)) != 1:
+        bm25 = sum(value is not None for value in (self.index, self.prebuilt))
+        given = self.run is not None
+        if given and (bm25 or self.dense is not None) or not given and self.kind == "bm25" and (
+                bm25 != 1 or self.dense is not None):
             raise InputError("needs exactly one of 'index' (a local folder), 'prebuilt' (a Pyserini name) "
-                             "or 'run' (a precomputed run file)")
+                             "or 'run' (a precomputed run file); 'dense' needs kind = \"dense\" or \"hybrid\" "
+                             "(and no 'run')")
+        if given:
+            return
+        if self.kind == "dense" and (bm25 or self.dense is None):
+            raise InputError("kind = \"dense\" needs 'dense' (a dense index folder) or 'run', and no BM25 index")
+        elif self.kind == "hybrid" and (bm25 != 1 or self.dense is None):
+            raise InputError("kind = \"hybrid\" needs 'dense' (a dense index folder) and one of 'index' or "
+                             "'prebuilt' (or a precomputed 'run')")
+
+    @property
+    def label(self) -> str:
+        """How reports name this first stage."""
+        return FIRST_STAGE_LABELS[self.kind]
+
+    @property
+    def description(self) -> str:
+        """The first stage and its settings in a few words (reports)."""
+        if self.run is not None:
+            return f"the run file `{self.run.name}`"
+        bm25 = f"BM25 (k1={self.k1}, b={self.b}) from `{Path(str(self.prebuilt or self.index)).name}`"
+        dense = f"dense retrieval from `{self.dense.name if self.dense else ''}` (faiss {self.faiss or 'as built'})"
+        fusion = f"alpha={self.alpha}" if self.fusion == "interpolation" else f"k={self.rrf_k}"
+        return {"bm25": bm25, "dense": dense, "hybrid": f"{bm25} and {dense} fused by {self.fusion} ({fusion})"}[
+            self.kind]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +207,8 @@ class RerankSection(Section):
         "rerank depth: candidates reranked per query (the rest keep their first-stage order)", min=1))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N", check=device_name))
     precision: str | None = field(default=None, metadata=_help(
-        "fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)", check=precision_name))
+        "fp32, bf16, fp16 or int8 (CPU only: linear layers dynamically quantized); default bf16 on CUDA, fp32 on CPU",
+        check=precision_name))
     batch_tokens: int | None = field(default=None, metadata=_help(
         "padded tokens per batch (default: the engine's for the device)", min=1))
     max_length: int | None = field(default=None, metadata=_help(
@@ -159,6 +216,21 @@ class RerankSection(Section):
     warmup_queries: int = field(default=2, metadata=_help("queries through each reranker before timing", min=0))
     chunk_queries: int = field(default=0, metadata=_help(
         "queries per interleaved round (0: about one engine chunk of pairs, at least 10 rounds)", min=0))
+    token_cache: bool = field(default=True, metadata=_help(
+        "read passages as token ids from the collection's token cache (built before the timed rounds)"))
+    attention: str = field(default="sdpa", metadata=_help(
+        "sdpa, or sdpa-padded (heads zero-padded to a multiple of 8 for the fused kernels)", choices=ATTENTION))
+    compile: str | None = field(default=None, metadata=_help(
+        "torch.compile the models: dynamic or static shapes (default: not compiled)", choices=COMPILE_MODES))
+    bucket: int | None = field(default=None, metadata=_help(
+        "static batch shapes: lengths rounded up to this multiple (for cuda_graphs and compile = static)", min=1))
+    cuda_graphs: bool = field(default=False, metadata=_help("replay each batch shape from a CUDA graph (CUDA)"))
+
+    def check(self) -> None:
+        if self.device == "cpu" and self.cuda_graphs:
+            raise InputError("[rerank] cuda_graphs needs a CUDA device, but device is 'cpu'")
+        if self.precision is not None and precision_name(self.precision) == "int8" and self.device.startswith("cuda"):
+            raise InputError("[rerank] precision int8 runs on the CPU only; set device = 'cpu'")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,8 +245,8 @@ class ModelSpec(Section):
         if not self.model:
             raise InputError("'model' must name a folder or a Hugging Face hub name")
         name = self.name or Path(self.model).name
-        if _file_name(name) == "bm25":
-            raise InputError("name 'bm25' is the first stage's")
+        if _file_name(name) in FIRST_STAGES:
+            raise InputError(f"name {name!r} is a first stage's")
         object.__setattr__(self, "name", name)
 
     @property
@@ -248,6 +320,15 @@ class Config(Section):
 
     # ---- input checks -----------------------------------------------------------------------
 
+    def input_paths(self) -> dict[str, Any]:
+        """The files and folders the comparison reads, labelled by their keys: what it must never write."""
+        data, first = self.data, self.first_stage
+        return {"--config": self.source, "data.topics": data.topics, "data.qrels": data.qrels,
+                "data.qids": data.qids, "data.collection": data.collection, "first_stage.run": first.run,
+                "first_stage.index": first.index if first.index and index_present(first.index) else None,
+                "first_stage.dense": first.dense, "first_stage.encoder": first.encoder,
+                "model": [spec.model for spec in self.rerankers if not spec.is_hub_name]}
+
     def needs_network(self) -> list[str]:
         """What in this config must come from the network (unless already cached locally)."""
         data = self.data
@@ -285,9 +366,14 @@ class Config(Section):
             if not collection_ok or not data.collection.is_file():
                 problems.append(f"first_stage.run needs data.collection for the passage text (not found: "
                                 f"{data.collection})")
-        elif first.index is not None and not index_present(first.index) and not collection_ok:
-            problems.append(f"no index at {first.index} and no collection to build it from"
-                            + (f" (collection not found: {data.collection})" if data.collection else ""))
+        else:
+            if first.index is not None and not index_present(first.index) and not collection_ok:
+                problems.append(f"no index at {first.index} and no collection to build it from"
+                                + (f" (collection not found: {data.collection})" if data.collection else ""))
+            if first.dense is not None and not (first.dense / DENSE_META).is_file():
+                problems.append(f"no dense index at {first.dense} (make one with 'distilrank encode')")
+            if first.encoder is not None and not (first.encoder / "config.json").is_file():
+                problems.append(f"query encoder folder has no config.json: {first.encoder}")
         for spec in self.rerankers:
             if spec.is_hub_name:
                 continue
@@ -461,8 +547,7 @@ def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise InputError("config file not found", path)
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"invalid TOML: {err}", path) from None
 

@@ -15,11 +15,17 @@ the second from it on, 0 on padding. ``pair_tokens`` lays out many pairs at once
 ``encode`` (training) and the scoring engine (inference, ``pipeline.engine``) both build their batches from it.
 The saved settings (``cross_encoder.json``: ``max_length``, ``query_max_length``) apply whenever a folder is
 loaded, unless given explicitly.
+
+Passages come as text or as token ids (``PassageTokens``) from the passage token cache (``passage_cache``:
+built once per collection and tokenizer), which the encoding rule then only cuts and lays out.
+
+How it runs: ``precision`` (``pipeline.devices``; ``int8`` quantizes the linear layers on the CPU),
+``attention`` (``pipeline.attention``: ``sdpa``, or ``sdpa-padded`` for head sizes the fused kernels refuse)
+and ``compile`` (``dynamic``: one graph for every shape; ``static``: one per shape, for the engine's bucketed
+shapes, ``ScoringEngine(bucket=...)``).
 """
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -30,16 +36,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from .atomic import atomic_write, give_default_modes
+from .attention import ATTENTION, takes_sdpa_mask, use_attention
 from .config import MAX_LENGTH, QUERY_MAX_LENGTH
-from .devices import resolve_device, resolve_dtype
+from .data import DocStore
+from .devices import COMPILE_MODES, is_int8, resolve_device, resolve_dtype
 from .errors import InputError
 from .hub import is_hub_name, offline
+from .token_cache import MAX_TOKENS, PassageTokens, TokenCache, plain_fast_tokenizer
 
 log = logging.getLogger(__name__)
 
 #: The sidecar file that keeps the encoding settings next to the transformers files.
 SETTINGS_FILE = "cross_encoder.json"
+#: Static shapes torch.compile may compile before it gives up on new ones (dynamo's recompile limit, raised).
+STATIC_SHAPES = 128
 #: Files one of which a local model folder needs for its tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
                    "sentencepiece.bpe.model")
@@ -74,11 +85,16 @@ def _load_config(source: str):
     try:
         return AutoConfig.from_pretrained(source)
     except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors alike
-        if not Path(source).is_dir() and offline():
-            raise InputError(f"model {source!r}: no such folder, and not in the Hugging Face cache; it cannot be "
-                             "fetched offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set): pass a local model "
-                             "folder") from None
+        _refuse_offline(source)
         raise InputError(f"cannot load model config from {source!r}: {_reason(exc)}") from None
+
+
+def _refuse_offline(source: str) -> None:
+    """A hub name that is neither cached nor reachable offline: an ``InputError`` saying what to do instead."""
+    if not Path(source).is_dir() and offline():
+        raise InputError(f"model {source!r}: no such folder, and not in the Hugging Face cache; it cannot be "
+                         "fetched offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set): pass a local model "
+                         "folder") from None
 
 
 def _load_tokenizer(source: str):
@@ -89,6 +105,7 @@ def _load_tokenizer(source: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:
+        _refuse_offline(source)
         raise InputError(f"cannot load the tokenizer of model {source!r} (tokenizer files missing?): "
                          f"{_reason(exc)}") from None
     if tokenizer is None or not callable(tokenizer):
@@ -97,22 +114,51 @@ def _load_tokenizer(source: str):
 
 
 def _load_model(source: str, config, dtype: torch.dtype):
-    """``AutoModelForSequenceClassification`` with SDPA attention where the architecture has it; the model and
-    the names of its newly initialised weights."""
-    from transformers import AutoModelForSequenceClassification
+    """``AutoModelForSequenceClassification`` (or the class of the ranking head the config names, ``heads.py``)
+    with SDPA attention where the architecture has it; the model and the names of its newly initialised weights."""
+    from .heads import ranker_class
 
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "output_loading_info": True}
     try:
+        model_class = ranker_class(config)
         try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="sdpa",
-                                                                             **kwargs)
+            model, info = model_class.from_pretrained(source, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError) as exc:
             if "sdpa" not in str(exc).lower() and "attn" not in str(exc).lower():
                 raise
-            model, info = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+            model, info = model_class.from_pretrained(source, **kwargs)
     except Exception as exc:
         raise InputError(f"cannot load model {source!r} as a sequence-classification ranker: {_reason(exc)}") from None
     return model, sorted(info.get("missing_keys") or [])
+
+
+def load_tokenizer(model_name_or_path: str | Path):
+    """The tokenizer of a model folder (or hub name) alone, without loading the model."""
+    return _load_tokenizer(_locate(model_name_or_path))
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with its linear layers dynamically quantized to int8 (``torch.ao.quantization.quantize_dynamic``
+    with per-channel weights, which kept scores closer to fp32 than per-tensor ones on our MiniLM; activations
+    quantized per batch; CPU kernels)."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; the API still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
+
+
+def _compile_mode(compile: bool | str | None) -> str | None:
+    """``None`` (no torch.compile), ``dynamic`` or ``static``; ``True`` means ``dynamic``."""
+    if compile is None or compile is False:
+        return None
+    mode = "dynamic" if compile is True else str(compile)
+    if mode not in COMPILE_MODES:
+        raise InputError(f"unknown compile mode {compile!r}; expected one of {', '.join(COMPILE_MODES)}")
+    return mode
 
 
 def _read_settings(source: str) -> dict:
@@ -124,17 +170,6 @@ def _read_settings(source: str) -> dict:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError):
         raise InputError("malformed cross-encoder settings (expected a JSON object)", path) from None
-
-
-def _plain_fast_tokenizer(tokenizer):
-    """A private copy of the Rust tokenizer behind ``tokenizer`` without padding or truncation, or None."""
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if backend is None or not hasattr(backend, "encode_batch_fast"):
-        return None
-    backend = copy.deepcopy(backend)
-    backend.no_padding()
-    backend.no_truncation()
-    return backend
 
 
 # ---- the pair template and the pair layout ----------------------------------------------------------
@@ -176,15 +211,6 @@ class PairTemplate:
             raise InputError(f"unsupported token type pattern {types} of tokenizer {type(tokenizer).__name__}")
         return cls(tuple(ids[:start]), tuple(ids[start + len(a) : second_start]), tuple(ids[second_start + len(b) :]),
                    types[0], types[second_start])
-
-
-def _flatten(token_lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenated ids, start offsets and lengths."""
-    lengths = np.fromiter((len(ids) for ids in token_lists), dtype=np.int64, count=len(token_lists))
-    flat = np.fromiter(itertools.chain.from_iterable(token_lists), dtype=np.int32, count=int(lengths.sum()))
-    offsets = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    return flat, offsets, lengths
 
 
 @dataclass
@@ -241,7 +267,8 @@ class CrossEncoder:
         precision: str | torch.dtype | None = None,
         max_length: int | None = None,
         query_max_length: int | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
+        attention: str = "sdpa",
     ):
         self.source = _locate(model_name_or_path)
         settings = _read_settings(self.source)
@@ -259,10 +286,10 @@ class CrossEncoder:
             log.warning("%s: %sweights newly initialised (%s%s): scores are meaningless until the model is trained",
                         self.source, "no ranking head found, " if not has_head else "",
                         ", ".join(new_weights[:4]), ", ..." if len(new_weights) > 4 else "")
-        self._setup(model, tokenizer, device, dtype,
+        self._setup(model, tokenizer, device, dtype, is_int8(precision),
                     settings.get("max_length", MAX_LENGTH) if max_length is None else max_length,
                     settings.get("query_max_length", QUERY_MAX_LENGTH) if query_max_length is None
-                    else query_max_length, compile)
+                    else query_max_length, compile, attention)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: str | Path, **kwargs) -> CrossEncoder:
@@ -272,7 +299,7 @@ class CrossEncoder:
     @classmethod
     def from_model(cls, model, tokenizer, device: str | torch.device = "auto",
                    precision: str | torch.dtype | None = None, max_length: int = MAX_LENGTH,
-                   query_max_length: int = QUERY_MAX_LENGTH, compile: bool = False,
+                   query_max_length: int = QUERY_MAX_LENGTH, compile: bool | str = False, attention: str = "sdpa",
                    source: str = "<in memory>") -> CrossEncoder:
         """Wrap a sequence-classification model already in memory (training, benchmarks); moved to ``device``
         and cast to ``precision``."""
@@ -281,13 +308,27 @@ class CrossEncoder:
         self.new_head = False
         device = resolve_device(device)
         dtype = resolve_dtype(precision, device)
-        self._setup(model.to(dtype), tokenizer, device, dtype, max_length, query_max_length, compile)
+        self._setup(model.to(dtype), tokenizer, device, dtype, is_int8(precision), max_length, query_max_length,
+                    compile, attention)
         return self
 
-    def _setup(self, model, tokenizer, device: torch.device, dtype: torch.dtype, max_length: int,
-               query_max_length: int, compile: bool) -> None:
-        self.device, self.dtype, self.tokenizer = device, dtype, tokenizer
+    def _setup(self, model, tokenizer, device: torch.device, dtype: torch.dtype, int8: bool, max_length: int,
+               query_max_length: int, compile: bool | str, attention: str) -> None:
+        self.device, self.dtype, self.tokenizer, self.int8 = device, dtype, tokenizer, int8
+        if attention not in ATTENTION:
+            raise InputError(f"unknown attention {attention!r}; expected one of {', '.join(ATTENTION)}")
+        try:
+            if attention != "sdpa":  # (a model without SDPA support keeps the eager attention it loaded with)
+                use_attention(model, attention)
+        except (ValueError, ImportError) as exc:
+            raise InputError(f"model {self.source!r} cannot run with {attention} attention: {_reason(exc)}") from None
+        self.attention = attention
+        self.compile = _compile_mode(compile)
+        if self.compile == "static":
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPES)
         self.model = model.to(device).eval()
+        if int8:
+            self.model = quantize_int8(self.model)
         self.num_labels = int(model.config.num_labels)
         if self.num_labels not in (1, 2):
             raise InputError(f"model {self.source!r} has a {self.num_labels}-label classification head; a ranker "
@@ -299,12 +340,28 @@ class CrossEncoder:
         if self.max_length < self.template.num_special + 2:
             raise InputError(f"max_length {max_length} leaves no room for the query and the passage")
         self.pad_id = int(tokenizer.pad_token_id or 0)
-        self._fast = _plain_fast_tokenizer(tokenizer)
-        self._forward = torch.compile(self.model, dynamic=True) if compile else self.model
+        self._fast = plain_fast_tokenizer(tokenizer)
+
+    @property
+    def model(self):
+        """The sequence-classification model that scores."""
+        return self._model
+
+    @model.setter
+    def model(self, model) -> None:
+        """Swapping the model (a student cut from a teacher, a model in training) swaps what scores: the forward
+        that ``score`` calls is always this model's (compiled as ``compile`` says)."""
+        self._model = model
+        self._forward = torch.compile(model, dynamic=self.compile == "dynamic") if self.compile else model
 
     @property
     def hidden_size(self) -> int:
         return int(getattr(self.model.config, "hidden_size", 768))
+
+    @property
+    def precision(self) -> str:
+        """``int8``, or the name of the floating-point dtype (``float32``, ``bfloat16``, ``float16``)."""
+        return "int8" if self.int8 else str(self.dtype).replace("torch.", "")
 
     # ---- the encoding rule ----------------------------------------------------------------------
 
@@ -317,25 +374,45 @@ class CrossEncoder:
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max(limit, 1))
         return [list(i)[:limit] for i in encoded["input_ids"]]
 
-    def tokenize_passages(self, passages: Sequence[str]) -> list[list[int]]:
-        """Passage token ids, cut to the most a pair can hold (for callers that tokenize once, score often)."""
-        return self.tokenize(passages, self.max_length - self.template.num_special)
+    @property
+    def passage_limit(self) -> int:
+        """The most passage tokens a pair can hold (``max_length`` less the special tokens)."""
+        return self.max_length - self.template.num_special
+
+    def tokenize_passages(self, passages: Sequence[str]) -> PassageTokens:
+        """Passage token ids, cut to ``passage_limit`` (for callers that tokenize once, score often)."""
+        return PassageTokens.from_lists(self.tokenize(passages, self.passage_limit))
+
+    def passage_cache(self, docstore, build: bool = True, progress: bool | None = None) -> TokenCache | None:
+        """The token cache of ``docstore``'s collection for this model's tokenizer, built when absent (unless not
+        ``build``); ``None`` (logged) when this model cannot use one: passages not from a collection file, a
+        tokenizer without a fast (Rust) version, or pairs holding more passage tokens than the cache keeps."""
+        why = ("passages do not come from a collection file" if not isinstance(docstore, DocStore)
+               else "the tokenizer has no fast (Rust) version" if self._fast is None
+               else f"pairs hold up to {self.passage_limit} passage tokens, the cache {MAX_TOKENS}"
+               if self.passage_limit > MAX_TOKENS else None)
+        if why:
+            log.info("no token cache for %s: %s; passages are tokenized as they are read", self.source, why)
+            return None
+        return TokenCache.open(docstore, self.tokenizer, build=build, progress=progress)
 
     def pair_tokens(self, queries: Sequence[str], query_of_pair: Sequence[int], passages: Sequence[str] | None = None,
-                    passage_ids: Sequence[Sequence[int]] | None = None) -> PairTokens:
+                    passage_tokens: PassageTokens | None = None) -> PairTokens:
         """Lay out the pairs ``(queries[query_of_pair[i]], passage i)``: each distinct query tokenized once, the
-        passages given as text or already tokenized (``tokenize_passages``), truncated by the encoding rule."""
-        if passage_ids is None:
+        passages given as text or as token ids (``tokenize_passages``, the token cache), truncated by the encoding
+        rule."""
+        if passage_tokens is None:
             if passages is None:
-                raise ValueError("pair_tokens needs passages or passage_ids")
-            passage_ids = self.tokenize_passages(passages)
+                raise ValueError("pair_tokens needs passages or passage_tokens")
+            passage_tokens = self.tokenize_passages(passages)
         owner = np.asarray(query_of_pair, dtype=np.int64)
-        if len(passage_ids) != len(owner):
-            raise ValueError(f"{len(owner)} pairs but {len(passage_ids)} passages")
+        if len(passage_tokens) != len(owner):
+            raise ValueError(f"{len(owner)} pairs but {len(passage_tokens)} passages")
         t = self.template
         specials = np.asarray(t.prefix + t.middle + t.suffix + (self.pad_id,), dtype=np.int32)
-        q_flat, q_off, q_len = _flatten(self.tokenize(queries, self.query_max_length))
-        p_flat, p_off, p_len = _flatten(passage_ids)
+        query_tokens = PassageTokens.from_lists(self.tokenize(queries, self.query_max_length))
+        q_flat, q_off, q_len = query_tokens.ids, query_tokens.starts, query_tokens.lengths
+        p_flat, p_off, p_len = passage_tokens.ids, passage_tokens.starts, passage_tokens.lengths
         lq = q_len[owner]
         lp = np.minimum(p_len, np.maximum(self.max_length - t.num_special - lq, 0))
         return PairTokens(np.concatenate([specials, q_flat, p_flat]), len(specials) + q_off[owner], lq,
@@ -355,12 +432,15 @@ class CrossEncoder:
         passage = torch.where(positions < lengths, t.second_type, 0)
         return torch.where(positions < boundaries, t.first_type, passage)
 
-    def encode(self, queries: Sequence[str], passages: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The model inputs of the pairs ``(queries[i], passages[i])``, padded to the longest (CPU, int64):
-        input_ids, attention_mask, token_type_ids."""
-        if len(queries) != len(passages):
-            raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
-        tokens = self.pair_tokens(queries, range(len(queries)), passages)
+    def encode(self, queries: Sequence[str], passages: Sequence[str] | None = None,
+               passage_tokens: PassageTokens | None = None) -> dict[str, torch.Tensor]:
+        """The model inputs of the pairs ``(queries[i], passage i)``, passages as text or token ids, padded to the
+        longest (CPU, int64): input_ids, attention_mask, token_type_ids."""
+        count = len(passage_tokens) if passage_tokens is not None else len(passages or ())
+        if len(queries) != count:
+            raise ValueError(f"{len(queries)} queries but {count} passages")
+        distinct = {q: i for i, q in enumerate(dict.fromkeys(queries))}  # each query tokenized once
+        tokens = self.pair_tokens(list(distinct), [distinct[q] for q in queries], passages, passage_tokens)
         index = np.arange(len(tokens))
         width = int(tokens.lengths.max()) if len(tokens) else 0
         positions = torch.arange(width)[None, :]
@@ -395,22 +475,24 @@ class CrossEncoder:
             inputs["token_type_ids"] = self.token_types(positions, boundaries[:, None], lengths)
         if padded:
             mask = positions < lengths
-            sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
-            inputs["attention_mask"] = mask[:, None, None, :] if sdpa else mask.long()
+            inputs["attention_mask"] = mask[:, None, None, :] if takes_sdpa_mask(self.model.config) else mask.long()
         return self.logits_to_scores(self._forward(**inputs).logits).float()
 
     # ---- files ------------------------------------------------------------------------------------
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write a folder that ``CrossEncoder`` and plain ``AutoModelForSequenceClassification`` both load."""
+        if self.int8:
+            raise ValueError("an int8-quantized model is for scoring; save the model before quantizing it")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        give_default_modes(path.glob("*.safetensors"))  # safetensors writes them 0600, whatever the umask
         with atomic_write(path / SETTINGS_FILE) as out:
             json.dump({"max_length": self.max_length, "query_max_length": self.query_max_length}, out, indent=2)
         return path
 
     def __repr__(self) -> str:
-        return (f"CrossEncoder({self.source!r}, device={self.device}, dtype={self.dtype}, "
+        return (f"CrossEncoder({self.source!r}, device={self.device}, precision={self.precision}, "
                 f"num_labels={self.num_labels}, max_length={self.max_length})")

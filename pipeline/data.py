@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import InputError
+from .outputs import building
+from .textfiles import BOM, NOT_UTF8, iter_lines
 
 #: Named topic sets and the file a user can pass instead when offline.
 NAMED_TOPICS = {
@@ -36,23 +39,13 @@ NAMED_QRELS = {
 }
 
 
-def _open_text(path: Path) -> Iterator[tuple[int, str]]:
-    if not path.is_file():
-        raise InputError("file not found", path)
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            yield lineno, line.rstrip("\n").rstrip("\r")
-
-
 def _pyserini_named(name: str, kind: str, instead: str):
     """Load named topics/qrels through Pyserini; fail fast with what file to pass when offline."""
-    from .java import ensure_java
+    from .java import import_pyserini
 
-    ensure_java()
+    search = import_pyserini("pyserini.search")
     try:
-        from pyserini.search import get_qrels, get_topics
-
-        loaded = get_topics(name) if kind == "topics" else get_qrels(name)
+        loaded = search.get_topics(name) if kind == "topics" else search.get_qrels(name)
     except Exception as exc:  # pyserini raises many kinds when offline
         reason = (str(exc).strip().splitlines() or [""])[0][:160]  # Java errors carry whole stack traces
         raise InputError(
@@ -71,7 +64,7 @@ def read_topics(path: str | Path) -> dict[str, str]:
         return {str(q): t["title"] for q, t in loaded.items()}
     path = Path(path)
     topics: dict[str, str] = {}
-    for lineno, line in _open_text(path):
+    for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         qid, sep, query = line.partition("\t")
@@ -94,7 +87,7 @@ def read_qrels(path: str | Path, topics: dict[str, str] | None = None) -> dict[s
         return {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in loaded.items()}
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in _open_text(path):
+    for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         parts = line.split()
@@ -119,7 +112,7 @@ def read_qrels(path: str | Path, topics: dict[str, str] | None = None) -> dict[s
 def read_qids(path: str | Path) -> list[str]:
     """Query ids from a file, in order without repeats: one a line, or the first column of a TSV (topics,
     qrels); blank lines and ``#`` comments are skipped."""
-    qids = [line.split()[0] for _, line in _open_text(Path(path)) if line.strip() and not line.startswith("#")]
+    qids = [line.split()[0] for _, line in iter_lines(path) if line.strip() and not line.startswith("#")]
     if not qids:
         raise InputError("no query ids in file", path)
     return list(dict.fromkeys(qids))
@@ -164,14 +157,29 @@ def iter_collection(path: str | Path) -> Iterator[tuple[str, str]]:
         raise InputError("no .jsonl files in collection folder", path)
     for file in files:
         fmt = collection_format(file)
-        for lineno, line in _open_text(file):
+        for lineno, line in iter_lines(file):
             if line.strip():
                 yield parse_collection_line(line, fmt, file, lineno)
+
+
+#: Bumped when the offset index changes meaning (2: a byte-order mark is no longer part of the first id).
+INDEX_VERSION = 2
 
 
 def _canonical_int(docid: str) -> bool:
     """Whether ``docid`` is written as a plain int64 ("7", not "007"), so it can be stored as a number."""
     return docid.isdigit() and len(docid) < 19 and (docid == "0" or docid[0] != "0")
+
+
+def key_positions(keys: np.ndarray, docids: Sequence[str]) -> np.ndarray:
+    """Positions of ``docids`` in the sorted ids ``keys`` (int64 when every id is a plain integer, else str);
+    -1 where absent."""
+    if keys.dtype.kind == "i":
+        wanted = np.array([int(d) if _canonical_int(d) else -1 for d in docids], dtype=np.int64)
+    else:
+        wanted = np.array(list(docids), dtype=np.str_)  # its own width: a longer id must not be cut to match
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[pos] == wanted, pos, -1)
 
 
 class DocStore:
@@ -192,30 +200,47 @@ class DocStore:
         self.keys, self.offsets, self.lengths = self._load_or_build_index()
         self._file = open(self.path, "rb")
         self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self.path.stat().st_size else b""
-        self._numeric = self.keys.dtype.kind == "i"
 
     # ---- index --------------------------------------------------------------------------------
 
-    def _cache_path(self) -> Path:
-        """``$DISTILRANK_CACHE`` (default ``~/.cache/distilrank``), keyed by path, size and mtime."""
+    def cache_file(self, suffix: str) -> Path:
+        """A cache file derived from this collection: under ``$DISTILRANK_CACHE`` (default
+        ``~/.cache/distilrank``, never beside the collection, whose folder may be read-only), named after the
+        collection and keyed by its path, size and mtime (and the index layout's version), so a changed collection
+        gets new files."""
         stat = self.path.stat()
-        tag = hashlib.sha1(f"{self.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        key = f"{INDEX_VERSION}:{self.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        tag = hashlib.sha1(key.encode()).hexdigest()[:16]
         root = Path(os.environ.get("DISTILRANK_CACHE", Path.home() / ".cache" / "distilrank"))
-        return root / f"{self.path.name}.{tag}.offsets.npz"
+        return root / f"{self.path.name}.{tag}.{suffix}"
+
+    def _cache_path(self) -> Path:
+        """The offset index's cache file."""
+        return self.cache_file("offsets.npz")
 
     def _load_or_build_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cache = self._cache_path()
         stat = self.path.stat()
+        cached = self._cached_index(cache, stat)
+        if cached is not None:
+            return cached
+        with building(cache):  # the processes of a torchrun job: one scans, the others wait and read its file
+            cached = self._cached_index(cache, stat)
+            if cached is not None:
+                return cached
+            keys, offsets, lengths = self._scan()
+            with atomic_write(cache, "wb") as out:
+                np.savez(out, keys=keys, offsets=offsets, lengths=lengths, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        return keys, offsets, lengths
+
+    @staticmethod
+    def _cached_index(cache: Path, stat: os.stat_result) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The offset index in ``cache`` when it is there and describes the collection as it is now (``stat``)."""
         if cache.is_file():
             with np.load(cache) as data:
                 if int(data["size"]) == stat.st_size and int(data["mtime_ns"]) == stat.st_mtime_ns:
                     return data["keys"], data["offsets"], data["lengths"]
-        keys, offsets, lengths = self._scan()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")  # processes of a torchrun job may race here
-        np.savez(tmp, keys=keys, offsets=offsets, lengths=lengths, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        os.replace(tmp, cache)
-        return keys, offsets, lengths
+        return None
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pass over the file: validate every line, record (id, offset, length), check duplicates.
@@ -229,12 +254,15 @@ class DocStore:
         with open(self.path, "rb") as handle:
             for lineno, raw in enumerate(handle, 1):
                 size = len(raw)
+                if lineno == 1 and raw.startswith(BOM):  # the text rule (pipeline.textfiles): a BOM is dropped
+                    raw, offset = raw[len(BOM):], offset + len(BOM)
+                    size -= len(BOM)
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
                     try:
                         text = line.decode("utf-8")
                     except UnicodeDecodeError:
-                        raise InputError("line is not valid UTF-8", self.path, lineno) from None
+                        raise InputError(NOT_UTF8, self.path, lineno) from None
                     docid = parse_collection_line(text, self.format, self.path, lineno)[0]
                     if str_ids is None and _canonical_int(docid):
                         int_ids.append(int(docid))
@@ -263,39 +291,40 @@ class DocStore:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def _positions(self, docids: Sequence[str]) -> np.ndarray:
-        """Index positions of ``docids``; -1 where absent."""
-        if self._numeric:
-            wanted = np.array([int(d) if _canonical_int(d) else -1 for d in docids], dtype=np.int64)
-        else:
-            wanted = np.array(list(docids), dtype=self.keys.dtype if docids else np.str_)
-        pos = np.searchsorted(self.keys, wanted)
-        pos = np.minimum(pos, len(self.keys) - 1)
-        found = self.keys[pos] == wanted
-        return np.where(found, pos, -1)
+    def positions(self, docids: Sequence[str]) -> np.ndarray:
+        """Rows of ``docids`` in the index (sorted by id; the token cache's rows too); -1 where absent."""
+        return key_positions(self.keys, docids)
 
     def missing(self, docids: Sequence[str]) -> list[str]:
         """The ids in ``docids`` that the collection lacks, in input order."""
-        pos = self._positions(list(docids))
+        pos = self.positions(list(docids))
         return [d for d, p in zip(docids, pos, strict=True) if p < 0]
 
     def __contains__(self, docid: str) -> bool:
-        return bool(self._positions([docid])[0] >= 0)
+        return bool(self.positions([docid])[0] >= 0)
 
     def get_many(self, docids: Sequence[str]) -> list[str]:
         """Passage texts for ``docids`` in order; a missing id raises ``KeyError`` naming it."""
         docids = list(docids)
-        pos = self._positions(docids)
+        pos = self.positions(docids)
         if (pos < 0).any():
             raise KeyError(docids[int(np.argmax(pos < 0))])
+        return self.texts_at(pos)
+
+    def texts_at(self, rows: np.ndarray) -> list[str]:
+        """Passage texts of index ``rows`` (as ``positions`` returns them), in order."""
         mm, texts = self._mm, []
-        for start, length in zip(self.offsets[pos].tolist(), self.lengths[pos].tolist(), strict=True):
+        for start, length in zip(self.offsets[rows].tolist(), self.lengths[rows].tolist(), strict=True):
             line = mm[start : start + length].decode("utf-8")
             if self.format == "tsv":
                 texts.append(line.partition("\t")[2])
             else:
                 texts.append(str(json.loads(line)["contents"]))
         return texts
+
+    def docid_at(self, position: int) -> str:
+        """The id of the passage at ``position`` (0 to ``len - 1``) of the index's id order (for sampling)."""
+        return str(self.keys[position])
 
     def get(self, docid: str) -> str:
         """The text of one passage."""

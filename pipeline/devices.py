@@ -1,4 +1,4 @@
-"""Devices and numeric precisions, written once: names, aliases, and what ``auto`` means.
+"""Devices, numeric precisions and compile modes, written once: names, aliases, and what ``auto`` means.
 
 Names are checked without importing torch (configs are validated before any model loads); the torch
 objects are made by ``resolve_device`` and ``resolve_dtype``.
@@ -14,9 +14,14 @@ if TYPE_CHECKING:
 
 #: Device names; ``cuda:N`` is accepted too.
 DEVICES = ("auto", "cpu", "cuda")
-#: Precision names (canonical), and the spellings accepted for them.
-PRECISIONS = ("fp32", "bf16", "fp16")
-PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+#: Precision names (canonical), and the spellings accepted for them. ``int8``: the linear layers' weights in int8
+#: with activations quantized per batch (PyTorch's dynamic quantization), everything else fp32; CPU only.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+#: ``torch.compile`` modes: dynamic shapes, or static ones (one compilation per shape; see ``ScoringEngine``'s
+#: ``bucket``).
+COMPILE_MODES = ("dynamic", "static")
+PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
+                     "qint8": "int8"}
 
 
 def device_name(device: str) -> str:
@@ -52,8 +57,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def is_int8(precision: str | torch.dtype | None) -> bool:
+    """Whether ``precision`` names int8 (dynamic quantization of the linear layers)."""
+    return isinstance(precision, str) and precision_name(precision) == "int8"
+
+
 def resolve_dtype(precision: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
-    """``fp32``/``bf16``/``fp16``; ``None`` means bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
+    """The dtype of the model's floating-point weights and activations: ``fp32``/``bf16``/``fp16``; ``int8`` keeps
+    fp32 around its int8 linear layers and is an ``InputError`` off the CPU; ``None`` means bf16 on CUDA (fp16
+    where bf16 is unsupported), fp32 on CPU."""
     import torch
 
     if isinstance(precision, torch.dtype):
@@ -62,4 +74,7 @@ def resolve_dtype(precision: str | torch.dtype | None, device: str | torch.devic
         if torch.device(device).type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision_name(precision)]
+    name = precision_name(precision)
+    if name == "int8" and torch.device(device).type != "cpu":
+        raise InputError(f"precision int8 (PyTorch's dynamic quantization) runs on the CPU only, not on {device}")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}[name]

@@ -14,7 +14,7 @@
   joining the ranks' parts in rank order gives the single-process output.
 - **Output** (``write_output``): each rank writes its part atomically beside the output (``part_path``); after a
   barrier rank 0 joins the parts into the final file (atomically) and removes them. A single process writes one
-  part, renamed into place by the default join.
+  part too, copied into place by the default join.
 """
 from __future__ import annotations
 
@@ -189,10 +189,8 @@ def part_path(output: str | Path, ctx: Context) -> Path:
 
 
 def concatenate(parts: Sequence[Path], output: Path) -> None:
-    """Join ``parts`` byte for byte, in order, into ``output`` (atomically; a single part is renamed)."""
-    if len(parts) == 1:
-        os.replace(parts[0], output)
-        return
+    """Join ``parts`` byte for byte, in order, into ``output`` by ``atomic_write`` (its rules: a link written
+    through, a replaced file's mode kept)."""
     with atomic_write(output, "wb") as out:
         for part in parts:
             with open(part, "rb") as src:

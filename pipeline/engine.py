@@ -2,8 +2,9 @@
 
 For each chunk of pairs (whole queries, about ``chunk_pairs`` pairs):
 
-1. a background thread tokenizes the chunk (each distinct query once, passages in one parallel call of the
-   Rust tokenizer), sorts the pairs by token length (longest first) and cuts batches by a token budget
+1. a background thread tokenizes the chunk (each distinct query once; passages come as token ids from the
+   token cache, or as text tokenized in one parallel call of the Rust tokenizer), sorts the pairs by token
+   length (longest first) and cuts batches by a token budget
    (``rows x padded length <= batch_tokens``, the length rounded up to ``pad_multiple``, rows at least
    ``1 - max_padding`` of the batch's longest), collating each into
    int32 tensors (pinned on CUDA) with vectorised numpy (no Python loop per pair); it runs up to
@@ -17,9 +18,18 @@ For each chunk of pairs (whole queries, about ``chunk_pairs`` pairs):
 
 Memory is bounded by the chunk size and the prefetch depth, never by the number of candidates. The pairs are
 laid out by the cross-encoder's encoding rule (``CrossEncoder.pair_tokens``), the one training uses too.
+
+Static shapes (``bucket``): lengths are rounded up to a multiple of ``bucket`` and a batch holds the pairs of
+one rounded length, its rows padded (with copies of its first row, whose scores are dropped) up to the budget's
+row count or the power of two below it that holds them: a few dozen shapes in all, so ``cuda_graphs`` (one CUDA
+graph per shape, ``pipeline.cuda_graphs``) and ``torch.compile`` with static shapes compile each once.
+
+CUDA out of memory while scoring halves the token budget for the batches still to be planned and scores the
+failed batch in halves (one warning for the run); only a single pair that does not fit is an error.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -30,36 +40,38 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batching import (
+    GRAPH_BUCKET,
+    MAX_PADDING,
+    bucket_rows,
+    default_batch_tokens,
+    plan_batches,
+    plan_buckets,
+)
 from .cross_encoder import CrossEncoder, PairTokens
+from .cuda_graphs import GraphedForward
 from .errors import InputError
+from .token_cache import PassageTokens
+
+log = logging.getLogger(__name__)
 
 #: Pairs per chunk when none is given: enough for homogeneous lengths, few enough to stay small in memory.
 CPU_CHUNK_PAIRS = 4096
 GPU_CHUNK_PAIRS = 32768
-#: Token budget per batch (padded tokens) when none is given: CPUs like small batches, GPUs large ones (scaled
-#: by 768 / the model's hidden size, at least 128).
-CPU_BATCH_TOKENS = 4096
-GPU_BATCH_TOKENS = 65536
-
-
-def default_batch_tokens(encoder: CrossEncoder) -> int:
-    """The token budget per batch for ``encoder`` on its device."""
-    if encoder.device.type != "cuda":
-        return CPU_BATCH_TOKENS
-    return GPU_BATCH_TOKENS * 768 // max(encoder.hidden_size, 128)
 
 
 @dataclass
 class PairChunk:
     """A group of (query, passage) pairs scored together; ``meta`` travels with it untouched.
 
-    Passages are given as text (``passages``) or already tokenized without special tokens (``passage_ids``).
+    Passages are given as text (``passages``) or as token ids without special tokens (``passage_tokens``: from
+    the token cache or ``CrossEncoder.tokenize_passages``).
     """
 
     queries: list[str]
     query_of_pair: Sequence[int]
     passages: Sequence[str] | None = None
-    passage_ids: Sequence[Sequence[int]] | None = None
+    passage_tokens: PassageTokens | None = None
     meta: Any = None
 
     def __len__(self) -> int:
@@ -68,13 +80,18 @@ class PairChunk:
 
 @dataclass
 class Batch:
-    """One model call: token ids (rows sorted by length, padded) and where each row goes in the chunk."""
+    """One model call: token ids (rows sorted by length, padded) and where each row goes in the chunk; rows past
+    ``len(positions)`` only fill a static shape (``ScoringEngine(bucket=...)``) and their scores are dropped."""
 
     input_ids: torch.Tensor  # [rows, length] int32
     lengths: torch.Tensor  # [rows] int32: real tokens per row
     boundaries: torch.Tensor  # [rows] int32: first token of the passage segment
-    positions: np.ndarray  # [rows] the pair's index in the chunk
+    positions: np.ndarray  # [pairs <= rows] the pair's index in the chunk
     padded: bool  # whether any row is shorter than the batch length
+
+    @property
+    def pairs(self) -> int:
+        return len(self.positions)
 
 
 @dataclass
@@ -123,7 +140,9 @@ class _Pending:
 
 
 class ScoringEngine:
-    """Scores pair chunks with a ``CrossEncoder``: length-sorted token-budget batches, overlapped tokenization."""
+    """Scores pair chunks with a ``CrossEncoder``: length-sorted token-budget batches, overlapped tokenization;
+    ``bucket`` for static shapes, ``cuda_graphs`` to replay each shape from a CUDA graph (see the module
+    docstring)."""
 
     def __init__(
         self,
@@ -132,12 +151,14 @@ class ScoringEngine:
         chunk_pairs: int | None = None,
         pad_multiple: int | None = None,
         prefetch: int = 64,
-        max_padding: float = 0.1,
+        max_padding: float = MAX_PADDING,
+        bucket: int | None = None,
+        cuda_graphs: bool = False,
     ):
         self.encoder = encoder
         self.device = encoder.device
         cuda = self.device.type == "cuda"
-        self.batch_tokens = int(batch_tokens or default_batch_tokens(encoder))
+        self.batch_tokens = int(batch_tokens or default_batch_tokens(encoder.device, encoder.hidden_size))
         if self.batch_tokens < encoder.max_length:
             raise InputError(f"batch_tokens {self.batch_tokens} is smaller than max_length {encoder.max_length}")
         self.chunk_pairs = int(chunk_pairs or (GPU_CHUNK_PAIRS if cuda else CPU_CHUNK_PAIRS))
@@ -145,38 +166,55 @@ class ScoringEngine:
         self.prefetch = max(int(prefetch), 1)
         self.max_padding = float(max_padding)
         self.pin = cuda
+        if cuda_graphs and not cuda:
+            raise InputError(f"CUDA graphs need a CUDA device, not {self.device}")
+        self.bucket = int(bucket or (GRAPH_BUCKET if cuda_graphs else 0)) or None
+        if self.bucket is not None:
+            if self.bucket < 1 or self.bucket > self.batch_tokens:
+                raise InputError(f"bucket {self.bucket} must be between 1 and the token budget {self.batch_tokens}")
+            self.pad_multiple = self.bucket
+        self.graphed = GraphedForward(encoder.score, self.device) if cuda_graphs else None
+        self.out_of_memory = False  # set (and warned about) on the first CUDA out-of-memory error
+
+    def settings(self) -> dict[str, Any]:
+        """Every option of the model and the engine that can change the bits of a score (what a journal's header
+        names, so that a resumed run scores as the killed one did)."""
+        encoder = self.encoder
+        return {"precision": encoder.precision, "device": self.device.type, "max_length": encoder.max_length,
+                "query_max_length": encoder.query_max_length, "attention": encoder.attention,
+                "compile": encoder.compile, "batch_tokens": self.batch_tokens, "chunk_pairs": self.chunk_pairs,
+                "bucket": self.bucket, "cuda_graphs": self.graphed is not None}
 
     # ---- host side: tokenize, sort, batch (background thread) --------------------------------
 
     def tokenize_chunk(self, chunk: PairChunk) -> PairTokens:
         """The chunk's pairs laid out by the encoding rule (one flat table of token ids)."""
-        if chunk.passages is None and chunk.passage_ids is None:
-            raise ValueError("a PairChunk needs passages or passage_ids")
-        return self.encoder.pair_tokens(chunk.queries, chunk.query_of_pair, chunk.passages, chunk.passage_ids)
+        if chunk.passages is None and chunk.passage_tokens is None:
+            raise ValueError("a PairChunk needs passages or passage_tokens")
+        return self.encoder.pair_tokens(chunk.queries, chunk.query_of_pair, chunk.passages, chunk.passage_tokens)
+
+    def width(self, longest: int) -> int:
+        """The padded length of a batch whose longest row has ``longest`` tokens."""
+        return -(-longest // self.pad_multiple) * self.pad_multiple
 
     def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """Pair indices of each batch: longest first, rows x padded length within the token budget, and no row
-        shorter than ``1 - max_padding`` of the batch's longest (so padding stays small even in small chunks)."""
-        order = np.argsort(-lengths, kind="stable")
-        ascending = lengths[order][::-1]  # for searchsorted
-        batches, start, m, n = [], 0, self.pad_multiple, len(order)
-        while start < n:
-            longest = int(lengths[order[start]])
-            width = -(-longest // m) * m
-            shortest = int(np.ceil(longest * (1.0 - self.max_padding)))
-            similar = n - int(np.searchsorted(ascending, shortest, side="left")) - start
-            rows = max(min(self.batch_tokens // width, similar), 1)
-            batches.append(order[start : start + rows])
-            start += rows
-        return batches
+        """Pair indices of each batch (``batching.plan_batches`` with this engine's budget and padding rules);
+        with ``bucket``, the pairs of one rounded length per batch (``batching.plan_buckets``)."""
+        if self.bucket is not None:
+            return plan_buckets(lengths, self.batch_tokens, self.bucket)
+        return plan_batches(lengths, self.batch_tokens, self.pad_multiple, self.max_padding)
 
     def collate(self, tokens: PairTokens, index: np.ndarray) -> Batch:
-        """Pad the pairs ``index`` into one int32 batch (pinned on CUDA), vectorised: no Python loop per pair."""
-        lens = tokens.lengths[index]
-        m = self.pad_multiple
-        width = -(-int(lens.max()) // m) * m
-        block = tokens.gather(index, width)
-        tensors = [torch.from_numpy(block), torch.from_numpy(lens), torch.from_numpy(tokens.boundaries[index])]
+        """Pad the pairs ``index`` into one int32 batch (pinned on CUDA), vectorised: no Python loop per pair.
+        With ``bucket``, rows are added (copies of the first) up to ``bucket_rows``."""
+        width = self.width(int(tokens.lengths[index].max()))
+        rows = index
+        if self.bucket is not None:
+            filler = bucket_rows(len(index), width, self.batch_tokens) - len(index)
+            rows = np.concatenate([index, np.repeat(index[:1], filler)])
+        lens = tokens.lengths[rows]
+        block = tokens.gather(rows, width)
+        tensors = [torch.from_numpy(block), torch.from_numpy(lens), torch.from_numpy(tokens.boundaries[rows])]
         if self.pin:
             tensors = [t.pin_memory() for t in tensors]
         return Batch(*tensors, positions=index, padded=bool(lens.min() < width))
@@ -190,10 +228,46 @@ class ScoringEngine:
     # ---- device side --------------------------------------------------------------------------
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Scores of one batch, left on the device (no synchronisation)."""
+        """Scores of one batch's pairs, left on the device (no synchronisation); on CUDA out of memory, see
+        ``retry_in_halves``."""
+        if self.graphed is None:
+            return self.score(batch)
+        try:  # one shape per bucket: always masked, so padding never adds a shape
+            return self.graphed(batch.input_ids, batch.lengths, batch.boundaries, padded=True)[: batch.pairs]
+        except torch.OutOfMemoryError:
+            return self.retry_in_halves(batch)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        """The model's scores of a batch's pairs (host tensors copied to the device without blocking)."""
         dev, nb = self.device, self.pin
-        return self.encoder.score(batch.input_ids.to(dev, non_blocking=nb), batch.lengths.to(dev, non_blocking=nb),
-                                  batch.boundaries.to(dev, non_blocking=nb), batch.padded)
+        try:
+            return self.encoder.score(batch.input_ids.to(dev, non_blocking=nb), batch.lengths.to(dev, non_blocking=nb),
+                                      batch.boundaries.to(dev, non_blocking=nb), batch.padded)[: batch.pairs]
+        except torch.OutOfMemoryError:
+            return self.retry_in_halves(batch)
+
+    def retry_in_halves(self, batch: Batch) -> torch.Tensor:
+        """After CUDA ran out of memory: halve the token budget (for the batches not yet planned; warned once)
+        and score the batch's pairs in two halves (without CUDA graphs), each split again if it still fails."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        rows, width = batch.input_ids.shape
+        self.batch_tokens = max(self.batch_tokens // 2, self.encoder.max_length, self.pad_multiple)
+        if not self.out_of_memory:
+            self.out_of_memory = True
+            log.warning("CUDA out of memory on a batch of %d x %d tokens: the token budget is halved to %d and the "
+                        "batch scored in halves", rows, width, self.batch_tokens)
+        if batch.pairs == 1:
+            raise InputError(f"CUDA out of memory scoring a single pair of {width} tokens; free GPU memory, or use "
+                             "a shorter --max-length or a lower --precision")
+        half = (batch.pairs + 1) // 2
+        parts = []
+        for part in (slice(0, half), slice(half, batch.pairs)):
+            lengths = batch.lengths[part]
+            narrow = self.width(int(lengths.max()))
+            parts.append(self.score(Batch(batch.input_ids[part, :narrow], lengths, batch.boundaries[part],
+                                          batch.positions[part], bool(int(lengths.min()) < narrow))))
+        return torch.cat(parts)
 
     # ---- the stream -------------------------------------------------------------------------
 
@@ -240,7 +314,7 @@ class ScoringEngine:
                     with torch.inference_mode():
                         outputs.append(self.forward(item))
                     positions.append(item.positions)
-                    tokens += int(item.lengths.sum())
+                    tokens += int(item.lengths[: item.pairs].sum())
                     padded_tokens += item.input_ids.numel()
                     if pending is not None:  # the device has queued work now: collect the previous chunk
                         result, last = pending.finish(last), time.perf_counter()

@@ -36,7 +36,8 @@ def load_queries(config: Config) -> tuple[dict[str, str], dict[str, dict[str, in
 def load_rerankers(config: Config) -> dict[str, CrossEncoder]:
     """Every reranker of the config, teacher first (fails on the first model that cannot load or is untrained)."""
     rerank = config.rerank
-    options: dict[str, Any] = {"device": rerank.device, "precision": rerank.precision}
+    options: dict[str, Any] = {"device": rerank.device, "precision": rerank.precision, "attention": rerank.attention,
+                               "compile": rerank.compile}
     if rerank.max_length is not None:
         options["max_length"] = rerank.max_length
     loaded = {}
@@ -59,7 +60,7 @@ def model_info(encoder: CrossEncoder) -> dict[str, Any]:
         "layers": getattr(config, "num_hidden_layers", None),
         "hidden": getattr(config, "hidden_size", None),
         "num_labels": encoder.num_labels,
-        "dtype": str(encoder.dtype).replace("torch.", ""),
+        "dtype": encoder.precision,
         "device": str(encoder.device),
         "max_length": encoder.max_length,
     }

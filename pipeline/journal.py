@@ -8,12 +8,15 @@ last line (the process died while writing it) is dropped on reading and cut off 
 - A fresh run finding a journal refuses to start (``InputError``: resume it with ``--resume``, or delete it).
 - ``resume=True`` reads the finished records; a journal whose header differs is refused with ``InputError``
   naming the first difference (exit 2 on the command line); no journal at all starts from the beginning.
-- The command removes the journal once its final output is written (``remove``).
+- The command removes the journal once its final output is written (``remove``), and when bad input stops it
+  (``dropped_on_bad_input``: the inputs must change, so the journal could never be resumed). A signal or a
+  crash keeps it.
 
 Inputs are named by ``identity``: the path, size and SHA-1 of a file's content (of each file of a folder).
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -177,6 +180,15 @@ class Journal:
     def remove(self) -> None:
         """Delete the journal (the run's final output is written)."""
         self.path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def dropped_on_bad_input(self) -> Iterator[None]:
+        """Within the block, an ``InputError`` removes the journal (then propagates); anything else keeps it."""
+        try:
+            yield
+        except InputError:
+            self.remove()
+            raise
 
 
 def _fsync_dir(folder: Path) -> None:

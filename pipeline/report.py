@@ -5,7 +5,8 @@ comparison's folder. All three are rendered in memory first and then each is wri
 interruption leaves either no report or a complete one.
 
 Significance marks (paired test of the config, ``t-test`` by default, at ``evaluation.significance_level``):
-``*`` a student differs from the teacher, ``†`` a reranker differs from BM25. The full p-values of both tests
+``*`` a student differs from the teacher, ``†`` a reranker differs from the first stage (BM25, dense or hybrid).
+The full p-values of both tests
 (paired t-test and randomisation test) are in ``report.json``, with the machine and the versions
 (``environment``).
 """
@@ -27,8 +28,10 @@ from .atomic import atomic_write
 from .hub import is_hub_name
 from .results import Comparison, PipelineResult
 from .significance import PairedTest
+from .speedups import CONFIDENCE, MAX_SPREAD, MIN_ROUNDS
 
-MARK_TEACHER, MARK_BM25 = "*", "†"
+MARK_TEACHER, MARK_FIRST_STAGE = "*", "†"
+MARK_TOO_WIDE = "(!)"
 REPORT_FILES = ("report.md", "report.json", "effectiveness_vs_speed.png")
 #: The packages whose versions a report records.
 VERSIONED = ("distilrank", "torch", "transformers", "pyserini", "ir-measures", "numpy", "scipy")
@@ -76,8 +79,9 @@ def marks(comparison: Comparison, result: PipelineResult, measure: str) -> str:
     out = ""
     if "teacher" in tests and _p(comparison, tests["teacher"][measure]) < level:
         out += MARK_TEACHER
-    if "bm25" in tests and _p(comparison, tests["bm25"][measure]) < level:
-        out += MARK_BM25
+    first = comparison.first_stage.name
+    if first in tests and _p(comparison, tests[first][measure]) < level:
+        out += MARK_FIRST_STAGE
     return out
 
 
@@ -110,38 +114,57 @@ def table_rows(comparison: Comparison, plain: bool = False) -> tuple[list[str], 
               f"Δ {primary} vs teacher", "pairs/s", "p50 ms/query", "p95 ms/query", "Speedup vs teacher"]
     teacher_value = comparison.teacher.metrics[primary]
     rows = []
+    label = comparison.config.first_stage.label
     for result in comparison.pipelines:
-        cells = [result.name if result.kind == "bm25" else f"BM25 + {result.name}",
-                 "BM25" if result.kind == "bm25" else _model_label(result), _shape(result), _params(result)]
+        first = result.kind == "first_stage"
+        cells = [result.name if first else f"{label} + {result.name}",
+                 label if first else _model_label(result), _shape(result), _params(result)]
         for measure in comparison.measures:
             value = f"{result.metrics[measure]:.4f}"
             cells.append(value if plain else value + marks(comparison, result, measure))
         delta = result.metrics[primary] - teacher_value
         cells.append("" if result.kind == "teacher" else
                      f"{delta:+.4f} ({100 * delta / teacher_value:+.1f}%)" if teacher_value else f"{delta:+.4f}")
-        if result.kind == "bm25":
+        if first:
             cells += ["", "", "", ""]
         else:
             t = result.timing
-            speedup = comparison.speedup(result)
             cells += [f"{t.pairs_per_s:,.0f}", f"{t.latency_ms(50):.1f}", f"{t.latency_ms(95):.1f}",
-                      "1.00x" if result.kind == "teacher" else f"{speedup:.2f}x"]
+                      "1.00x" if result.kind == "teacher" else _speedup_cell(comparison, result)]
         rows.append(cells)
     return header, rows
 
 
+def _speedup_cell(comparison: Comparison, result: PipelineResult) -> str:
+    """The median speedup over the rounds and its interval; the pooled ratio when there are no rounds."""
+    spread = comparison.speedup_spread(result)
+    if spread is None:
+        return f"{comparison.speedup(result):.2f}x"
+    return (f"{spread.median:.2f}x [{spread.low:.2f}-{spread.high:.2f}]"
+            + (f" {MARK_TOO_WIDE}" if spread.too_wide else ""))
+
+
+def _too_wide_note(comparison: Comparison) -> list[str]:
+    """A warning under the table for each speedup whose rounds disagree too much to call."""
+    notes = [f"{MARK_TOO_WIDE} Speedup of {r.name}: {spread}: the rounds disagree too much to call it (a loaded "
+             "machine?); rerun on a quieter machine or with more queries." for r in comparison.pipelines
+             if r.kind == "student" and (spread := comparison.speedup_spread(r)) is not None and spread.too_wide]
+    return [*notes, ""] if notes else []
+
+
 def stage_rows(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
-    """End-to-end time per stage and per pipeline (BM25 time + that reranker's time)."""
-    bm25 = comparison.bm25.timing
-    header = ["Stage", "Queries", "Pairs", "Wall s", "ms/query", "End-to-end s (BM25 + stage)"]
+    """End-to-end time per stage and per pipeline (the first stage's time + that reranker's time)."""
+    first = comparison.first_stage
+    retrieval = first.timing
+    header = ["Stage", "Queries", "Pairs", "Wall s", "ms/query", f"End-to-end s ({first.name} + stage)"]
     rows = []
     for stage in comparison.stages:
         if stage.stage == "index":
             rows.append(["index (built once)", "", "", f"{stage.wall_s:.2f}", "", ""])
-    cached = " (cached)" if bm25.extra.get("cached") else ""
-    for label, t in [(f"bm25{cached}", bm25)] + [(f"rerank: {r.name}", r.timing) for r in comparison.pipelines
-                                                  if r.kind != "bm25"]:
-        end_to_end = t.wall_s if t is bm25 else bm25.wall_s + t.wall_s
+    cached = " (cached)" if retrieval.extra.get("cached") else ""
+    for label, t in [(f"{first.name}{cached}", retrieval)] + [(f"rerank: {r.name}", r.timing)
+                                                              for r in comparison.pipelines if r.kind != "first_stage"]:
+        end_to_end = t.wall_s if t is retrieval else retrieval.wall_s + t.wall_s
         rows.append([label, t.queries, t.pairs, f"{t.wall_s:.2f}", f"{1000 * t.wall_s / max(t.queries, 1):.1f}",
                      f"{end_to_end:.2f}"])
     return header, rows
@@ -151,10 +174,13 @@ def _legend(comparison: Comparison) -> str:
     evaluation = comparison.config.evaluation
     test = ("paired t-test" if evaluation.significance_test == "t-test"
             else f"paired randomisation test ({evaluation.permutations:,} permutations)")
-    return (f"{MARK_TEACHER} differs significantly from the teacher, {MARK_BM25} from BM25 ({test}, "
+    return (f"{MARK_TEACHER} differs significantly from the teacher, {MARK_FIRST_STAGE} from "
+            f"{comparison.config.first_stage.label} ({test}, "
             f"p < {evaluation.significance_level}; "
             f"{comparison.num_queries} queries; no correction for multiple comparisons). Speedup: rerank pairs/s over "
-            "the teacher's, same candidates, same engine, interleaved rounds after a warm-up.")
+            "the teacher's, same candidates, same engine, interleaved rounds after a warm-up: the median of the "
+            f"rounds' ratios [a {CONFIDENCE:.0%} order-statistic interval of it; the rounds' range when they are "
+            f"few]; {MARK_TOO_WIDE}: too wide to call (high/low above {MAX_SPREAD}, or under {MIN_ROUNDS} rounds).")
 
 
 def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
@@ -166,9 +192,8 @@ def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
     lines = [
         f"# {cfg.name}: full vs distilled pipelines",
         "",
-        (f"First stage: the run file `{_source_label(first.run)}`, top {first.hits}, " if first.run else
-         f"BM25 (k1={first.k1}, b={first.b}) top {first.hits} from `{_source_label(first.prebuilt or first.index)}`, ")
-        + f"top {cfg.rerank.depth} reranked; {comparison.num_queries} judged queries of "
+        f"First stage: {first.description}, top {first.hits}, top {cfg.rerank.depth} reranked; "
+        f"{comparison.num_queries} judged queries of "
         f"`{_source_label(data.topics)}` (qrels `{_source_label(data.qrels)}`"
         + (f", queries of `{_source_label(data.qids)}`" if data.qids else "") + ").",
         "",
@@ -176,6 +201,7 @@ def render_markdown(comparison: Comparison, environment: dict[str, Any]) -> str:
         "",
         _legend(comparison),
         "",
+        *_too_wide_note(comparison),
         "## Time per stage",
         "",
         tabulate(stage_table, stage_header, tablefmt="github", disable_numparse=True),
@@ -206,6 +232,7 @@ def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
                 "run_file": r.run_path.name, "metrics": r.metrics, "model_info": r.model_info,
                 "timing": r.timing.to_dict(),
                 "speedup_vs_teacher": comparison.speedup(r),
+                "speedup_rounds": (spread.to_dict() if (spread := comparison.speedup_spread(r)) else None),
                 "marks": {m: marks(comparison, r, m) for m in comparison.measures},
             }
             for r in comparison.pipelines
@@ -214,7 +241,7 @@ def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
             name: {other: {m: t.as_dict() for m, t in tests.items()} for other, tests in against.items()}
             for name, against in comparison.significance.items()
         },
-        "significance_marks": {"teacher": MARK_TEACHER, "bm25": MARK_BM25,
+        "significance_marks": {"teacher": MARK_TEACHER, "first_stage": MARK_FIRST_STAGE,
                                "test": comparison.config.evaluation.significance_test,
                                "significance_level": comparison.config.evaluation.significance_level},
         "stages": [stage.to_dict() for stage in comparison.stages],
@@ -226,7 +253,8 @@ def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
 
 
 def render_plot(comparison: Comparison) -> bytes:
-    """``effectiveness_vs_speed.png``: rerank pairs/s (log x) against the plotted measure, BM25 as a line."""
+    """``effectiveness_vs_speed.png``: rerank pairs/s (log x) against the plotted measure, the first stage as a
+    line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,15 +263,16 @@ def render_plot(comparison: Comparison) -> bytes:
     measure = comparison.plot_measure
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
     try:
-        rerankers = [r for r in comparison.pipelines if r.kind != "bm25"]
+        rerankers = [r for r in comparison.pipelines if r.kind != "first_stage"]
         for result in rerankers:
             x, y = result.pairs_per_s or 0.0, result.metrics[measure]
             teacher = result.kind == "teacher"
             ax.scatter([x], [y], s=70 if teacher else 50, marker="s" if teacher else "o", zorder=3,
                        color="tab:red" if teacher else "tab:blue")
             ax.annotate(result.name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
-        ax.axhline(comparison.bm25.metrics[measure], color="gray", linestyle="--", linewidth=1,
-                   label=f"BM25 ({comparison.bm25.metrics[measure]:.3f})")
+        first = comparison.first_stage.metrics[measure]
+        ax.axhline(first, color="gray", linestyle="--", linewidth=1,
+                   label=f"{comparison.config.first_stage.label} ({first:.3f})")
         values = [r.metrics[measure] for r in comparison.pipelines]
         pad = 0.08 * ((max(values) - min(values)) or 0.1)
         ax.set_ylim(min(values) - pad, max(values) + pad)

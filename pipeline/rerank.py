@@ -9,9 +9,14 @@ the first-stage scores of the reranked candidates are min-max normalised to [0, 
 final score is ``interpolation * ce + (1 - interpolation) * first_stage``: ``1`` is the cross-encoder alone,
 ``0`` the first stage; ``None`` (the default) the raw cross-encoder score.
 
+Passages: with a token cache (``token_cache``, ``CrossEncoder.passage_cache``) the candidates' token ids are
+gathered from it, and no passage text is read or tokenized while reranking; without one, their text is read
+from the docstore and tokenized in the engine's background thread. The scores are the same either way.
+
 Missing passages (docids the docstore lacks) are an ``InputError`` listing the first few, or, with
-``skip_missing=True``, dropped from the output with a count in the timing. Empty passages (blank text) are
-treated the same way: an error naming them, or skipped and counted. NaN scores are an error: no run is made.
+``skip_missing=True``, dropped from the output with a count in the timing. Empty passages (blank text; with the
+token cache, no tokens) are treated the same way: an error naming them, or skipped and counted. NaN scores are
+an error: no run is made.
 
 Chunks: the run's queries are cut into chunks of whole queries (``plan_chunks``), the unit of scoring, of a
 journal record and of a rank's share under ``torchrun`` (``rerank_file``): a chunk is scored in the same
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import distributed
+from .atomic import is_stdout
 from .config import RERANK_DEPTH
 from .cross_encoder import CrossEncoder
 from .engine import ChunkResult, PairChunk, ScoringEngine
@@ -42,6 +48,7 @@ from .ranker import Passages, Ranker, Ranking, merge
 from .retrieve import DEFAULT_HITS
 from .runs import Run
 from .timing import StageTiming, combine_ranks, sync, timing_path, write_timings
+from .token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 SHOW = 5  # how many offending ids an error lists
@@ -65,9 +72,10 @@ def combine(ce_scores: np.ndarray, first_scores: np.ndarray, interpolation: floa
 
 
 def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
-                 skip_missing: bool = False) -> dict[str, set[str]]:
+                 skip_missing: bool = False, hint: str = "") -> dict[str, set[str]]:
     """Queries without text are an ``InputError``; so are docids of the top ``depth`` that the docstore lacks,
-    unless ``skip_missing``: then they are returned per query."""
+    unless ``skip_missing``: then they are returned per query. ``hint`` ends the error: how the caller's user
+    skips them (``compare`` has no such option)."""
     no_text = [qid for qid in run if qid not in topics]
     if no_text:
         raise InputError(f"{len(no_text)} queries of the run have no text in the topics: {_ids(no_text)}")
@@ -82,7 +90,7 @@ def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth:
             examples.extend(f"{docid} (query {qid})" for docid in absent[: SHOW - len(examples)])
     if count and not skip_missing:
         raise InputError(f"{count} candidate docids are not in the collection: {', '.join(examples)}"
-                         f"{', ...' if count > len(examples) else ''} (use --skip-missing to drop them)")
+                         f"{', ...' if count > len(examples) else ''}{hint}")
     return missing
 
 
@@ -103,19 +111,26 @@ def _tail(ranking: Ranking, depth: int, gone: set[str] | tuple) -> Ranking:
 
 
 def query_candidates(qid: str, ranking: Ranking, depth: int, gone: set[str] | tuple, docstore: Passages,
-                     skip_missing: bool) -> tuple[QueryCandidates, list[str]]:
-    """The head and tail of one query without the ``gone`` docids, and the head's passage text; empty passages
-    are an ``InputError``, or with ``skip_missing`` dropped (and counted)."""
+                     skip_missing: bool,
+                     token_cache: TokenCache | None = None) -> tuple[QueryCandidates, list[str] | np.ndarray]:
+    """The head and tail of one query without the ``gone`` docids, and the head's passages: their text, or with
+    ``token_cache`` their rows in it. Empty passages are an ``InputError``, or with ``skip_missing`` dropped (and
+    counted in ``QueryCandidates.empty``)."""
     head = [(d, s) for d, s in ranking[:depth] if d not in gone]
-    texts = docstore.get_many([d for d, _ in head])
-    empty = [d for (d, _), t in zip(head, texts, strict=True) if not t.strip()]
+    if token_cache is None:
+        passages: list[str] | np.ndarray = docstore.get_many([d for d, _ in head])
+        keep = [bool(t.strip()) for t in passages]
+    else:
+        passages = token_cache.docstore.positions([d for d, _ in head])
+        keep = (token_cache.lengths(passages) > 0).tolist()
+    empty = [d for (d, _), k in zip(head, keep, strict=True) if not k]
     if empty:
         if not skip_missing:
-            raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)} "
-                             "(use --skip-missing to drop them)")
-        keep = [i for i, t in enumerate(texts) if t.strip()]
-        head, texts = [head[i] for i in keep], [texts[i] for i in keep]
-    return QueryCandidates(qid, head, _tail(ranking, depth, gone), len(empty)), texts
+            raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)}")
+        head = [h for h, k in zip(head, keep, strict=True) if k]
+        passages = passages[np.asarray(keep)] if token_cache is not None else [
+            t for t, k in zip(passages, keep, strict=True) if k]
+    return QueryCandidates(qid, head, _tail(ranking, depth, gone), len(empty)), passages
 
 
 def head_size(ranking: Ranking, depth: int, gone: set[str] | tuple) -> int:
@@ -144,23 +159,32 @@ def plan_chunks(run: Run, depth: int, missing: Mapping[str, set[str]], chunk_pai
 
 
 def candidate_chunks(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int,
-                     missing: Mapping[str, set[str]], skip_missing: bool,
-                     chunks: Iterable[list[str]]) -> Iterator[PairChunk]:
-    """The planned ``chunks`` (lists of query ids) with their passage text; each chunk's ``meta`` lists its
-    ``QueryCandidates`` in run order. Runs in the engine's background thread, so passages are read while the
-    model scores the previous chunk."""
+                     missing: Mapping[str, set[str]], skip_missing: bool, chunks: Iterable[list[str]],
+                     token_cache: TokenCache | None = None, passage_limit: int | None = None) -> Iterator[PairChunk]:
+    """The planned ``chunks`` (lists of query ids) with their passages (text, or with ``token_cache`` their token
+    ids cut at ``passage_limit``, gathered once per chunk); each chunk's ``meta`` lists its ``QueryCandidates`` in
+    run order. Runs in the engine's background thread, so passages are read while the model scores the previous
+    chunk."""
     for qids in chunks:
         queries: list[str] = []
         query_of_pair: list[int] = []
-        passages: list[str] = []
+        passages: list = []  # texts, or arrays of token cache rows
         meta: list[QueryCandidates] = []
         for qid in qids:
-            candidates, texts = query_candidates(qid, run[qid], depth, missing.get(qid, ()), docstore, skip_missing)
+            candidates, found = query_candidates(qid, run[qid], depth, missing.get(qid, ()), docstore, skip_missing,
+                                                 token_cache)
             query_of_pair.extend([len(queries)] * len(candidates.head))
             queries.append(topics[qid])
-            passages.extend(texts)
+            if token_cache is None:
+                passages.extend(found)
+            else:
+                passages.append(found)
             meta.append(candidates)
-        yield PairChunk(queries, query_of_pair, passages, meta=meta)
+        if token_cache is None:
+            yield PairChunk(queries, query_of_pair, passages, meta=meta)
+        else:
+            rows = np.concatenate(passages) if passages else np.zeros(0, dtype=np.int64)
+            yield PairChunk(queries, query_of_pair, passage_tokens=token_cache.gather(rows, passage_limit), meta=meta)
 
 
 def _refuse_nan(result: ChunkResult) -> None:
@@ -181,17 +205,21 @@ class Reranker(Ranker):
     """The cross-encoder rerank stage: ``Reranker(encoder).rerank(run, topics, docstore, depth=100)``.
 
     Candidates are streamed: whole queries are grouped into chunks of about ``chunk_pairs`` pairs, their
-    passages read from the docstore and tokenized in the engine's background thread, so memory does not grow
-    with the number of candidates. See the module docstring for ``interpolation`` and ``skip_missing``.
+    passages gathered from ``token_cache`` (token ids) or read from the docstore (text) in the engine's
+    background thread, so memory does not grow with the number of candidates. See the module docstring for
+    ``token_cache``, ``interpolation`` and ``skip_missing``; ``bucket`` and ``cuda_graphs`` are the engine's
+    (``pipeline.engine``). One ``Reranker`` reranks many runs with the same engine (CUDA graphs captured once).
     """
 
     def __init__(self, encoder: CrossEncoder, interpolation: float | None = None, skip_missing: bool = False,
-                 batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False):
+                 batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False,
+                 token_cache: TokenCache | None = None, bucket: int | None = None, cuda_graphs: bool = False):
         if interpolation is not None and not 0.0 <= interpolation <= 1.0:
             raise InputError(f"interpolation must be between 0 and 1, got {interpolation}")
         self.encoder, self.interpolation, self.skip_missing = encoder, interpolation, skip_missing
-        self.progress = progress
-        self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs)
+        self.progress, self.token_cache = progress, token_cache
+        self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs, bucket=bucket,
+                                    cuda_graphs=cuda_graphs)
 
     def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
                name: str | None = None, missing: Mapping[str, set[str]] | None = None,
@@ -205,6 +233,8 @@ class Reranker(Ranker):
         restored queries and pairs are in its ``resumed_queries`` and ``resumed_pairs``."""
         if depth < 1:
             raise InputError(f"depth must be at least 1, got {depth}")
+        if self.token_cache is not None and getattr(docstore, "path", None) != self.token_cache.docstore.path:
+            raise ValueError(f"the token cache is of {self.token_cache.docstore.path}, not of the docstore given")
         start = time.perf_counter()
         if missing is None:
             missing = check_inputs(run, topics, docstore, depth, self.skip_missing)
@@ -214,7 +244,8 @@ class Reranker(Ranker):
         totals = Counter(missing=sum(len(missing.get(q, ())) for i in share for q in plan[i]))
         done = self._restore(journal, run, depth, missing, rankings, totals) if journal is not None else set()
         todo = [i for i in share if i not in done]
-        chunks = candidate_chunks(run, topics, docstore, depth, missing, self.skip_missing, (plan[i] for i in todo))
+        chunks = candidate_chunks(run, topics, docstore, depth, missing, self.skip_missing, (plan[i] for i in todo),
+                                  self.token_cache, self.encoder.passage_limit)
         latencies: list[float] = []
         with bar(total=sum(len(plan[i]) for i in share), initial=totals["resumed_queries"], unit="query",
                  desc="rerank", enabled=self.progress) as progress:
@@ -275,13 +306,14 @@ class Reranker(Ranker):
     def settings(self, depth: int) -> dict[str, Any]:
         """Every option that changes the reranked run (and the bits of its scores), for a journal's header."""
         return {"depth": depth, "interpolation": self.interpolation, "skip_missing": self.skip_missing,
-                "dtype": str(self.encoder.dtype).replace("torch.", ""), "device": self.encoder.device.type,
-                "max_length": self.encoder.max_length, "query_max_length": self.encoder.query_max_length,
-                "batch_tokens": self.engine.batch_tokens, "chunk_pairs": self.engine.chunk_pairs}
+                **self.engine.settings()}
 
     def _timing_extra(self, depth: int, totals: Counter) -> dict[str, Any]:
-        return {"model": self.encoder.source, "dtype": str(self.encoder.dtype).replace("torch.", ""), "depth": depth,
-                "interpolation": self.interpolation, "batch_tokens": self.engine.batch_tokens,
+        engine = self.engine
+        return {"model": self.encoder.source, "dtype": self.encoder.precision, "depth": depth,
+                "interpolation": self.interpolation, "token_cache": self.token_cache is not None,
+                "attention": self.encoder.attention, "compile": self.encoder.compile, "bucket": engine.bucket,
+                "cuda_graphs": engine.graphed is not None, "batch_tokens": engine.batch_tokens,
                 "chunk_pairs": self.engine.chunk_pairs, "batches": totals["batches"], "tokens": totals["tokens"],
                 "padded_tokens": totals["padded_tokens"], "skipped_missing": totals["missing"],
                 "skipped_empty": totals["empty"], "resumed_queries": totals["resumed_queries"],
@@ -289,7 +321,8 @@ class Reranker(Ranker):
 
 
 #: Timing extras that add up over the ranks of a distributed run.
-SUMMED = ("batches", "tokens", "padded_tokens", "skipped_missing", "skipped_empty", "resumed_queries", "resumed_pairs")
+SUMMED = ("batches", "tokens", "padded_tokens", "skipped_missing", "skipped_empty", "resumed_queries", "resumed_pairs",
+          "candidates")
 
 
 def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstore: Passages, output: str | Path,
@@ -302,10 +335,19 @@ def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstor
 
     Every finished chunk is journaled (``OUTPUT.journal``; one per rank), its header naming ``sources`` (input
     files by ``journal.identity``, e.g. run, topics, collection), the model and ``Reranker.settings``; with
-    ``resume`` a killed run continues from it, and the journal is removed once the output is written. Returns
-    the timing over all ranks."""
+    ``resume`` a killed run continues from it, and the journal is removed once the output is written (or when
+    bad input stops the run). Standard output (``-``) is written by one process without a journal (nor a timing
+    file). Returns the timing over all ranks (``candidates``: the lines written)."""
     output = Path(output)
     ctx = distributed.start(reranker.encoder.device)
+    if is_stdout(output):
+        if ctx.distributed or resume:
+            raise InputError("a run on standard output is written by one process without a journal: give an "
+                             "output file to run under torchrun or to --resume")
+        reranked, timing = reranker.rerank(run, topics, docstore, depth, name=output.stem, missing=missing)
+        reranked.write(output, fmt=fmt, tag=tag or output.stem)
+        timing.extra["candidates"] = reranked.num_pairs
+        return timing
     if missing is None:
         missing = check_inputs(run, topics, docstore, depth, reranker.skip_missing)
     plan = plan_chunks(run, depth, missing, reranker.engine.chunk_pairs)
@@ -314,8 +356,10 @@ def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstor
     header = {"command": "rerank", "model": source_identity(reranker.encoder.source),
               "inputs": {name: identity(path) for name, path in (sources or {}).items()}, **reranker.settings(depth)}
     journal = open_journal(output, header, resume, ctx.rank, ctx.world_size)
-    reranked, timing = reranker.rerank(run, topics, docstore, depth, name=output.stem, missing=missing,
-                                       journal=journal, share=share)
+    with journal.dropped_on_bad_input():
+        reranked, timing = reranker.rerank(run, topics, docstore, depth, name=output.stem, missing=missing,
+                                           journal=journal, share=share)
+    timing.extra["candidates"] = reranked.num_pairs
     distributed.write_output(output, lambda part: reranked.write(part, fmt=fmt, tag=tag or output.stem), ctx=ctx)
     total = combine_ranks(distributed.gather(timing, ctx), SUMMED)
     if ctx.is_main:
@@ -328,10 +372,10 @@ def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstor
 def rerank_run(encoder: CrossEncoder, run: Run, topics: Mapping[str, str], docstore: Passages,
                depth: int = RERANK_DEPTH, interpolation: float | None = None, skip_missing: bool = False,
                batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False,
-               name: str | None = None,
-               missing: Mapping[str, set[str]] | None = None) -> tuple[Run, StageTiming]:
+               name: str | None = None, missing: Mapping[str, set[str]] | None = None,
+               token_cache: TokenCache | None = None) -> tuple[Run, StageTiming]:
     """``Reranker(encoder, ...).rerank(run, topics, docstore, depth, ...)`` in one call."""
-    reranker = Reranker(encoder, interpolation, skip_missing, batch_tokens, chunk_pairs, progress)
+    reranker = Reranker(encoder, interpolation, skip_missing, batch_tokens, chunk_pairs, progress, token_cache)
     return reranker.rerank(run, topics, docstore, depth, name=name, missing=missing)
 
 

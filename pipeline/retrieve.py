@@ -6,12 +6,10 @@ of the pipeline runs where pyserini or Java are absent (e.g. a GPU box reranking
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .atomic import atomic_write
+from .atomic import atomic_write, replace_dir, scratch_dir
 from .data import iter_collection
 from .errors import InputError
 from .java import import_pyserini
@@ -70,9 +68,7 @@ def build_index(collection: str | Path, index_dir: str | Path, threads: int = 1,
         raise InputError("collection not found", collection)
     if index_dir.exists() and not force:
         raise InputError("index directory already exists (pass --force to rebuild it)", index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
-    try:
+    with scratch_dir(index_dir) as work:  # removed on failure, Ctrl-C and SIGTERM
         source = work / "json"  # always converted: validates ids and lines with clear errors
         source.mkdir()
         _write_json_collection(collection, source)
@@ -86,11 +82,7 @@ def build_index(collection: str | Path, index_dir: str | Path, threads: int = 1,
         lucene.autoclass("io.anserini.index.IndexCollection").main(args)
         if not index_present(built):
             raise InputError("Pyserini produced no index (see the log above)", collection)
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        built.rename(index_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        replace_dir(built, index_dir)
     return index_dir
 
 

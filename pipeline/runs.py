@@ -7,8 +7,7 @@ input order (a stable sort), so the same input always gives the same ranking.
 """
 from __future__ import annotations
 
-import io
-import itertools
+import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -16,8 +15,10 @@ from pathlib import Path
 
 from .atomic import atomic_write
 from .errors import InputError
+from .textfiles import BOM, iter_lines
 
 FORMATS = ("trec", "msmarco")
+log = logging.getLogger(__name__)
 
 
 def run_format(path: str | Path) -> str:
@@ -25,37 +26,34 @@ def run_format(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise InputError("run file not found", path)
-    with open(path, encoding="utf-8") as handle:
-        line = next((line for line in handle if line.strip()), "")
-    return "msmarco" if "\t" in line and len(line.rstrip("\n").split("\t")) == 3 else "trec"
+    line = next((line for _, line in iter_lines(path) if line.strip()), "")
+    return "msmarco" if "\t" in line and len(line.split("\t")) == 3 else "trec"
 
 
 def iter_run_rows(path: str | Path, start: int = 0, first_line: int = 1,
                   lines: int | None = None) -> Iterator[tuple[int, str, str, int, float]]:
     """Stream ``(lineno, qid, docid, rank, score)`` from a TREC or MS MARCO run file (format from the first
-    line; MS MARCO rows score ``-rank``). A malformed line, a bad number or a NaN score raises ``InputError``.
-    A part of the file: ``lines`` lines from the byte offset ``start`` (a line's first byte), line ``first_line``."""
+    line; MS MARCO rows score ``-rank``). A malformed line, a bad number or a NaN or infinite score raises
+    ``InputError``. A part of the file: ``lines`` lines from the byte offset ``start`` (a line's first byte),
+    numbered from ``first_line`` (``textfiles.iter_lines``)."""
     path = Path(path)
     fmt = run_format(path)
-    with open(path, "rb") as raw:
-        raw.seek(start)
-        handle = io.TextIOWrapper(raw, encoding="utf-8")
-        for lineno, line in enumerate(itertools.islice(handle, lines), first_line):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t") if fmt == "msmarco" else line.split()
-            if fmt == "msmarco" and len(parts) != 3:
-                raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
-            if fmt == "trec" and len(parts) != 6:
-                raise InputError("expected 'qid Q0 docid rank score tag' (TREC run format)", path, lineno)
-            try:
-                rank = int(parts[3] if fmt == "trec" else parts[2])
-                score = float(parts[4]) if fmt == "trec" else -float(rank)
-            except ValueError:
-                raise InputError("rank or score is not a number", path, lineno) from None
-            if math.isnan(score):
-                raise InputError("score is NaN", path, lineno)
-            yield lineno, parts[0], parts[2 if fmt == "trec" else 1], rank, score
+    for lineno, line in iter_lines(path, start=start, first_line=first_line, lines=lines):
+        if not line.strip():
+            continue
+        parts = line.split("\t") if fmt == "msmarco" else line.split()
+        if fmt == "msmarco" and len(parts) != 3:
+            raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
+        if fmt == "trec" and len(parts) != 6:
+            raise InputError("expected 'qid Q0 docid rank score tag' (TREC run format)", path, lineno)
+        try:
+            rank = int(parts[3] if fmt == "trec" else parts[2])
+            score = float(parts[4]) if fmt == "trec" else -float(rank)
+        except ValueError:
+            raise InputError("rank or score is not a number", path, lineno) from None
+        if not math.isfinite(score):
+            raise InputError("score is NaN" if math.isnan(score) else "score is infinite", path, lineno)
+        yield lineno, parts[0], parts[2 if fmt == "trec" else 1], rank, score
 
 
 @dataclass
@@ -87,7 +85,8 @@ def query_spans(path: str | Path, start: int, end: int) -> list[QuerySpan]:
             if position >= end:
                 break
             if line.strip():
-                qid = line.split(sep, 1)[0].decode("utf-8")
+                field = line[len(BOM):] if position == 0 and line.startswith(BOM) else line  # the text rule's BOM
+                qid = field.split(sep, 1)[0].decode("utf-8", errors="replace")
                 if current is None or qid != current.qid:
                     current = QuerySpan(qid, position)
                     spans.append(current)
@@ -183,7 +182,8 @@ class Run:
         """Read a TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid\tdocid\trank``) run.
 
         The format is detected from the first line. Rows are ordered by rank within each query.
-        A docid twice for the same query, a malformed line or a bad number raises ``InputError``.
+        A docid twice for the same query, a malformed line or a bad number raises ``InputError``; an empty file
+        is read as an empty run, with a warning.
         """
         rows: dict[str, list[tuple[int, str, float, int]]] = {}
         seen: dict[str, dict[str, int]] = {}
@@ -192,18 +192,22 @@ class Run:
             if first != lineno:
                 raise InputError(f"duplicate docid {docid} for query {qid} (first on line {first})", path, lineno)
             rows.setdefault(qid, []).append((rank, docid, score, lineno))
+        if not rows:
+            log.warning("%s: the run is empty (no ranked documents)", path)
         return cls({qid: rank_rows(entries) for qid, entries in rows.items()}, name or Path(path).stem)
 
     def lines(self, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Iterator[str]:
         """The run's lines in ``fmt`` (``trec``: ``qid Q0 docid rank score tag``; ``msmarco``:
-        ``qid<TAB>docid<TAB>rank``): the one place a run file's line is written. A NaN score is a ``ValueError``."""
+        ``qid<TAB>docid<TAB>rank``): the one place a run file's line is written. A NaN or infinite score is a
+        ``ValueError`` (it could not be read back)."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown run format {fmt!r}; expected one of {FORMATS}")
         tag = tag or self.name
         for qid, ranking in self.rankings.items():
             for rank, (docid, score) in enumerate(ranking[:max_rank], 1):
-                if math.isnan(score):
-                    raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write it")
+                if not math.isfinite(score):
+                    kind = "NaN" if math.isnan(score) else "infinite"
+                    raise ValueError(f"{kind} score for query {qid}, docid {docid}: refusing to write it")
                 yield f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n" if fmt == "trec" else f"{qid}\t{docid}\t{rank}\n"
 
     def write(self, path: str | Path, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Path:

@@ -18,12 +18,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from .atomic import atomic_write
 from .errors import InputError
 from .evaluate import msmarco_mrr10
 from .runs import Run
+from .textfiles import iter_lines, read_text
 
 MAX_PER_QUERY = 1000
 SPLITS = ("dev", "eval")
@@ -41,6 +41,16 @@ DEFAULT_METADATA = {
 EXAMPLES_PER_PROBLEM = 5
 
 
+def is_inline(source: object) -> bool:
+    """Whether a ``--metadata`` value is an inline JSON object rather than a file name."""
+    return isinstance(source, str) and source.lstrip().startswith("{")
+
+
+def submission_paths(out_dir: str | Path, split: str) -> tuple[Path, Path]:
+    """The two files of a submission: ``OUT/<split>.txt.bz2`` and ``OUT/metadata.json``."""
+    return Path(out_dir) / f"{split}.txt.bz2", Path(out_dir) / "metadata.json"
+
+
 def load_metadata(source: str | Path | Mapping | None) -> dict[str, str]:
     """Submission metadata from a JSON file, an inline JSON object, or a mapping, over the defaults.
 
@@ -51,7 +61,7 @@ def load_metadata(source: str | Path | Mapping | None) -> dict[str, str]:
         given: Mapping = {}
     elif isinstance(source, Mapping):
         given = source
-    elif str(source).lstrip().startswith("{"):
+    elif is_inline(source):
         try:
             given = json.loads(str(source))
         except json.JSONDecodeError as err:
@@ -61,7 +71,7 @@ def load_metadata(source: str | Path | Mapping | None) -> dict[str, str]:
         if not where.is_file():
             raise InputError("metadata JSON file not found", where)
         try:
-            given = json.loads(where.read_text(encoding="utf-8"))
+            given = json.loads(read_text(where))
         except json.JSONDecodeError as err:
             raise InputError(f"not valid JSON: {err.msg}", where, err.lineno) from None
     if not isinstance(given, Mapping):
@@ -92,8 +102,7 @@ def write_submission(
     meta = load_metadata(metadata)
     if not run.rankings:
         raise InputError("the run is empty: nothing to submit")
-    out_dir = Path(out_dir)
-    run_path, meta_path = out_dir / f"{split}.txt.bz2", out_dir / "metadata.json"
+    run_path, meta_path = submission_paths(out_dir, split)
     with atomic_write(run_path, "wb") as raw, bz2.open(raw, "wt", encoding="utf-8") as out:
         out.writelines(run.lines("msmarco", max_rank=MAX_PER_QUERY))
     with atomic_write(meta_path) as out:
@@ -137,12 +146,6 @@ class Validation:
         return lines
 
 
-def _open_run(path: Path) -> IO[str]:
-    if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def validate_run(
     path: str | Path, topics: Mapping[str, str] | None = None, qrels: Mapping[str, Mapping[str, int]] | None = None
 ) -> Validation:
@@ -159,24 +162,22 @@ def validate_run(
     result = Validation(path)
     rows: dict[str, list[tuple[int, str]]] = {}
     try:
-        with _open_run(path) as handle:
-            for lineno, line in enumerate(handle, 1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    result.add("empty line", f"line {lineno}")
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 3:
-                    result.add("not 'qid<TAB>pid<TAB>rank'", f"line {lineno}: {line[:60]!r}")
-                    continue
-                qid, pid, rank = (p.strip() for p in parts)
-                bad = [name for name, value in (("qid", qid), ("pid", pid), ("rank", rank)) if not value.isdigit()]
-                if bad:
-                    result.add("non-numeric id or rank", f"line {lineno}: {'/'.join(bad)} in {line[:60]!r}")
-                    continue
-                rows.setdefault(qid, []).append((int(rank), pid))
-                result.num_rows += 1
-    except (OSError, EOFError, UnicodeDecodeError) as err:
+        for lineno, line in iter_lines(path, bz2.open if path.suffix == ".bz2" else open):
+            if not line.strip():
+                result.add("empty line", f"line {lineno}")
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                result.add("not 'qid<TAB>pid<TAB>rank'", f"line {lineno}: {line[:60]!r}")
+                continue
+            qid, pid, rank = (p.strip() for p in parts)
+            bad = [name for name, value in (("qid", qid), ("pid", pid), ("rank", rank)) if not value.isdigit()]
+            if bad:
+                result.add("non-numeric id or rank", f"line {lineno}: {'/'.join(bad)} in {line[:60]!r}")
+                continue
+            rows.setdefault(qid, []).append((int(rank), pid))
+            result.num_rows += 1
+    except (OSError, EOFError) as err:  # a damaged .bz2 stream
         raise InputError(f"cannot read run file: {err}", path) from None
     if not result.num_rows and not result.counts:
         result.add("empty run", "no lines")

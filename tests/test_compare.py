@@ -117,6 +117,16 @@ def test_same_candidates_speed_and_context(comparison):
     assert speedups["big"] == pytest.approx(1.0)
     per_s = {name: t["pairs"] / t["wall_s"] for name, t in timings.items() if name != "bm25"}  # the JSON's are rounded
     assert speedups["small"] == pytest.approx(per_s["small"] / per_s["big"], rel=1e-5)
+    spread = {p["name"]: p["speedup_rounds"] for p in report["pipelines"]}
+    assert spread["bm25"] is None and spread["big"]["median"] == pytest.approx(1.0) and spread["big"]["low"] == 1.0
+    small = spread["small"]
+    assert small["rounds"] == 5 and small["low"] <= small["median"] <= small["high"]
+    rounds = [timings[n][key] for n in ("small", "big") for key in ("round_pairs", "round_wall_s")]
+    ratios = sorted((p / s) / (bp / bs) for p, s, bp, bs in zip(*rounds, strict=True))
+    assert small["median"] == pytest.approx(ratios[2], rel=1e-4)  # 5 rounds: the middle one
+    assert (small["low"], small["high"]) == pytest.approx((ratios[0], ratios[-1]), rel=1e-4)
+    exact = comparison.speedup_spread(comparison.pipeline("small"))  # the JSON's values are rounded
+    assert f"{exact.median:.2f}x [{exact.low:.2f}-{exact.high:.2f}]" in (comparison.output / "report.md").read_text()
     assert report["environment"]["versions"]["torch"] and report["environment"]["cpu_count"]
     assert report["config"]["rerank"]["depth"] == 30 and report["num_queries"] == 30
     assert report["significance_marks"]["significance_level"] == 0.05
@@ -124,12 +134,12 @@ def test_same_candidates_speed_and_context(comparison):
 
 
 def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_models, sample_index, monkeypatch):
-    import pipeline.compare
+    from pipeline.rerank import Reranker
 
     out = comparison.output
     config = write_config(out.parent, tiny_models, sample_index)
     calls = {"n": 0}
-    real = pipeline.compare.rerank_run
+    real = Reranker.rerank
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -137,7 +147,7 @@ def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_mo
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline.compare, "rerank_run", interrupted)
+    monkeypatch.setattr(Reranker, "rerank", interrupted)
     with pytest.raises(KeyboardInterrupt):
         compare(config, output=out, progress=False)
     assert not any((out / name).exists() for name in ("report.md", "report.json", "effectiveness_vs_speed.png"))
@@ -145,10 +155,10 @@ def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_mo
     partial = {p.name: Run.read(p) for p in out.glob("*.trec.partial")}
     assert set(partial) == {"big.trec.partial", "small.trec.partial"}
     assert all(len(run) == 7 for run in partial.values())  # the finished round, usable as a run
-    monkeypatch.setattr(pipeline.compare, "rerank_run", real)
+    monkeypatch.setattr(Reranker, "rerank", real)
     again = compare(config, output=out, progress=False)
-    assert again.bm25.timing.extra["cached"] is True
-    assert again.bm25.metrics == comparison.bm25.metrics
+    assert again.first_stage.timing.extra["cached"] is True
+    assert again.first_stage.metrics == comparison.first_stage.metrics
 
 
 def test_missing_model_fails_before_any_work(tmp_path: Path, tiny_models, sample_index, capsys):
@@ -170,9 +180,29 @@ def test_precomputed_first_stage_run_needs_no_index(comparison, tiny_models, tmp
     result = compare(config, output=tmp_path / "out", progress=False)
     assert not (tmp_path / "unused").exists()
     assert "First stage: the run file `bm25.trec`" in (tmp_path / "out" / "report.md").read_text()
-    assert result.bm25.metrics == comparison.bm25.metrics
+    assert result.first_stage.metrics == comparison.first_stage.metrics
     reranked, bm25 = Run.read(tmp_path / "out" / "small.trec"), Run.read(comparison.output / "bm25.trec")
     assert reranked.rankings.keys() == bm25.rankings.keys()
     config.write_text(text.replace("hits = 40", f'hits = 40\nindex = "{tmp_path}"'))
     with pytest.raises(InputError, match="exactly one of 'index'"):
         compare(config, output=tmp_path / "out2", progress=False)
+
+
+def test_a_hybrid_first_stage_is_compared_like_bm25(tiny_models, sample_index, sample_dense, tmp_path: Path):
+    """``first_stage.kind = "hybrid"``: the same comparison over BM25 + MiniLM candidates (RRF)."""
+    config = write_config(tmp_path, tiny_models, sample_index)
+    config.write_text(config.read_text().replace(
+        "hits = 40", f'hits = 40\nkind = "hybrid"\ndense = "{sample_dense}"\nfusion = "rrf"'))
+    result = compare(config, output=tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert [p["name"] for p in report["pipelines"]] == ["hybrid", "big", "small"]
+    assert report["pipelines"][0]["kind"] == "first_stage" and report["pipelines"][0]["run_file"] == "hybrid.trec"
+    assert set(report["significance"]["big"]) == {"hybrid"}
+    assert set(report["significance"]["small"]) == {"hybrid", "teacher"}
+    md = (out / "report.md").read_text()
+    assert "| Hybrid + small" in md and "fused by rrf (k=60)" in md and "from Hybrid" in md
+    hybrid = Run.read(out / "hybrid.trec")
+    qrels = read_qrels(SAMPLE / "qrels.tsv")
+    expected = ir_measures.calc_aggregate([ir_measures.parse_measure("nDCG@10")], qrels, hybrid.to_ir_measures())
+    assert result.first_stage.metrics["nDCG@10"] == pytest.approx(list(expected.values())[0])

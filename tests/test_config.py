@@ -134,8 +134,15 @@ def test_bad_configs_are_refused(tmp_path: Path, change: str, message: str):
         ("depth = 20", "depth = 0", r"\[rerank\] depth must be at least 1, not 0"),
         ("hits = 50", "hits = 50.5", r"\[first_stage\] hits must be an integer"),
         ('index = "idx"', 'index = "idx"\nprebuilt = "msmarco-v1-passage"', r"\[first_stage\] needs exactly one of"),
+        ('index = "idx"', 'index = "idx"\nkind = "vector"', r"\[first_stage\] kind must be one of \['bm25', 'dense'"),
+        ('index = "idx"', 'index = "idx"\ndense = "dense"', r"'dense' needs kind = \"dense\" or \"hybrid\""),
+        ('index = "idx"', 'index = "idx"\nkind = "dense"\ndense = "d"', r"kind = \"dense\" needs 'dense'.* no BM25"),
+        ('index = "idx"', 'index = "idx"\nkind = "hybrid"', r"kind = \"hybrid\" needs 'dense'"),
+        ('index = "idx"', 'index = "idx"\nkind = "hybrid"\ndense = "d"\nfusion = "max"', r"fusion must be one of"),
+        ('index = "idx"', 'index = "idx"\nkind = "hybrid"\ndense = "d"\nfaiss = "lsh"', r"faiss must be one of"),
         ('name = "small"', 'name = "teacher"', r"unique; repeated: \['teacher'\]"),
-        ('name = "small"', 'name = "bm25"', r"\[students\[0\]\] name 'bm25' is the first stage's"),
+        ('name = "small"', 'name = "hybrid"', r"\[students\[0\]\] name 'hybrid' is a first stage's"),
+        ('name = "small"', 'name = "bm25"', r"\[students\[0\]\] name 'bm25' is a first stage's"),
         ('name = "small"', 'name = "a/b"', r"\[students\[0\]\] name 'a/b' cannot name files"),
         ('name = "t"', 'name = ""', r"name '' cannot name files \(it must be set"),
         ("[rerank]", '[rerank]\ndevice = "tpu"', r"\[rerank\] device: unknown device 'tpu'"),
@@ -168,8 +175,20 @@ def test_sections_validate_themselves_when_built_in_code():
         RerankSection(depth=0)
     with pytest.raises(InputError, match="warmup_queries must be an integer, not True"):
         RerankSection(warmup_queries=True)
+    fast = RerankSection(device="cuda", attention="sdpa-padded", compile="static", bucket=32, cuda_graphs=True)
+    assert fast.token_cache and fast.bucket == 32 and RerankSection(device="cpu", precision="int8").precision == "int8"
+    with pytest.raises(InputError, match="attention"):
+        RerankSection(attention="flash")
+    with pytest.raises(InputError, match="cuda_graphs needs a CUDA device"):
+        RerankSection(device="cpu", cuda_graphs=True)
+    with pytest.raises(InputError, match="int8 runs on the CPU only"):
+        RerankSection(device="cuda", precision="int8")
     with pytest.raises(InputError, match="needs exactly one of"):
         FirstStageSection()
+    hybrid = FirstStageSection(kind="hybrid", index="idx", dense="d", fusion="rrf")
+    assert (hybrid.label, hybrid.rrf_k, hybrid.alpha) == ("Hybrid", 60, 1.0)
+    assert "fused by rrf (k=60)" in hybrid.description
+    assert FirstStageSection(kind="dense", run="given.trec").description == "the run file `given.trec`"
     config = load_config("demo")
     with pytest.raises(InputError, match=r"rerank.depth \(500\) cannot exceed"):
         replace(config, rerank=replace(config.rerank, depth=500))
@@ -204,6 +223,9 @@ def test_input_check_names_every_missing_input(tmp_path: Path):
     (student / "config.json").unlink()
     with pytest.raises(InputError, match="'small' has no config.json"):
         config.check_inputs()
+    dense = load_config(_config(tmp_path, BASE.replace('index = "idx"', 'kind = "dense"\ndense = "nothing-here"')))
+    with pytest.raises(InputError, match="no dense index at .*nothing-here .make one with 'distilrank encode'"):
+        dense.check_inputs()
 
 
 @pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])

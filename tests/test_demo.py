@@ -33,4 +33,4 @@ def test_demo_trains_both_models_and_writes_the_report(tmp_path: Path, minilm_pa
     again = run_demo(output=tmp_path / "runs", models=tmp_path / "models", progress=False, settings=settings,
                      config=config)
     assert any(message.startswith("reusing the trained") for message in caplog.messages)
-    assert again.bm25.timing.extra["cached"] is True
+    assert again.first_stage.timing.extra["cached"] is True

@@ -10,11 +10,12 @@ import pytest
 from pipeline.config import FirstStageSection
 from pipeline.data import DocStore, read_topics
 from pipeline.errors import InputError
-from pipeline.first_stage import BM25_RUN, CachedFirstStage, timed_search
+from pipeline.first_stage import RUN_FILE, CachedFirstStage, timed_search
 from pipeline.retrieve import BM25, IndexDocStore, index_present
 from pipeline.runs import Run
 
 SAMPLE = Path(__file__).resolve().parent.parent / "pipeline" / "resources" / "sample"
+BM25_RUN = RUN_FILE.format("bm25")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_index_built_when_missing_then_the_run_cached_until_its_key_changes(tmp_
     cached_run, cached = again.run(topics)
     assert cached.extra["cached"] is True and cached.wall_s == pytest.approx(timing.wall_s, abs=1e-6)
     assert [t.stage for t in again.timings] == ["bm25"] and cached_run.rankings.keys() == run.rankings.keys()
-    assert again._bm25 is None  # a cached run starts no searcher (no JVM work)
+    assert again._searcher is None  # a cached run starts no searcher (no JVM work)
 
     deeper = CachedFirstStage(replace(section, hits=30), SAMPLE / "passages.tsv", tmp_path / "out")
     _, fresh = deeper.run(topics)  # another depth: searched again
@@ -72,3 +73,35 @@ def test_a_precomputed_run_is_restricted_to_the_topics_and_cut_at_hits(tmp_path:
     assert not (tmp_path / BM25_RUN).exists()
     with pytest.raises(InputError, match="ranks none of the topics' queries"):
         first.run({"other": "query"})
+
+
+def test_dense_and_hybrid_first_stages_are_cached_by_kind(sample_index: Path, sample_dense: Path, tmp_path: Path,
+                                                          topics):
+    out = tmp_path / "out"
+    out.mkdir()
+    dense = CachedFirstStage(FirstStageSection(kind="dense", dense=sample_dense, hits=20), SAMPLE / "passages.tsv",
+                             out, device="cpu")
+    run, timing = dense.run(topics)
+    assert (dense.name, timing.stage, timing.extra["cached"]) == ("dense", "dense", False)
+    assert all(len(r) == 20 for r in run.rankings.values()) and (out / "dense.trec").is_file()
+    key = json.loads((out / "dense.trec.json").read_text())["key"]
+    assert key["kind"] == "dense" and "hnsw" in key["dense"]["faiss"] and "k1" not in key
+    assert isinstance(dense.docstore(), DocStore)
+
+    section = FirstStageSection(kind="hybrid", index=sample_index, dense=sample_dense, fusion="rrf", hits=20)
+    hybrid = CachedFirstStage(section, SAMPLE / "passages.tsv", out, device="cpu")
+    fused, _ = hybrid.run(topics)
+    assert (out / "hybrid.trec").is_file() and list(fused) == list(topics)
+    again = CachedFirstStage(section, SAMPLE / "passages.tsv", out, device="cpu")
+    _, cached = again.run(topics)
+    assert cached.extra["cached"] is True and again._searcher is None
+    _, other = CachedFirstStage(replace(section, rrf_k=10), SAMPLE / "passages.tsv", out, device="cpu").run(topics)
+    assert other.extra["cached"] is False  # another fusion: fused again
+
+
+def test_a_dense_index_of_another_collection_is_refused(sample_dense: Path, tmp_path: Path, topics):
+    other = tmp_path / "other.tsv"
+    other.write_text((SAMPLE / "passages.tsv").read_text().replace("monsoon", "monsoons", 1))
+    first = CachedFirstStage(FirstStageSection(kind="dense", dense=sample_dense), other, tmp_path, device="cpu")
+    with pytest.raises(InputError, match="encoded from another collection"):
+        first.run(topics)

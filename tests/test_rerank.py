@@ -101,8 +101,8 @@ def test_pretokenized_passages_and_padding_multiple_give_the_same_scores(ce, tex
     chunk = PairChunk(queries, [i % 2 for i in range(30)], passages=passages)
     engine = ScoringEngine(ce, batch_tokens=512, pad_multiple=16)
     by_text = next(engine.stream([chunk])).scores
-    ids = ce.tokenize(passages, ce.max_length)
-    by_ids = next(engine.stream([PairChunk(queries, chunk.query_of_pair, passage_ids=ids)])).scores
+    ids = ce.tokenize_passages(passages)
+    by_ids = next(engine.stream([PairChunk(queries, chunk.query_of_pair, passage_tokens=ids)])).scores
     expected = per_pair_scores(ce, [queries[i % 2] for i in range(30)], passages)
     assert np.abs(by_text - expected).max() < 1e-5 and np.abs(by_ids - expected).max() < 1e-5
 

@@ -30,8 +30,8 @@ def _env() -> dict[str, str]:
             "TRANSFORMERS_OFFLINE": "1"}
 
 
-def _torchrun(*args: str, timeout: int = 300) -> None:
-    done = subprocess.run([*TORCHRUN, *args], env=_env(), capture_output=True, text=True, timeout=timeout)
+def _torchrun(*args: str, timeout: int = 300, **env: str) -> None:
+    done = subprocess.run([*TORCHRUN, *args], env={**_env(), **env}, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -40,6 +40,8 @@ def _inputs(data: dict[str, Path]) -> list[str]:
 
 
 def test_two_processes_write_the_bytes_of_one(tmp_path, tiny_bert, tiny_data):
+    """One process reads passage text; two processes start with no token cache, build it once (one builds, the
+    other waits for it) and read token ids from it: the same bytes."""
     data = tiny_data(tmp_path / "data", queries=8, per_query=12)
     model = tiny_bert(tmp_path / "model")
     rerank = ["rerank", *_inputs(data), "--model", str(model), "--depth", "10", "--chunk-pairs", "20",
@@ -48,14 +50,18 @@ def test_two_processes_write_the_bytes_of_one(tmp_path, tiny_bert, tiny_data):
              "--device", "cpu"]
     for folder in ("one", "two"):
         (tmp_path / folder).mkdir()
-    assert main([*rerank, "--output", str(tmp_path / "one" / "run.trec")]) == 0
-    assert main([*score, "--output", str(tmp_path / "one" / "t.scores")]) == 0
+    assert main([*rerank, "--output", str(tmp_path / "one" / "run.trec"), "--no-token-cache"]) == 0
+    assert main([*score, "--output", str(tmp_path / "one" / "t.scores"), "--no-token-cache"]) == 0
     # Both commands in one torchrun job (as distill scores, then trains): the script calls the CLI twice.
     script = tmp_path / "both.py"
     script.write_text("import sys\nfrom pipeline.cli import main\n"
                       f"sys.exit(main({[*rerank, '--output', str(tmp_path / 'two' / 'run.trec')]!r}) or "
                       f"main({[*score, '--output', str(tmp_path / 'two' / 't.scores')]!r}))\n")
-    _torchrun(str(script))
+    cache = tmp_path / "cache"
+    _torchrun(str(script), DISTILRANK_CACHE=str(cache))
+    names = sorted(p.name for p in cache.iterdir())  # the docstore's offsets and one token cache; nothing else
+    assert len(names) == 4 and sum(n.endswith(".offsets.npz") for n in names) == 1, names
+    assert sum(".tokens-" in n for n in names) == 3 and not any(n.startswith(".") for n in names), names
     for name in ("run.trec", "t.scores"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
         timing = json.loads((tmp_path / "two" / f"{name}.timing.json").read_text())["stages"][0]
@@ -122,7 +128,8 @@ def test_a_stopped_or_killed_rerank_resumes_to_the_same_bytes(tmp_path, tiny_ber
     assert main([*args, "--output", str(tmp_path / "straight.trec")]) == 0
     output, journal = tmp_path / "killed.trec", tmp_path / "killed.trec.journal"
     code, stderr = _stop([*args, "--output", str(output)], journal, 1, signal.SIGTERM)
-    assert code == 143 and stderr.count("\n") == 1 and stderr.startswith("distilrank: stopped by SIGTERM")
+    assert code == 143 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("distilrank: terminated (SIGTERM); finished work is kept: the same command with --resume")
     assert journal.is_file() and sorted(p.name for p in tmp_path.glob("killed*")) == ["killed.trec.journal"]
     code, _ = _stop([*args, "--output", str(output), "--resume"], journal, journal.read_bytes().count(b"\n"),
                     signal.SIGKILL)
@@ -138,29 +145,49 @@ def test_a_stopped_or_killed_rerank_resumes_to_the_same_bytes(tmp_path, tiny_ber
 
 
 def test_an_interrupted_score_resumes_to_the_same_bytes(tmp_path, tiny_bert, tiny_data, monkeypatch, capsys):
-    from pipeline.train import recipes
+    """Ctrl-C while the third chunk is journaled (token cache on): exit 130, one line, the journal kept and no
+    output; --resume writes the bytes of an uninterrupted run."""
+    from pipeline.journal import Journal
 
     data = tiny_data(tmp_path / "data", queries=6, per_query=10)
     model = tiny_bert(tmp_path / "model")
     args = ["score", *_inputs(data), "--model", str(model), "--depth", "8", "--chunk-queries", "1", "--device", "cpu"]
     assert main([*args, "--output", str(tmp_path / "straight.scores")]) == 0
-    scored, real = [], recipes.score_chunk
+    appended, real = [], Journal.append
 
-    def interrupted_at_the_third(*call):
-        if len(scored) == 2:
-            raise KeyboardInterrupt  # Ctrl-C while the third chunk is scored
-        scored.append(call)
-        return real(*call)
+    def interrupted_at_the_third(journal, record):
+        if len(appended) == 2:
+            raise KeyboardInterrupt  # Ctrl-C once the third chunk is scored
+        appended.append(record)
+        return real(journal, record)
 
-    monkeypatch.setattr(recipes, "score_chunk", interrupted_at_the_third)
+    monkeypatch.setattr(Journal, "append", interrupted_at_the_third)
     output = tmp_path / "stopped.scores"
     capsys.readouterr()
     assert main([*args, "--output", str(output)]) == 130
     last = capsys.readouterr().err.splitlines()[-1]  # after the libraries' own loading bars
-    assert last.startswith("distilrank: stopped by SIGINT; finished work is kept")
+    assert last.startswith("distilrank: interrupted; finished work is kept")
     assert not output.exists() and Path(f"{output}.journal").read_bytes().count(b"\n") == 3  # header + 2 chunks
-    monkeypatch.setattr(recipes, "score_chunk", real)
+    monkeypatch.setattr(Journal, "append", real)
     assert main([*args, "--output", str(output), "--resume"]) == 0
     assert output.read_bytes() == (tmp_path / "straight.scores").read_bytes()
     timing = json.loads(Path(f"{output}.timing.json").read_text())["stages"][0]
     assert (timing["resumed_queries"], timing["queries"], timing["pairs"]) == (2, 4, 32)
+    assert timing["token_cache"] and sorted(p.name for p in tmp_path.glob("stopped*")) == [
+        "stopped.scores", "stopped.scores.timing.json"]
+
+
+def test_bad_input_found_while_scoring_drops_the_journal(tmp_path, tiny_bert, tiny_data, capsys):
+    """A journal is kept for --resume after a signal, not after bad input (its inputs must change, and a journal
+    of other inputs is refused): a docid the collection lacks, found in the third chunk, leaves nothing."""
+    data = tiny_data(tmp_path / "data", queries=6, per_query=10)
+    lines = data["run"].read_text().splitlines(keepends=True)
+    qids = list(dict.fromkeys(line.split()[0] for line in lines))
+    data["run"].write_text("".join(line.replace(" Q0 ", " Q0 nowhere-", 1) if line.split()[0] == qids[2] else line
+                                   for line in lines))
+    model = tiny_bert(tmp_path / "model")
+    output = tmp_path / "out.scores"
+    assert main(["score", *_inputs(data), "--model", str(model), "--depth", "8", "--chunk-queries", "1",
+                 "--device", "cpu", "--output", str(output)]) == 2
+    assert "not in the collection" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]

@@ -61,6 +61,7 @@ def test_resume_continues_the_same_run(setup):
     assert not interrupted["complete"] and (root / "parts" / CHECKPOINT / "trainer_state.pt").is_file()
     resumed = Trainer(_task(data, model), root / "parts", TrainConfig(**config), "cpu").fit(resume=True)
     assert resumed["complete"] and resumed["steps"] == 4
+    assert (resumed["resumed_at"], resumed["steps_this_run"]) == (3, 1)  # the summary counts this process's steps
     full, parts = _weights(root / "full"), _weights(root / "parts")
     for name, value in full.items():
         torch.testing.assert_close(parts[name], value, atol=1e-5, rtol=1e-4)

@@ -2,9 +2,9 @@
 
 Each module in ``COMMAND_MODULES`` has ``register(subparsers)`` which adds its subcommands; a
 subcommand's parser sets ``func(args) -> int``. Bad input (``InputError``) prints one line
-``distilrank: error: FILE:LINE: message`` and exits with code 2. SIGINT and SIGTERM print one line and exit
-with 130 and 143; the commands that journal or checkpoint (rerank, score, train, distill) keep their finished
-work for ``--resume``.
+``distilrank: error: FILE:LINE: message`` and exits with code 2; Ctrl-C, SIGTERM and SIGHUP stop it
+with clean-up (``pipeline.interrupts``), one line and exit 128 + the signal's number; the commands that journal
+or checkpoint (rerank, score, train, distill) keep their finished work for ``--resume`` and say so.
 
 What reaches the terminal is decided here, once: the library logs (``logging``), and ``setup_output``
 shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
@@ -19,22 +19,22 @@ import contextlib
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Iterator
 
 from .. import distributed, progress
 from ..errors import InputError
+from ..interrupts import exit_code, signals_raise
 
-COMMAND_MODULES = ("first_stage", "submission", "rerank", "train", "compare")
+COMMAND_MODULES = ("first_stage", "dense", "submission", "token_cache", "rerank", "train", "compare")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distilrank",
-        description="BM25 first stage (Pyserini) + BERT cross-encoder rerankers: a teacher and its distilled "
-        "students, compared for effectiveness and speed.",
+        description="A BM25 (Pyserini), dense (faiss) or hybrid first stage + BERT cross-encoder rerankers: a teacher "
+        "and its distilled students, compared for effectiveness and speed.",
     )
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="count", default=0,
@@ -85,19 +85,6 @@ def setup_output(verbose: int = 0, quiet: bool = False, bars: bool = False) -> N
     progress.configure(False if quiet else True if bars else None)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread as ``KeyboardInterrupt`` is for SIGINT, so that every cleanup runs (no
-    temporary file is left, and an output is never partly written under its final name)."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
-#: How a command stopped by a signal ends: the signal's name and the exit code (128 + its number, as shells do).
-STOPPED = {KeyboardInterrupt: ("SIGINT", 130), Terminated: ("SIGTERM", 143)}
-
-
 @contextlib.contextmanager
 def _results_from_rank_0() -> Iterator[None]:
     """Under torchrun, the results (stdout) of rank 0 alone: the others would print the same lines again."""
@@ -111,17 +98,14 @@ def _results_from_rank_0() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args.verbose, args.quiet, args.progress)
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        with _results_from_rank_0():
+        with signals_raise(), _results_from_rank_0():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files go
             return int(args.func(args) or 0)
     except InputError as err:
         print(f"distilrank: error: {err}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Terminated) as stop:
-        name, code = STOPPED[type(stop)]
+    except KeyboardInterrupt as exc:
         kept = "; finished work is kept: the same command with --resume continues it" if hasattr(args, "resume") else ""
-        print(f"distilrank: stopped by {name}{kept}", file=sys.stderr)
-        return code
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        print(f"distilrank: {'interrupted' if exit_code(exc) == 130 else f'terminated ({exc})'}{kept}",
+              file=sys.stderr)
+        return exit_code(exc)

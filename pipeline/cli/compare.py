@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+
+from ..outputs import claim_output
 
 EXAMPLE_COMPARE = "distilrank compare --config configs/msmarco-subset.toml"
 
@@ -56,17 +59,24 @@ def _show(comparison) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..compare import compare
+    from ..compare import compare, written_files
+    from ..config import load_config
 
-    _show(compare(args.config, output=args.output, progress=False if args.no_progress else None))
+    config = load_config(args.config, args.output)
+    with claim_output(config.output, config.input_paths(), folder=True, also=written_files(config)):
+        _show(compare(config, progress=False if args.no_progress else None))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    comparison = run_demo(output=args.output, models=args.models, device=args.device, retrain=args.retrain,
-                          progress=False if args.no_progress else None)
+    with contextlib.ExitStack() as claims:
+        for folder in (args.output, args.models):
+            if folder is not None:
+                claims.enter_context(claim_output(folder, folder=True))
+        comparison = run_demo(output=args.output, models=args.models, device=args.device, retrain=args.retrain,
+                              progress=False if args.no_progress else None)
     _show(comparison)
     print(f"demo finished in {comparison.seconds:.0f} s; the report is {comparison.output / 'report.md'}")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..outputs import claim_output
+
 EXAMPLE_SUBMIT = "distilrank submit --run runs/dev/student.trec --out submissions/20261126-myteam --metadata meta.json"
 EXAMPLE_VALIDATE = ("distilrank validate --run submissions/20261126-myteam/dev.txt.bz2 --topics queries.dev.small.tsv "
                     "--qrels qrels.dev.small.tsv")
@@ -38,11 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _submit(args: argparse.Namespace) -> int:
     from ..runs import Run
-    from ..submit import load_metadata, placeholder_fields, validate_run, write_submission
+    from ..submit import is_inline, load_metadata, placeholder_fields, submission_paths, validate_run, write_submission
 
     metadata = load_metadata(args.metadata)  # bad metadata fails before anything is written
-    run = Run.read(args.run)
-    run_path, meta_path = write_submission(run, args.out, metadata, split=args.split)
+    inputs = {"--run": args.run, "--metadata": None if is_inline(args.metadata) else args.metadata}
+    with claim_output(args.out, inputs, folder=True, also=submission_paths(args.out, args.split)):
+        run = Run.read(args.run)
+        run_path, meta_path = write_submission(run, args.out, metadata, split=args.split)
     check = validate_run(run_path)
     print(f"wrote {run_path} ({check.num_queries} queries, {check.num_rows} rows) and {meta_path}")
     missing = placeholder_fields(metadata)

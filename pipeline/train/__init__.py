@@ -6,8 +6,8 @@ Modules: ``options`` (what each recipe takes and every training default, written
 (training groups from qrels + run files, streamed), ``losses``, ``students``
 (student initialisation), ``trainer`` (the loop: AdamW, schedule, accumulation, autocast,
 checkpoints, resume), ``tasks`` (what one training step computes), ``scores`` (teacher score
-files), ``biencoder`` (the zero-shot bi-encoder teacher of the bootstrap), ``lm_distill``
-(hidden-state and attention matching), ``recipes`` (train, bootstrap, score, distill end to end).
+files), ``lm_distill`` (hidden-state and attention matching), ``recipes`` (train, bootstrap, score,
+distill end to end). The bootstrap's zero-shot teacher is ``pipeline.biencoder``.
 """
 
 #: The four procedures of the study (``distilrank distill --procedure``).

@@ -5,7 +5,9 @@
 - ``LabeledGroups``: for each query, one positive from the qrels and ``negatives`` hard negatives
   sampled from its run top-``negatives_depth`` (LCE groups, positive at index 0).
 - ``ScoredGroups``: groups of ``group_size`` candidates sampled from teacher-scored lists, with the
-  teacher's scores (for ranker distillation), sorted by teacher score (best first).
+  teacher's scores (for ranker distillation), sorted by teacher score (best first); optionally
+  ``random_negatives`` of them drawn from teacher-scored random passages of the collection
+  (``random_passages``), so that a student sees off-topic passages beside BM25's hard ones.
 
 Sampling is deterministic: each query's draw depends only on (seed, epoch, qid), so it does not
 depend on the order or the subset of queries read; the order of groups in an epoch comes from a
@@ -105,6 +107,21 @@ def shuffled(items: Iterable, seed: int, epoch: int, buffer: int = 100_000) -> I
     yield from pool
 
 
+def random_passages(docstore, qid: str, k: int, seed: int, exclude: Iterable[str] = ()) -> list[str]:
+    """``k`` distinct passage ids drawn uniformly from the collection for query ``qid`` (not in ``exclude``);
+    the draw depends only on (seed, qid)."""
+    excluded = set(exclude)
+    if k > len(docstore) - len(excluded):
+        raise InputError(f"cannot draw {k} random passages from a collection of {len(docstore)}")
+    rng = random.Random(f"random:{seed}:{qid}")
+    picked: list[str] = []
+    while len(picked) < k:
+        docid = docstore.docid_at(rng.randrange(len(docstore)))
+        if docid not in excluded and docid not in picked:
+            picked.append(docid)
+    return picked
+
+
 class LabeledGroups:
     """LCE groups: 1 positive (qrels) + ``negatives`` hard negatives from the run's top-``negatives_depth``.
 
@@ -191,8 +208,11 @@ class ScoredGroups:
     """Ranker-distillation groups: ``group_size`` candidates sampled from each teacher-scored list.
 
     ``lists`` is a callable returning a fresh iterator of ``(qid, [(docid, teacher_score), ...])``
-    (a score file or a run). Lists shorter than ``group_size`` are dropped (counted). With
-    ``qrels``, each group carries the grades of its candidates (for an optional label loss).
+    (a score file or a run), of which the first ``depth`` candidates count (all by default). Lists
+    shorter than ``group_size - random_negatives`` are dropped (counted). With ``random_negatives`` = K,
+    K members of each group come from ``random`` (qid -> teacher-scored random passages, at least K a
+    query: ``ScoreFile.random_lists``). With ``qrels``, each group carries the grades of its candidates
+    (for an optional label loss).
     """
 
     def __init__(
@@ -202,10 +222,18 @@ class ScoredGroups:
         group_size: int = GROUP_SIZE,
         seed: int = SEED,
         qrels: dict[str, dict[str, int]] | None = None,
+        depth: int | None = None,
+        random_negatives: int = 0,
+        random: dict[str, Ranking] | None = None,
     ):
         if group_size < 2:
             raise InputError(f"a distillation group needs at least 2 candidates, got {group_size}")
+        if not 0 <= random_negatives < group_size:
+            raise InputError(f"random negatives must be between 0 and the group size - 1, got {random_negatives}")
+        if random_negatives and not random:
+            raise InputError("random negatives need teacher-scored random passages: score with --random-negatives")
         self.topics, self.lists, self.group_size, self.seed, self.qrels = topics, lists, group_size, seed, qrels
+        self.depth, self.random_negatives, self.random = depth, random_negatives, random or {}
         self.stats = GroupStats()
 
     def iter_groups(self, epoch: int = 0) -> Iterator[Group]:
@@ -215,11 +243,23 @@ class ScoredGroups:
             if qid not in self.topics:
                 stats.not_in_topics += 1
                 continue
-            if len(scored) < self.group_size:
+            scored = scored[: self.depth]
+            k = self.random_negatives
+            if len(scored) < self.group_size - k:
                 stats.dropped += 1
                 continue
             rng = query_rng(self.seed, epoch, qid)
-            picked = sorted(rng.sample(range(len(scored)), self.group_size), key=lambda i: (-scored[i][1], i))
+            if k:
+                pool = self.random.get(qid, [])
+                if len(pool) < k:
+                    raise InputError(f"query {qid} has {len(pool)} teacher-scored random passages, fewer than "
+                                     f"--random-negatives {k}: score again with more")
+                scored = scored + [pool[i] for i in rng.sample(range(len(pool)), k)]
+                chosen = rng.sample(range(len(scored) - k), self.group_size - k) + list(range(len(scored) - k,
+                                                                                               len(scored)))
+            else:
+                chosen = rng.sample(range(len(scored)), self.group_size)
+            picked = sorted(chosen, key=lambda i: (-scored[i][1], i))
             docids = tuple(scored[i][0] for i in picked)
             teacher = tuple(float(scored[i][1]) for i in picked)
             if any(math.isnan(t) for t in teacher):

@@ -112,9 +112,11 @@ class LMDistillTask:
     """Train a student cross-encoder's encoder to match a teacher encoder (no ranking loss)."""
 
     def __init__(self, name: str, student_encoder, teacher_encoder, source: PairSource, docstore,
-                 attention_weight: float = 1.0, seed: int = SEED):
+                 attention_weight: float = 1.0, seed: int = SEED, layer_map: list[int] | None = None,
+                 token_cache=None):
         self.name, self.encoder, self.source, self.docstore, self.seed = name, student_encoder, source, docstore, seed
-        self.matcher = HiddenMatcher(teacher_encoder, student_encoder, attention_weight=attention_weight)
+        self.token_cache = token_cache  # passages as token ids (pipeline.token_cache), else text from the docstore
+        self.matcher = HiddenMatcher(teacher_encoder, student_encoder, layer_map, attention_weight=attention_weight)
         self._count: int | None = None
 
     def build(self, device: torch.device) -> dict[str, torch.nn.Module]:
@@ -139,7 +141,7 @@ class LMDistillTask:
 
     def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
         _, (output, batch) = pair_scores(self.encoder, modules["model"], groups, self.docstore, device,
-                                         **self.matcher.forward_kwargs())
+                                         self.token_cache, **self.matcher.forward_kwargs())
         return self.matcher.loss(modules, output, batch), {}
 
     def save(self, modules, path: Path) -> None:

@@ -50,6 +50,7 @@ class TrainConfig:
     log_every: int = 10
     save_every: int | None = None  # checkpoint every N steps (and always at the end of an epoch)
     stop_after: int | None = None  # stop after this step as if interrupted (checkpoint kept; resume continues)
+    eval_every: int | None = None  # held-out evaluation every N steps (needs the Trainer's evaluator)
     progress: bool | None = None  # a tqdm bar: True always, False never, None when stderr is a terminal
 
 
@@ -78,19 +79,30 @@ class DistillConfig:
     """Options of ``distill`` beyond the inputs (the CLI's ``distilrank distill --help`` explains each)."""
 
     procedure: str = "ranker-distill"
-    layers: int = 3
+    layers: int = 3  # evenly spaced layers of the source (ignored when layer_map is given)
+    layer_map: tuple[int, ...] | None = None  # the source's layers the student keeps, e.g. (0, 1)
     init_from: str = "base"  # base | teacher | random | a model folder
+    head: str = "cls"  # the student's ranking head: cls | mean (pipeline/heads.py)
     base: Path | None = None  # the pretrained encoder (LM-distillation teacher); default: the teacher's init
     objective: str = "kl"
-    temperature: float = 1.0
+    temperature: float = 1.0  # the student's softmax temperature (kl)
+    teacher_temperature: float | None = None  # the teacher's (kl); None: the student's
+    random_negatives: int = 0  # group members drawn from teacher-scored random passages of the collection
     label_weight: float = 0.0
     hidden_weight: float = 0.0  # lm-distill+ranker-distill: hidden-state matching to the teacher
     group_size: int = GROUP_SIZE
     negatives: int = NEGATIVES  # the fine-tune procedures' LCE groups
     negatives_depth: int = NEGATIVES_DEPTH
-    score_depth: int = SCORE_DEPTH
+    score_depth: int = SCORE_DEPTH  # the teacher scores each query's top-K (with a given score file: groups
+    # come from the top-K of its lists)
     lm_pairs_per_query: int = 8
     attention_weight: float = 1.0
     max_length: int = MAX_LENGTH
     rank: TrainConfig = field(default_factory=lambda: replace(RANK_TRAINING))
     lm: TrainConfig = field(default_factory=lambda: replace(LM_TRAINING))
+    bootstrap: BootstrapConfig | None = None  # the teacher's bi-encoder bootstrap, applied to the student first
+
+    @property
+    def student_layers(self) -> int | list[int]:
+        """What ``make_student`` keeps: the layer map, or a count of evenly spaced layers."""
+        return list(self.layer_map) if self.layer_map else self.layers

@@ -2,7 +2,14 @@
 scores, and the four distillation procedures of the study.
 
 Each phase trains into its own folder with the ``Trainer`` (log, checkpoint, final model); with
-``resume`` a finished phase is skipped and an interrupted one continues from its checkpoint.
+``resume`` a finished phase is skipped and an interrupted one continues from its checkpoint. With a
+``HeldOut`` given and ``eval_every`` in a phase's ``TrainConfig``, the ranking phases (bootstrap, LCE,
+ranker-distill, fine-tune) log a held-out learning curve and plot it beside their log.
+
+A student is built in this order: its initial weights (``init_from``: evenly spaced or ``layer_map``
+layers of the base encoder or of the teacher, random, or a folder) with its ranking head (``head``),
+then LM distillation (``lm-distill+...``), then the bi-encoder bootstrap if given, then ranker
+distillation or fine-tuning.
 """
 from __future__ import annotations
 
@@ -10,29 +17,35 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from .. import distributed, runs
-from ..atomic import atomic_write
+from ..atomic import atomic_write, is_stdout
 from ..config import MAX_LENGTH
 from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
-from ..engine import ScoringEngine
+from ..devices import resolve_device
+from ..engine import ChunkResult, PairChunk, ScoringEngine
 from ..errors import InputError
+from ..heads import with_head
 from ..journal import Journal, identity, open_journal, source_identity
+from ..textfiles import read_text
 from ..timing import StageTiming, combine_ranks, sync, timing_path, write_timings
+from ..token_cache import TokenCache
 from . import PROCEDURES
-from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists
+from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists, random_passages
+from .heldout import HeldOut
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
 from .options import (
     NEGATIVES,
     NEGATIVES_DEPTH,
     SCORE_CHUNK_QUERIES,
     SCORE_DEPTH,
+    SEED,
     BootstrapConfig,
     DistillConfig,
     TrainConfig,
@@ -49,17 +62,20 @@ INFO_FILE = "distilrank_train.json"
 
 @dataclass
 class Inputs:
-    """Topics, run file and collection of one training phase."""
+    """Topics, run file and collection of one training phase; ``token_cache``: whether models read passages as
+    token ids from the collection's token cache (built on first use) rather than tokenizing their text."""
 
     topics: dict[str, str]
     run: Path
     docstore: DocStore
     qrels: dict[str, dict[str, int]] | None = None
+    token_cache: bool = True
     sources: dict[str, Path] = field(default_factory=dict)  # the files read, by role (what a journal names)
 
     @classmethod
     def load(cls, topics: str | Path, run: str | Path, collection: str | Path, qrels: str | Path | None = None,
-             docstore: DocStore | None = None, exclude_qids: str | Path | None = None) -> Inputs:
+             docstore: DocStore | None = None, exclude_qids: str | Path | None = None,
+             token_cache: bool = True) -> Inputs:
         """Read the inputs; ``exclude_qids`` (a file of query ids) leaves those queries out (e.g. a held-out half)."""
         t = read_topics(topics)
         if exclude_qids is not None:
@@ -71,8 +87,12 @@ class Inputs:
         if not run.is_file():
             raise InputError("run file not found", run)
         sources = {"topics": topics, "run": run, "collection": collection, "qrels": qrels, "exclude_qids": exclude_qids}
-        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None,
+        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None, token_cache,
                    {role: Path(path) for role, path in sources.items() if path is not None})
+
+    def tokens(self, encoder: CrossEncoder) -> TokenCache | None:
+        """The token cache ``encoder`` reads passages from (built when absent), or None (see ``token_cache``)."""
+        return encoder.passage_cache(self.docstore) if self.token_cache else None
 
 
 def load_encoder(path: str | Path, seed: int, max_length: int = MAX_LENGTH) -> CrossEncoder:
@@ -89,17 +109,53 @@ def finished_summary(folder: Path) -> dict:
     return {k: v for k, v in ends[-1].items() if k != "event"} if ends else {}
 
 
-def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool) -> dict:
-    """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted."""
+def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool,
+              heldout: HeldOut | None = None) -> dict:
+    """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted.
+    With ``heldout`` and ``config.eval_every``, the phase's learning curve is measured on it."""
     finished = (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists()
     if resume and finished:
         log.info("%s: already finished in %s, skipped", task.name, folder)
         return {**finished_summary(folder), "task": task.name, "skipped": True}
-    trainer = Trainer(task, folder, config, device)
+    evaluator = None
+    if heldout is None or not config.eval_every:
+        config = replace(config, eval_every=None)
+    else:
+        evaluator = heldout.evaluator(task.encoder, resolve_device(device))
+    trainer = Trainer(task, folder, config, device, evaluator)
     summary = trainer.fit(resume=resume and (folder / CHECKPOINT).exists())
-    log.info("%s: %d steps in %.1fs, running loss %.4f", task.name, summary["steps"], summary["seconds"],
-             summary["running_loss"])
+    steps = f"{summary['steps']} steps"
+    if summary["resumed_at"]:
+        steps += f" ({summary['steps_this_run']} in this run, resumed at step {summary['resumed_at']})"
+    loss = summary["running_loss"]
+    log.info("%s: %s in %.1fs%s", task.name, steps, summary["seconds"],
+             f", running loss {loss:.4f}" if loss is not None else "")
     return summary
+
+
+def check_restart(output: Path, resume: bool, overwrite: bool) -> None:
+    """The crash-and-restart rule of a training output folder, checked before any work.
+
+    ``resume`` continues what the folder holds and needs something there; without it a folder that holds
+    anything (a checkpoint, a trained model) is refused unless ``overwrite``: training never silently starts
+    again over earlier work.
+    """
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite exclude each other (continue the run, or start it again)")
+    held = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
+    if resume and not held:
+        raise InputError("nothing to resume: the output folder is missing or empty (run without --resume to "
+                         "start)", output)
+    if held and not resume and not overwrite:
+        if any(output.rglob(CHECKPOINT)):
+            what = "an interrupted run's checkpoint"
+        elif (output / "config.json").is_file():
+            what = "a trained model"
+        else:
+            what = f"files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
+        raise InputError(f"the output folder already holds {what}: pass --resume to continue it, or --overwrite "
+                         "to train again over it", output)
+    distributed.barrier()  # under torchrun, every rank checks before any rank writes into the folder
 
 
 def write_info(folder: Path, info: dict) -> None:
@@ -111,15 +167,21 @@ def write_info(folder: Path, info: dict) -> None:
 
 
 def read_info(folder: str | Path) -> dict:
+    """The info file of a folder trained by distilrank ({} when there is none)."""
     path = Path(folder) / INFO_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(read_text(path)))
+    except (ValueError, TypeError):
+        raise InputError("malformed training info (expected a JSON object)", path) from None
 
 
 # ---- teacher scores -------------------------------------------------------------------------------
 
 
 #: Timing extras of ``score_run`` that add up over the ranks.
-SCORE_SUMMED = ("resumed_queries", "resumed_pairs")
+SCORE_SUMMED = ("batches", "tokens", "padded_tokens", "resumed_queries", "resumed_pairs")
 
 
 @dataclass
@@ -132,15 +194,20 @@ class RunShare:
     lines: int | None = None  # None: to the end of the file
 
 
-def run_chunks(inputs: Inputs, depth: int | None, chunk_queries: int,
-               share: RunShare | None = None) -> Iterator[tuple[int, list[tuple[str, Ranking]]]]:
+def run_chunks(inputs: Inputs, depth: int | None, chunk_queries: int, share: RunShare | None = None,
+               random_negatives: int = 0, seed: int = SEED) -> Iterator[tuple[int, list[tuple[str, Ranking]]]]:
     """``(index, chunk)``: the run's top-``depth`` lists, ``chunk_queries`` queries a chunk, streamed from the
-    run file (or the part of it ``share`` names); a query without text is an ``InputError``."""
+    run file (or the part of it ``share`` names), each list followed by ``random_negatives`` passages drawn at
+    random from the collection (``groups.random_passages``: the draw depends on the query alone); a query
+    without text is an ``InputError``."""
     share = share or RunShare()
     index, chunk = share.first_chunk, []
     for qid, ranking in iter_run_lists(inputs.run, depth, share.start, share.first_line, share.lines):
         if qid not in inputs.topics:
             raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
+        if random_negatives:
+            drawn = random_passages(inputs.docstore, qid, random_negatives, seed, exclude=(d for d, _ in ranking))
+            ranking = ranking + [(d, 0.0) for d in drawn]
         chunk.append((qid, ranking))
         if len(chunk) == chunk_queries:
             yield index, chunk
@@ -166,47 +233,64 @@ def run_share(inputs: Inputs, depth: int | None, chunk_queries: int, ctx: distri
                     sum(s.lines for chunk in chunks[mine.start : mine.stop] for s in chunk))
 
 
-def score_chunk(engine: ScoringEngine, inputs: Inputs, chunk: list[tuple[str, Ranking]]) -> list[tuple[str, Ranking]]:
-    """The engine's model's scores for one chunk's lists, in their order."""
-    queries, passages = [], []
-    for qid, ranking in chunk:
+Lists = list[tuple[str, Ranking]]  # a chunk's candidate lists: (qid, ranking) in run order
+
+
+def scored_chunks(engine: ScoringEngine, inputs: Inputs, chunks: Iterable[tuple[int, Lists]],
+                  token_cache: TokenCache | None = None) -> Iterator[tuple[int, Lists, ChunkResult]]:
+    """The engine's model's scores of each chunk's lists, in order: ``(index, scored lists, engine result)``;
+    passages from ``token_cache`` when given, else as text from the docstore (read in the engine's background
+    thread, while the model scores the previous chunk)."""
+
+    def pair_chunk(index: int, lists: list[tuple[str, Ranking]]) -> PairChunk:
+        docids = [d for _, ranking in lists for d, _ in ranking]
         try:
-            texts = inputs.docstore.get_many([d for d, _ in ranking])
+            passages = (token_cache.get_many(docids, engine.encoder.passage_limit) if token_cache is not None
+                        else inputs.docstore.get_many(docids))
         except KeyError as err:
+            qid = next(q for q, ranking in lists if any(d == err.args[0] for d, _ in ranking))
             raise InputError(f"docid {err.args[0]} of query {qid} is not in the collection", inputs.run) from None
-        queries.extend([inputs.topics[qid]] * len(texts))
-        passages.extend(texts)
-    scores = engine.score_pairs(queries, passages).tolist() if passages else []
-    scored, at = [], 0
-    for qid, ranking in chunk:
-        scored.append((qid, [(d, float(s)) for (d, _), s in zip(ranking, scores[at : at + len(ranking)], strict=True)]))
-        at += len(ranking)
-    return scored
+        of_pair = [i for i, (_, ranking) in enumerate(lists) for _ in ranking]
+        queries = [inputs.topics[qid] for qid, _ in lists]
+        if token_cache is not None:
+            return PairChunk(queries, of_pair, passage_tokens=passages, meta=(index, lists))
+        return PairChunk(queries, of_pair, passages=passages, meta=(index, lists))
+
+    for result in engine.stream(pair_chunk(index, lists) for index, lists in chunks):
+        index, lists = result.chunk.meta
+        scored, at = [], 0
+        for qid, ranking in lists:
+            scores = result.scores[at : at + len(ranking)].tolist()
+            scored.append((qid, [(d, float(s)) for (d, _), s in zip(ranking, scores, strict=True)]))
+            at += len(ranking)
+        yield index, scored, result
 
 
 def _score_share(engine: ScoringEngine, inputs: Inputs, depth: int | None, chunk_queries: int, journal: Journal,
-                 share: RunShare | None) -> StageTiming:
+                 share: RunShare | None, token_cache: TokenCache | None, random_negatives: int,
+                 seed: int) -> StageTiming:
     """Score the chunks of ``share`` that ``journal`` lacks, journaling each; the timing of the work done here."""
     start = time.perf_counter()
     done, totals, latencies = set(), Counter(), []
     for record in journal:
         done.add(record["chunk"])
         totals.update(resumed_queries=record["queries"], resumed_pairs=record["pairs"])
-    for index, chunk in run_chunks(inputs, depth, chunk_queries, share) if share is not None else ():
-        if index in done:
-            continue
-        began = time.perf_counter()
-        scored = score_chunk(engine, inputs, chunk)
-        pairs, seconds = sum(len(r) for _, r in scored), time.perf_counter() - began
-        journal.append({"chunk": index, "queries": len(scored), "pairs": pairs, "body": score_lines(scored)})
-        totals.update(queries=len(scored), pairs=pairs)
-        latencies.extend(seconds * len(r) / max(pairs, 1) for _, r in scored)
+    chunks = run_chunks(inputs, depth, chunk_queries, share, random_negatives, seed) if share is not None else ()
+    todo = ((index, lists) for index, lists in chunks if index not in done)
+    for index, scored, result in scored_chunks(engine, inputs, todo, token_cache):
+        pairs = len(result.chunk)
+        journal.append({"chunk": index, "queries": len(scored), "pairs": pairs,
+                        "body": score_lines(scored, random_negatives)})
+        totals.update(queries=len(scored), pairs=pairs, batches=result.batches, tokens=result.tokens,
+                      padded_tokens=result.padded_tokens)
+        latencies.extend(result.seconds * len(r) / max(pairs, 1) for _, r in scored)
     sync(engine.device)
     encoder = engine.encoder
     return StageTiming("score", time.perf_counter() - start, totals["queries"], totals["pairs"], latencies,
                        device=str(encoder.device),
-                       extra={"model": encoder.source, "dtype": str(encoder.dtype).replace("torch.", ""),
-                              "depth": depth, "batch_tokens": engine.batch_tokens, "chunk_queries": chunk_queries,
+                       extra={"model": encoder.source, "dtype": encoder.precision, "depth": depth,
+                              "random_negatives": random_negatives, "token_cache": token_cache is not None,
+                              "batch_tokens": engine.batch_tokens, "chunk_queries": chunk_queries,
                               **{k: totals[k] for k in SCORE_SUMMED}})
 
 
@@ -219,31 +303,38 @@ def _write_part(journal: Journal, path: Path) -> None:
 
 def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH,
               device: str = "auto", precision: str | None = None, batch_tokens: int | None = None,
-              resume: bool = False, chunk_queries: int = SCORE_CHUNK_QUERIES) -> dict:
-    """Write the teacher's scores for the run's top-``depth`` lists to ``output`` (see ``scores.py``) and their
-    timing (``OUTPUT.timing.json``); returns the file's header.
+              random_negatives: int = 0, seed: int = SEED, compile: bool | str = False, attention: str = "sdpa",
+              bucket: int | None = None, cuda_graphs: bool = False, resume: bool = False,
+              chunk_queries: int = SCORE_CHUNK_QUERIES) -> dict:
+    """Write the teacher's scores for the run's top-``depth`` lists (and ``random_negatives`` random passages a
+    query) to ``output`` (see ``scores.py``) and their timing (``OUTPUT.timing.json``); returns the file's
+    header. How the model runs: ``CrossEncoder`` and ``ScoringEngine`` options.
 
     In one process or as one rank of a ``torchrun`` job (``pipeline.distributed``): the run is cut into chunks of
     ``chunk_queries`` queries, each rank scores its pair-balanced share and writes its part, rank 0 joins the
     parts: the file is byte-identical to a single process's. Each scored chunk is journaled
-    (``OUTPUT.journal``, one per rank; see ``pipeline.journal``): with ``resume`` a killed run continues."""
+    (``OUTPUT.journal``, one per rank; see ``pipeline.journal``): with ``resume`` a killed run continues. Bad
+    input found while scoring removes the journal (its inputs must change, so it could not be resumed)."""
+    if is_stdout(output):
+        raise InputError("a score file is joined from journaled parts: give a file name, not standard output")
     output = Path(output)
-    engine = ScoringEngine(CrossEncoder(model, device=device, precision=precision), batch_tokens=batch_tokens)
+    encoder = CrossEncoder(model, device=device, precision=precision, compile=compile, attention=attention)
+    engine = ScoringEngine(encoder, batch_tokens=batch_tokens, bucket=bucket, cuda_graphs=cuda_graphs)
     ctx = distributed.start(engine.device)
     share = run_share(inputs, depth, chunk_queries, ctx) if ctx.distributed else RunShare()
-    encoder = engine.encoder
     header = {"command": "score", "model": source_identity(model),
               "inputs": {role: identity(path) for role, path in inputs.sources.items() if role != "qrels"},
-              "depth": depth, "chunk_queries": chunk_queries,
-              "dtype": str(encoder.dtype).replace("torch.", ""), "device": encoder.device.type,
-              "max_length": encoder.max_length, "query_max_length": encoder.query_max_length,
-              "batch_tokens": engine.batch_tokens, "chunk_pairs": engine.chunk_pairs}
+              "depth": depth, "chunk_queries": chunk_queries, "random_negatives": random_negatives, "seed": seed,
+              **engine.settings()}
     journal = open_journal(output, header, resume, ctx.rank, ctx.world_size)
-    timing = combine_ranks(distributed.gather(_score_share(engine, inputs, depth, chunk_queries, journal, share), ctx),
-                           SCORE_SUMMED)
+    with journal.dropped_on_bad_input():
+        timing = _score_share(engine, inputs, depth, chunk_queries, journal, share, inputs.tokens(encoder),
+                              random_negatives, seed)
+    timing = combine_ranks(distributed.gather(timing, ctx), SCORE_SUMMED)
     queries = timing.queries + timing.extra["resumed_queries"]
     distributed.write_output(output, lambda part: _write_part(journal, part),
-                             lambda parts, path: join_scores(parts, path, depth, str(model), queries), ctx)
+                             lambda parts, path: join_scores(parts, path, depth, str(model), queries,
+                                                             random_negatives), ctx)
     if ctx.is_main:
         write_timings(timing_path(output), [timing], scores=str(output), model=str(model),
                       inputs={role: str(path) for role, path in inputs.sources.items()})
@@ -254,7 +345,7 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
 
 def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
     """Score the run's top-``depth`` with the zero-shot bi-encoder into ``path`` (reused when it matches)."""
-    from .biencoder import BiEncoder
+    from ..biencoder import BiEncoder
 
     if path.is_file():
         existing = ScoreFile(path)
@@ -274,31 +365,46 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
 # ---- teacher training -----------------------------------------------------------------------------
 
 
+def bootstrap_phase(encoder: CrossEncoder, bootstrap: BootstrapConfig, docstore: DocStore, folder: Path,
+                    device: str, resume: bool, heldout: HeldOut | None = None,
+                    token_cache: TokenCache | None = None) -> dict:
+    """The bi-encoder bootstrap of ``encoder`` into ``folder / "model"``: listwise KL to the bi-encoder's cosine
+    scores (at ``teacher_temperature``), scored once into ``folder / "biencoder.scores"``; passages from
+    ``token_cache`` when given."""
+    boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, docstore.path, docstore=docstore)
+    scores = biencoder_scores(folder / "biencoder.scores", bootstrap.biencoder, boot_inputs, bootstrap.score_depth,
+                              device)
+    source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
+    task = RankerTask("bootstrap", encoder, source, docstore, objective="kl", seed=bootstrap.train.seed,
+                      teacher_temperature=bootstrap.teacher_temperature, token_cache=token_cache)
+    return run_phase(task, folder / "model", bootstrap.train, device, resume, heldout)
+
+
 def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: TrainConfig,
                   negatives: int = NEGATIVES, negatives_depth: int = NEGATIVES_DEPTH, short: str = "pad",
                   device: str = "auto", resume: bool = False, bootstrap: BootstrapConfig | None = None,
-                  max_length: int = MAX_LENGTH) -> dict:
-    """Fine-tune ``init`` as a 1-logit cross-encoder with LCE (after the bi-encoder bootstrap if given)."""
+                  max_length: int = MAX_LENGTH, overwrite: bool = False, heldout: HeldOut | None = None) -> dict:
+    """Fine-tune ``init`` as a 1-logit cross-encoder with LCE (after the bi-encoder bootstrap if given).
+
+    ``resume`` continues an interrupted run in ``output``; ``overwrite`` trains again over one (see
+    ``check_restart``); with ``heldout``, each phase logs its learning curve (``eval_every`` of its TrainConfig)."""
     output = Path(output)
     if inputs.qrels is None:
         raise InputError("teacher training needs --qrels")
+    check_restart(output, resume, overwrite)
     start = Path(init)
     summaries = {}
     if bootstrap is not None:
-        boot_dir = output / "bootstrap"
-        boot_inputs = Inputs.load(bootstrap.topics, bootstrap.run, inputs.docstore.path, docstore=inputs.docstore)
-        scores = biencoder_scores(boot_dir / "biencoder.scores", bootstrap.biencoder, boot_inputs,
-                                  bootstrap.score_depth, device)
-        source = ScoredGroups(boot_inputs.topics, lambda: iter(scores), bootstrap.group_size, seed=bootstrap.train.seed)
-        task = RankerTask("bootstrap", load_encoder(start, bootstrap.train.seed, max_length), source, inputs.docstore,
-                          objective="kl", seed=bootstrap.train.seed, teacher_temperature=bootstrap.teacher_temperature)
-        summaries["bootstrap"] = run_phase(task, boot_dir / "model", bootstrap.train, device, resume)
-        start = boot_dir / "model"
+        encoder = load_encoder(start, bootstrap.train.seed, max_length)
+        summaries["bootstrap"] = bootstrap_phase(encoder, bootstrap, inputs.docstore, output / "bootstrap", device,
+                                                 resume, heldout, inputs.tokens(encoder))
+        start = output / "bootstrap" / "model"
     source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, negatives_depth, short=short,
                            seed=config.seed, missing=inputs.docstore.missing)
-    task = RankerTask("teacher-lce", load_encoder(start, config.seed, max_length), source, inputs.docstore,
-                      objective="lce", seed=config.seed)
-    summaries["lce"] = run_phase(task, output, config, device, resume)
+    encoder = load_encoder(start, config.seed, max_length)
+    task = RankerTask("teacher-lce", encoder, source, inputs.docstore, objective="lce", seed=config.seed,
+                      token_cache=inputs.tokens(encoder))
+    summaries["lce"] = run_phase(task, output, config, device, resume, heldout)
     write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
                         "bootstrap": asdict(bootstrap) if bootstrap else None,
                         "summaries": summaries, "groups": source.stats.summary()})
@@ -309,39 +415,73 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
 
 
 def build_student(teacher: Path, base: Path, cfg: DistillConfig, seed: int) -> CrossEncoder:
-    """The student's CrossEncoder: ``cfg.layers`` evenly spaced layers of the base (or teacher), a folder, or random."""
-    if cfg.init_from in ("base", "teacher"):
-        source = load_encoder(base if cfg.init_from == "base" else teacher, seed, cfg.max_length)
-        source.model = make_student(source.model, cfg.layers, init="copy")
-        return source
-    if cfg.init_from == "random":
-        source = load_encoder(base, seed, cfg.max_length)
-        source.model = make_student(source.model, cfg.layers, init="random", seed=seed)
-        return source
-    return load_encoder(Path(cfg.init_from), seed, cfg.max_length)
+    """The student's CrossEncoder: layers of the base (or teacher), random weights, or a folder; with ``cfg.head``.
+    Its scoring forward is the student's own (``CrossEncoder.model`` follows the swap)."""
+    if cfg.init_from in ("base", "teacher", "random"):
+        source = load_encoder(teacher if cfg.init_from == "teacher" else base, seed, cfg.max_length)
+        if cfg.init_from == "random":
+            source.model = make_student(source.model, cfg.layers, init="random", seed=seed)
+        else:
+            source.model = make_student(source.model, cfg.student_layers, init="copy")
+    else:
+        source = load_encoder(Path(cfg.init_from), seed, cfg.max_length)
+    try:
+        source.model = with_head(source.model, cfg.head)
+    except ValueError as exc:
+        raise InputError(f"--head {cfg.head}: {exc}") from None
+    return source
+
+
+def check_layers(teacher: Path, base: Path, cfg: DistillConfig) -> None:
+    """A student copying layers needs ``1 <= layers <=`` the layers of what it copies (checked before any work)."""
+    if cfg.layers < 1:
+        raise InputError(f"--layers must be at least 1, got {cfg.layers}")
+    if cfg.init_from not in ("base", "teacher"):
+        return  # random weights take any depth; a model folder brings its own
+    from transformers import AutoConfig
+
+    source = teacher if cfg.init_from == "teacher" else base
+    try:
+        available = int(AutoConfig.from_pretrained(str(source)).num_hidden_layers)
+    except (OSError, ValueError, AttributeError):
+        return  # not a local BERT-style folder: the student's own construction says what is wrong
+    if not 1 <= cfg.layers <= available:
+        raise InputError(f"--layers {cfg.layers}: the student takes its layers from {source}, which has "
+                         f"{available}; choose 1 to {available}")
+    if cfg.layer_map and (len(set(cfg.layer_map)) != len(cfg.layer_map) or max(cfg.layer_map) >= available):
+        raise InputError(f"--layer-map {','.join(map(str, cfg.layer_map))}: {source} has layers 0 to "
+                         f"{available - 1}, each kept once")
 
 
 def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: DistillConfig,
-            scores: str | Path | None = None, device: str = "auto", resume: bool = False) -> dict:
+            scores: str | Path | None = None, device: str = "auto", resume: bool = False,
+            overwrite: bool = False, heldout: HeldOut | None = None) -> dict:
     """One of the four procedures: ``fine-tune``, ``ranker-distill``, ``lm-distill+fine-tune``,
-    ``lm-distill+ranker-distill``. Saves the student into ``output``."""
+    ``lm-distill+ranker-distill``. Saves the student into ``output`` (``resume``/``overwrite``: see
+    ``check_restart``); with ``heldout`` (and ``eval_every`` in ``cfg.rank`` / ``cfg.bootstrap.train``) its
+    ranking phases log a learning curve."""
     if cfg.procedure not in PROCEDURES:
         raise InputError(f"unknown procedure {cfg.procedure!r}; expected one of {', '.join(PROCEDURES)}")
     teacher, output = Path(teacher), Path(output)
-    if not (teacher / "config.json").is_file():
-        raise InputError("teacher folder has no config.json", teacher)
-    base = Path(cfg.base or read_info(teacher).get("init") or teacher)
     seed = cfg.rank.seed
     fine_tune = cfg.procedure.endswith("fine-tune")
+    uses_teacher = ((scores is None and not fine_tune) or cfg.init_from == "teacher" or cfg.base is None
+                    or (cfg.procedure.startswith("lm-distill") and bool(cfg.hidden_weight)))
+    if uses_teacher and not (teacher / "config.json").is_file():  # given scores and a base, the weights may be away
+        raise InputError("teacher folder has no config.json", teacher)
+    base = Path(cfg.base or read_info(teacher).get("init") or teacher)
     if fine_tune and inputs.qrels is None:
         raise InputError(f"--procedure {cfg.procedure} trains on labels: it needs --qrels")
+    check_layers(teacher, base, cfg)
+    check_restart(output, resume, overwrite)
     score_file = None
     if not fine_tune:
         if scores is None:
             scores = output / "teacher.scores"
             if not (resume and scores.is_file()):
                 log.info("scoring the run's top-%d with the teacher into %s", cfg.score_depth, scores)
-                score_run(teacher, inputs, scores, cfg.score_depth, device=device, resume=resume)
+                score_run(teacher, inputs, scores, cfg.score_depth, device=device,
+                          random_negatives=cfg.random_negatives, seed=seed, resume=resume)
         score_file = ScoreFile(scores)
         score_file.check_run(inputs.run)
     summaries = {}
@@ -351,22 +491,32 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         lm_teacher = load_encoder(base, seed, cfg.max_length)
         source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
         task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
-                             cfg.lm.seed)
+                             cfg.lm.seed, list(cfg.layer_map) if cfg.layer_map else None,
+                             token_cache=inputs.tokens(student))
         summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
         student = load_encoder(lm_dir, seed, cfg.max_length)
+    if cfg.bootstrap is not None:
+        summaries["bootstrap"] = bootstrap_phase(student, cfg.bootstrap, inputs.docstore, output / "bootstrap",
+                                                 device, resume, heldout, inputs.tokens(student))
+        student = load_encoder(output / "bootstrap" / "model", seed, cfg.max_length)
     if fine_tune:
         source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, cfg.negatives_depth, seed=seed,
                                missing=inputs.docstore.missing)
-        task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed)
+        task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed,
+                          token_cache=inputs.tokens(student))
     else:
-        source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels)
+        source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels,
+                              depth=cfg.score_depth, random_negatives=cfg.random_negatives,
+                              random=score_file.random_lists() if cfg.random_negatives else None)
         hidden = None
         if cfg.procedure.startswith("lm-distill") and cfg.hidden_weight:
-            hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student, attention_weight=0.0)
+            hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student,
+                                   list(cfg.layer_map) if cfg.layer_map else None, attention_weight=0.0)
         task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective, seed=seed,
-                          temperature=cfg.temperature, label_weight=cfg.label_weight, hidden=hidden,
-                          hidden_weight=cfg.hidden_weight)
-    summaries[task.name] = run_phase(task, output, cfg.rank, device, resume)
+                          temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
+                          label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight,
+                          token_cache=inputs.tokens(student))
+    summaries[task.name] = run_phase(task, output, cfg.rank, device, resume, heldout)
     write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
                         "init": str(base.resolve()), "config": asdict(cfg),
                         "summaries": summaries,

@@ -4,10 +4,15 @@ Format (text, one candidate a line, in the run's order)::
 
     # distilrank-scores {"fingerprint": "...", "depth": 30, "model": "...", "queries": 2, "pairs": 60}
     qid<TAB>docid<TAB>score
+    qid<TAB>docid<TAB>score<TAB>random
+
+A file scored with random negatives (header ``"random_negatives": K``) ends each query's list with K
+passages drawn at random from the collection, marked ``random`` in a fourth column: iterating a
+``ScoreFile`` gives the run's candidates, ``random_lists`` the random ones.
 
 The fingerprint is a SHA-1 of the candidate lists (``qid<TAB>docid`` lines of the run's
-top-``depth``, in order). Distillation recomputes it from the run it is given and refuses a score
-file made for other candidate lists.
+top-``depth``, in order; random rows left out). Distillation recomputes it from the run it is given
+and refuses a score file made for other candidate lists.
 """
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, scratch_dir
 from ..errors import InputError
+from ..textfiles import iter_lines
 from .groups import Ranking, iter_run_lists
 
 MAGIC = "# distilrank-scores "
+RANDOM_FLAG = "\trandom"
 BLOCK = 1 << 22
 
 
@@ -48,23 +55,27 @@ def run_fingerprint(run_path: str | Path, depth: int | None) -> str:
     return fp.hexdigest()
 
 
-def score_lines(lists: Iterable[tuple[str, Ranking]]) -> str:
-    """The body lines of scored candidate lists (``qid<TAB>docid<TAB>score``): the one place they are written.
-    NaN scores are refused."""
+def score_lines(lists: Iterable[tuple[str, Ranking]], random_negatives: int = 0) -> str:
+    """The body lines of scored candidate lists (``qid<TAB>docid<TAB>score``, the last ``random_negatives`` of
+    each list flagged ``random``): the one place they are written. NaN and infinite scores are refused."""
     lines = []
     for qid, scored in lists:
-        for docid, score in scored:
-            if math.isnan(score):
-                raise ValueError(f"NaN score for query {qid}, docid {docid}: refusing to write it")
-            lines.append(f"{qid}\t{docid}\t{score:.7g}\n")
+        candidates = len(scored) - random_negatives
+        for i, (docid, score) in enumerate(scored):
+            if not math.isfinite(score):
+                raise ValueError(f"{score} score for query {qid}, docid {docid}: refusing to write it")
+            lines.append(f"{qid}\t{docid}\t{score:.7g}{RANDOM_FLAG if i >= candidates else ''}\n")
     return "".join(lines)
 
 
-#: The score column of a body line, with its tab: what the fingerprint leaves out (``qid<TAB>docid<NEWLINE>``).
+#: What the fingerprint leaves out of the body: random rows whole, and the score column of the others (with its
+#: tab), so that ``qid<TAB>docid<NEWLINE>`` remains (``Fingerprint``).
+_RANDOM_ROW = re.compile(rb"^[^\n]*" + re.escape(RANDOM_FLAG.encode()) + rb"\n", re.MULTILINE)
 _SCORE_COLUMN = re.compile(rb"\t[^\t\n]*\n")
 
 
-def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, model: str, queries: int) -> dict:
+def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, model: str, queries: int,
+                random_negatives: int = 0) -> dict:
     """Write the score file ``path`` atomically from body parts (``score_lines`` of consecutive whole queries, in
     order; ``queries`` lists in all): the header (fingerprint, counts), then the parts byte for byte."""
     sha, pairs = hashlib.sha1(), 0
@@ -75,11 +86,13 @@ def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, mode
                 block, carry = carry + block, b""
                 cut = block.rfind(b"\n") + 1
                 block, carry = block[:cut], block[cut:]
-                sha.update(_SCORE_COLUMN.sub(b"\n", block))
+                sha.update(_SCORE_COLUMN.sub(b"\n", _RANDOM_ROW.sub(b"", block)))
                 pairs += block.count(b"\n")
             if carry:
                 raise ValueError(f"{part}: the last line of a score part has no newline")
     header = {"fingerprint": sha.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
+    if random_negatives:
+        header["random_negatives"] = random_negatives
     with atomic_write(path, "wb") as out:
         out.write((MAGIC + json.dumps(header, sort_keys=True) + "\n").encode())
         for part in parts:
@@ -88,19 +101,18 @@ def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, mode
     return header
 
 
-def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: int | None, model: str) -> dict:
-    """Write scored candidate lists atomically; returns the header. NaN scores are refused."""
-    path = Path(path)
-    body = path.with_name(path.name + ".body")
+def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: int | None, model: str,
+                 random_negatives: int = 0) -> dict:
+    """Write scored candidate lists atomically; returns the header. NaN scores are refused. With
+    ``random_negatives`` = K, the last K entries of every list are random passages (flagged)."""
     queries = 0
-    try:
-        with atomic_write(body) as out:
+    with scratch_dir(path) as work:  # the body first (the header needs its counts), then header + body
+        body = work / "body"
+        with open(body, "w", encoding="utf-8") as out:
             for qid, scored in lists:
-                out.write(score_lines([(qid, scored)]))
+                out.write(score_lines([(qid, scored)], random_negatives))
                 queries += 1
-        return join_scores([body], path, depth, model, queries)
-    finally:
-        body.unlink(missing_ok=True)
+        return join_scores([body], path, depth, model, queries, random_negatives)
 
 
 class ScoreFile:
@@ -110,8 +122,7 @@ class ScoreFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError("score file not found", self.path)
-        with open(self.path, encoding="utf-8") as handle:
-            first = handle.readline()
+        first = next((line for _, line in iter_lines(self.path)), "")
         if not first.startswith(MAGIC):
             raise InputError("not a distilrank score file (write one with 'distilrank score')", self.path, 1)
         try:
@@ -120,6 +131,7 @@ class ScoreFile:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise InputError("malformed score file header", self.path, 1) from None
         self.depth = self.header.get("depth")
+        self.random_negatives = int(self.header.get("random_negatives", 0))
 
     def check_run(self, run_path: str | Path) -> None:
         """Refuse the file when it was made for other candidate lists than ``run_path``'s top-depth."""
@@ -128,26 +140,45 @@ class ScoreFile:
                 f"score file does not match the candidate lists of {run_path} (top-{self.depth}): "
                 "it was written for another run or depth; rescore with 'distilrank score'", self.path, 1)
 
+    def _rows(self) -> Iterator[tuple[str, str, float, bool]]:
+        """``(qid, docid, score, is_random)`` of every body row."""
+        lines = iter_lines(self.path)
+        next(lines)  # the header
+        for lineno, line in lines:
+            parts = line.split("\t")
+            if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != RANDOM_FLAG.strip()):
+                raise InputError("expected 'qid<TAB>docid<TAB>score[<TAB>random]'", self.path, lineno)
+            try:
+                score = float(parts[2])
+            except ValueError:
+                raise InputError(f"score {parts[2]!r} is not a number", self.path, lineno) from None
+            if not math.isfinite(score):
+                raise InputError(f"score {parts[2]!r} is not a finite number", self.path, lineno)
+            yield parts[0], parts[1], score, len(parts) == 4
+
+    def random_lists(self) -> dict[str, Ranking]:
+        """The teacher-scored random passages of each query (empty without ``random_negatives``)."""
+        lists: dict[str, Ranking] = {}
+        if self.random_negatives:
+            for qid, docid, score, is_random in self._rows():
+                if is_random:
+                    lists.setdefault(qid, []).append((docid, score))
+        return lists
+
     def __iter__(self) -> Iterator[tuple[str, Ranking]]:
-        """Stream ``(qid, [(docid, score), ...])``; the body is checked against the header's fingerprint."""
+        """Stream ``(qid, [(docid, score), ...])`` of the run's candidates; the body is checked against the
+        header's fingerprint."""
         fp = Fingerprint()
         current, scored = None, []
-        with open(self.path, encoding="utf-8") as handle:
-            handle.readline()
-            for lineno, line in enumerate(handle, 2):
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) != 3:
-                    raise InputError("expected 'qid<TAB>docid<TAB>score'", self.path, lineno)
-                try:
-                    score = float(parts[2])
-                except ValueError:
-                    raise InputError(f"score {parts[2]!r} is not a number", self.path, lineno) from None
-                if parts[0] != current:
-                    if current is not None:
-                        fp.add(current, (d for d, _ in scored))
-                        yield current, scored
-                    current, scored = parts[0], []
-                scored.append((parts[1], score))
+        for qid, docid, score, is_random in self._rows():
+            if is_random:
+                continue
+            if qid != current:
+                if current is not None:
+                    fp.add(current, (d for d, _ in scored))
+                    yield current, scored
+                current, scored = qid, []
+            scored.append((docid, score))
         if current is not None:
             fp.add(current, (d for d, _ in scored))
             yield current, scored

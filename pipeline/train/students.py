@@ -12,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
 from ..errors import InputError
+from ..heads import ranker_class
 
 
 def evenly_spaced_layers(num_teacher: int, num_student: int) -> list[int]:
@@ -35,7 +36,8 @@ def load_ranker(path: str | Path, num_labels: int = 1) -> PreTrainedModel:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InputError("not a model folder (no config.json)", path)
-    return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=num_labels)
+    config = AutoConfig.from_pretrained(str(path), num_labels=num_labels)
+    return ranker_class(config).from_pretrained(str(path), config=config)
 
 
 def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:

@@ -1,7 +1,8 @@
 """Ranking tasks for the Trainer: a cross-encoder trained on groups with LCE or a distillation loss.
 
 Groups come from ``groups.LabeledGroups`` (LCE) or ``groups.ScoredGroups`` (teacher scores). Pairs are
-encoded by ``CrossEncoder.encode``: the cross-encoder's one encoding rule, the one the scoring engine uses.
+encoded by ``CrossEncoder.encode``: the cross-encoder's one encoding rule, the one the scoring engine uses;
+passages come from the token cache when the task has one (``token_cache``), else as text from the docstore.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from ..cross_encoder import CrossEncoder
 from ..errors import InputError
+from ..token_cache import TokenCache
 from .groups import Group, shuffled
 from .losses import lce_loss, listwise_kl_loss, margin_mse_loss, pointwise_mse_loss, soft_label_ce_loss
 from .options import SEED
@@ -23,14 +25,19 @@ OBJECTIVES = ("lce", "kl", "margin-mse", "mse")
 
 
 def pair_scores(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
-                **forward) -> tuple[torch.Tensor, object]:
-    """Scores ``(groups, group_size)`` of the model on the groups' pairs, and the raw model output."""
+                token_cache: TokenCache | None = None, **forward) -> tuple[torch.Tensor, object]:
+    """Scores ``(groups, group_size)`` of the model on the groups' pairs, and the raw model output; passages
+    from ``token_cache`` when given, else as text from ``docstore``."""
     size = len(groups[0].docids)
     if any(len(g.docids) != size for g in groups):
         raise ValueError("groups of one batch must have the same size")
     queries = [g.query for g in groups for _ in g.docids]
-    passages = docstore.get_many([d for g in groups for d in g.docids])
-    batch = {k: v.to(device, non_blocking=True) for k, v in encoder.encode(queries, passages).items()}
+    docids = [d for g in groups for d in g.docids]
+    if token_cache is not None:
+        encoded = encoder.encode(queries, passage_tokens=token_cache.get_many(docids, encoder.passage_limit))
+    else:
+        encoded = encoder.encode(queries, docstore.get_many(docids))
+    batch = {k: v.to(device, non_blocking=True) for k, v in encoded.items()}
     output = model(**batch, **forward)
     return encoder.logits_to_scores(output.logits).view(len(groups), size), (output, batch)
 
@@ -44,15 +51,17 @@ class RankerTask:
     - ``mse``: pointwise MSE to the teacher's scores.
     With ``label_weight`` > 0 and groups carrying labels, a label loss (cross-entropy to the relevant
     members) is added to a distillation objective. ``hidden`` (an ``lm_distill.HiddenMatcher``) adds
-    hidden-state matching to a teacher on the same pairs.
+    hidden-state matching to a teacher on the same pairs. ``token_cache``: passages as token ids.
     """
 
     def __init__(self, name: str, encoder: CrossEncoder, source, docstore, objective: str = "lce", seed: int = SEED,
                  temperature: float = 1.0, teacher_temperature: float | None = None,
-                 label_weight: float = 0.0, hidden=None, hidden_weight: float = 1.0):
+                 label_weight: float = 0.0, hidden=None, hidden_weight: float = 1.0,
+                 token_cache: TokenCache | None = None):
         if objective not in OBJECTIVES:
             raise InputError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
         self.name, self.encoder, self.source, self.docstore = name, encoder, source, docstore
+        self.token_cache = token_cache
         self.objective, self.seed = objective, seed
         self.temperature, self.teacher_temperature = temperature, teacher_temperature
         self.label_weight, self.hidden, self.hidden_weight = label_weight, hidden, hidden_weight
@@ -75,7 +84,8 @@ class RankerTask:
 
     def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
         forward = self.hidden.forward_kwargs() if self.hidden is not None else {}
-        scores, (output, batch) = pair_scores(self.encoder, modules["model"], groups, self.docstore, device, **forward)
+        scores, (output, batch) = pair_scores(self.encoder, modules["model"], groups, self.docstore, device,
+                                              self.token_cache, **forward)
         metrics: dict[str, float] = {}
         if self.objective == "lce":
             loss = lce_loss(scores)

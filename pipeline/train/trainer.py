@@ -2,6 +2,12 @@
 accumulation, autocast (bf16/fp16 on CUDA), seeding, a tqdm bar with the running loss, a JSONL log,
 checkpoints (``save_pretrained`` + optimizer/scheduler/RNG state) and ``resume``.
 
+The running loss is an exponential moving average with bias correction (``RunningMean``), so a short run
+reports its recent steps, not its first. With an ``evaluator`` and ``eval_every``, held-out effectiveness is
+measured before the first step, every ``eval_every`` steps and at the end: ``eval`` events in the log and a
+learning-curve PNG beside it (``curves.py``). A resumed run first drops the log records of steps after its
+checkpoint (they are trained again), so the log tells one run.
+
 What a step computes lives in a ``Task`` (see ``tasks.py``): ``build(device)`` makes the trainable
 modules and ``examples(epoch)`` the data. There is no global state: everything lives on the Trainer.
 
@@ -21,7 +27,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +36,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..devices import resolve_device, resolve_dtype
+from ..devices import is_int8, resolve_device, resolve_dtype
 from ..errors import InputError
 from ..progress import bar as progress_bar
 from .options import TrainConfig
@@ -38,6 +44,9 @@ from .options import TrainConfig
 CHECKPOINT = "checkpoint"
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
+CURVE_FILE = "learning_curve.png"
+#: Held-out effectiveness of the modules in training (called in eval mode, under no gradient).
+Evaluator = Callable[[dict[str, torch.nn.Module]], dict[str, float]]
 
 
 class Task(Protocol):
@@ -64,19 +73,42 @@ class Task(Protocol):
 
 def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training (weights stay fp32): bf16 by default on CUDA, none on CPU."""
+    if is_int8(precision):
+        raise InputError("int8 is a scoring precision (quantized linear layers); train in fp32 or bf16")
     dtype = resolve_dtype(precision, device)
     if dtype == torch.float16 and device.type != "cuda":
         raise InputError("fp16 training needs a CUDA device (use bf16 or fp32 on CPU)")
     return None if dtype == torch.float32 else dtype
 
 
-class Trainer:
-    """Runs a ``Task`` for ``config`` into ``output`` (log, checkpoint, final model)."""
+class RunningMean:
+    """An exponential moving average of the loss with Adam's bias correction: after ``k`` steps the weights
+    ``(1 - beta) * beta**(k - i)`` of the steps sum to 1 (the first step weighs 3% after 25 steps at 0.98)."""
 
-    def __init__(self, task: Task, output: str | Path, config: TrainConfig, device: str | torch.device = "auto"):
+    def __init__(self, beta: float = 0.98):
+        self.beta, self.average, self.steps = beta, 0.0, 0
+
+    def update(self, value: float) -> float:
+        self.steps += 1
+        self.average = self.beta * self.average + (1 - self.beta) * value
+        return self.value
+
+    @property
+    def value(self) -> float | None:
+        return self.average / (1 - self.beta ** self.steps) if self.steps else None
+
+
+class Trainer:
+    """Runs a ``Task`` for ``config`` into ``output`` (log, checkpoint, final model); ``evaluator`` measures
+    held-out effectiveness every ``config.eval_every`` steps."""
+
+    def __init__(self, task: Task, output: str | Path, config: TrainConfig, device: str | torch.device = "auto",
+                 evaluator: Evaluator | None = None):
         if config.batch_size < 1 or config.accumulation < 1 or config.batch_size < config.accumulation:
             raise InputError("batch size and accumulation must be >= 1, with batch size >= accumulation")
-        self.task, self.output, self.config = task, Path(output), config
+        if config.eval_every is not None and (config.eval_every < 1 or evaluator is None):
+            raise InputError("eval_every needs an evaluator (held-out run, topics and qrels) and must be >= 1")
+        self.task, self.output, self.config, self.evaluator = task, Path(output), config, evaluator
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(config.precision, self.device)
         self.ctx = distributed.start(self.device)
@@ -240,8 +272,37 @@ class Trainer:
         with open(self.output / LOG_FILE, "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
 
+    def _trim_log(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (a resumed run trains them again); rank 0 keeps the log."""
+        path = self.output / LOG_FILE
+        if path.is_file() and self.ctx.is_main:
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            kept = [r for r in records if r.get("event") in ("start", "resume") or r.get("step", 0) <= step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    def _evaluate(self, modules, step: int) -> None:
+        """Held-out effectiveness at ``step`` into the log, and the learning curve redrawn (rank 0 alone: the
+        other ranks go on to the next step and wait for it at its gradient exchange)."""
+        from .curves import plot_log
+
+        if not self.ctx.is_main:
+            return
+        for module in modules.values():
+            module.eval()
+        started = time.perf_counter()
+        with torch.no_grad():
+            scores = self.evaluator(modules)
+        for module in modules.values():
+            module.train()
+        self._log({"event": "eval", "step": step, "examples": step * self.global_batch,
+                   "seconds": round(time.perf_counter() - started, 3), **scores})
+        plot_log(self.output / LOG_FILE, self.output / CURVE_FILE, title=self.task.name)
+
     def fit(self, resume: bool = False) -> dict:
-        """Train; returns a summary (steps, final running loss, seconds). Saves the model into ``output``."""
+        """Train; returns a summary (steps, final running loss, seconds). Saves the model into ``output``.
+
+        ``steps`` counts every step of the run, ``steps_this_run`` those of this process (it resumed at step
+        ``resumed_at``); ``seconds`` is this process's time."""
         cfg = self.config
         self.output.mkdir(parents=True, exist_ok=True)
         modules, optimizer, scheduler, per_epoch, total = self._setup()
@@ -249,10 +310,11 @@ class Trainer:
         step = epoch = in_epoch = 0
         if resume:
             step, epoch, in_epoch = self._load_checkpoint(modules, optimizer, scheduler, scaler)
+            self._trim_log(step)
             self._log({"event": "resume", "step": step})
-        else:
-            if self.ctx.is_main:
-                (self.output / LOG_FILE).unlink(missing_ok=True)
+        elif self.ctx.is_main:  # a fresh start: an earlier run's state must not be resumed by mistake later
+            shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
+            (self.output / LOG_FILE).unlink(missing_ok=True)
             self._log({"event": "start", "task": self.task.name, "device": str(self.device), "steps": total,
                        "steps_per_epoch": per_epoch, "examples": self.task.num_examples(), "config": asdict(cfg),
                        "world_size": self.ctx.world_size, "global_batch": self.global_batch})
@@ -265,7 +327,10 @@ class Trainer:
 
         bar = progress_bar(total=total, initial=step, desc=self.task.name,
                            enabled=cfg.progress if self.ctx.is_main else False)
-        running, started, interrupted = None, time.perf_counter(), False
+        evaluate = self.evaluator is not None and cfg.eval_every is not None
+        if evaluate and step == 0:
+            self._evaluate(modules, 0)
+        running, started, interrupted, first_step = RunningMean(), time.perf_counter(), False, step
         while step < total and not interrupted:
             for batch in self._batches(epoch, in_epoch):
                 micro = self._micro_batches(batch)
@@ -304,13 +369,15 @@ class Trainer:
                 if not math.isfinite(loss_value):
                     raise RuntimeError(f"{self.task.name}: loss is {loss_value} at step {step}; "
                                        "lower the learning rate")
-                running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+                running.update(loss_value)
                 bar.update(1)
-                bar.set_postfix(loss=f"{running:.4f}")
+                bar.set_postfix(loss=f"{running.value:.4f}")
                 if step % cfg.log_every == 0 or step == total:
-                    self._log({"step": step, "epoch": epoch, "loss": loss_value, "running_loss": running,
+                    self._log({"step": step, "epoch": epoch, "loss": loss_value, "running_loss": running.value,
                                "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
                                **{k: float(v) for k, v in metrics.items()}})
+                if evaluate and (step % cfg.eval_every == 0 or step == total):
+                    self._evaluate(modules, step)
                 if step >= total:
                     break
                 if (cfg.save_every and step % cfg.save_every == 0) or (cfg.stop_after and step >= cfg.stop_after):
@@ -325,8 +392,9 @@ class Trainer:
                 self._save_checkpoint(modules, optimizer, scheduler, scaler, step, epoch, in_epoch)
         bar.close()
         seconds = time.perf_counter() - started
-        summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running,
-                   "seconds": round(seconds, 3), "complete": step >= total}
+        summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running.value,
+                   "seconds": round(seconds, 3), "complete": step >= total, "resumed_at": first_step,
+                   "steps_this_run": step - first_step}
         if step >= total and self.ctx.is_main:
             self.task.save(modules, self.output)
             shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)

@@ -1,8 +1,8 @@
-"""The zero-shot bi-encoder (bootstrap teacher) against sentence-transformers on the real pretrained MiniLM."""
+"""The bi-encoder (dense encoder, bootstrap teacher) against sentence-transformers on the real pretrained MiniLM."""
 import pytest
 import torch
 
-from pipeline.train.biencoder import BiEncoder
+from pipeline.biencoder import BiEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,51 @@
+"""Learning curves: the held-out ``eval`` events of training logs (JSONL, see ``trainer.py``) as PNG plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import atomic_write
+
+
+def eval_points(log: str | Path, measure: str = "nDCG@10") -> list[tuple[int, int, float]]:
+    """``(step, examples, value)`` of each ``eval`` event of a training log that has ``measure``, by step."""
+    points = {}
+    for line in Path(log).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("event") == "eval" and measure in record:
+            points[record["step"]] = (record["step"], record.get("examples", record["step"]), float(record[measure]))
+    return [points[step] for step in sorted(points)]
+
+
+def plot_curves(logs: dict[str, str | Path], output: str | Path, measure: str = "nDCG@10", title: str = "",
+                references: dict[str, float] | None = None, x: str = "examples") -> Path:
+    """One line per training log (``label -> log``), ``measure`` against ``x`` (``examples`` or ``step``), with
+    horizontal reference lines (``label -> value``, e.g. BM25, the teacher); written atomically to ``output``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, log in logs.items():
+        points = eval_points(log, measure)
+        if points:
+            ax.plot([p[0 if x == "step" else 1] for p in points], [p[2] for p in points], marker="o", label=label)
+    for i, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, linestyle="--", linewidth=1, color=f"C{(len(logs) + i) % 10}", label=label)
+    ax.set_xlabel("training steps" if x == "step" else "training groups seen")
+    ax.set_ylabel(f"held-out {measure}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    output = Path(output)
+    with atomic_write(output, mode="wb") as out:
+        fig.savefig(out, format="png", dpi=110)
+    plt.close(fig)
+    return output
+
+
+def plot_log(log: str | Path, output: str | Path, measure: str = "nDCG@10", title: str = "") -> Path:
+    """The learning curve of one training log."""
+    return plot_curves({Path(log).parent.name: log}, output, measure, title, x="step")
