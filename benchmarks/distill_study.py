@@ -515,7 +515,8 @@ class Study:
         path = self.state.folder / "scores" / "teacher.scores"
         start = time.perf_counter()
         header = score_run(self.state.folder / "teacher", self.distill_inputs, path, s.max_score_depth,
-                           device=str(self.device), random_negatives=s.random_negatives, seed=s.seed)
+                           device=str(self.device), random_negatives=s.random_negatives, seed=s.seed,
+                           resume=True)  # a phase cut short continues from the journal of its finished chunks
         self.state.save_row("scores", {**header, "seconds": time.perf_counter() - start})
         print(f"  {header['pairs']:,} pairs of {header['queries']:,} queries scored", flush=True)
 

@@ -30,6 +30,7 @@ _EXPORTS = {
     "Reranker": "rerank",
     "Pipeline": "rerank",
     "rerank_run": "rerank",
+    "rerank_file": "rerank",
     "StageTiming": "timing",
     "write_submission": "submit",
     "validate_run": "submit",

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import InputError
+from .outputs import building
 from .textfiles import BOM, NOT_UTF8, iter_lines
 
 #: Named topic sets and the file a user can pass instead when offline.
@@ -219,16 +221,26 @@ class DocStore:
     def _load_or_build_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cache = self._cache_path()
         stat = self.path.stat()
+        cached = self._cached_index(cache, stat)
+        if cached is not None:
+            return cached
+        with building(cache):  # the processes of a torchrun job: one scans, the others wait and read its file
+            cached = self._cached_index(cache, stat)
+            if cached is not None:
+                return cached
+            keys, offsets, lengths = self._scan()
+            with atomic_write(cache, "wb") as out:
+                np.savez(out, keys=keys, offsets=offsets, lengths=lengths, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        return keys, offsets, lengths
+
+    @staticmethod
+    def _cached_index(cache: Path, stat: os.stat_result) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The offset index in ``cache`` when it is there and describes the collection as it is now (``stat``)."""
         if cache.is_file():
             with np.load(cache) as data:
                 if int(data["size"]) == stat.st_size and int(data["mtime_ns"]) == stat.st_mtime_ns:
                     return data["keys"], data["offsets"], data["lengths"]
-        keys, offsets, lengths = self._scan()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(tmp, keys=keys, offsets=offsets, lengths=lengths, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        os.replace(tmp, cache)
-        return keys, offsets, lengths
+        return None
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pass over the file: validate every line, record (id, offset, length), check duplicates.

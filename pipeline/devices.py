@@ -41,12 +41,15 @@ def precision_name(precision: str) -> str:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; CUDA absent is an ``InputError``."""
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; CUDA absent is an ``InputError``.
+    Under torchrun, ``auto`` and ``cuda`` mean this process's GPU (``distributed.local_device``)."""
     import torch
+
+    from .distributed import local_device
 
     if isinstance(device, torch.device):
         return device
-    name = device_name(device)
+    name = local_device(device_name(device))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -176,6 +176,15 @@ class ScoringEngine:
         self.graphed = GraphedForward(encoder.score, self.device) if cuda_graphs else None
         self.out_of_memory = False  # set (and warned about) on the first CUDA out-of-memory error
 
+    def settings(self) -> dict[str, Any]:
+        """Every option of the model and the engine that can change the bits of a score (what a journal's header
+        names, so that a resumed run scores as the killed one did)."""
+        encoder = self.encoder
+        return {"precision": encoder.precision, "device": self.device.type, "max_length": encoder.max_length,
+                "query_max_length": encoder.query_max_length, "attention": encoder.attention,
+                "compile": encoder.compile, "batch_tokens": self.batch_tokens, "chunk_pairs": self.chunk_pairs,
+                "bucket": self.bucket, "cuda_graphs": self.graphed is not None}
+
     # ---- host side: tokenize, sort, batch (background thread) --------------------------------
 
     def tokenize_chunk(self, chunk: PairChunk) -> PairTokens:

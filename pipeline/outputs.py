@@ -17,6 +17,13 @@ Holding the lock, it removes what a killed writer of the same output left (the t
 ``pipeline.atomic``, and hidden ``*.tmp`` entries inside a folder output). On failure (an exception, Ctrl-C,
 SIGTERM) it removes the folders it made: the parents it created and a folder output left empty. Standard output
 (``-``, ``/dev/stdout``) needs none of this.
+
+Under ``torchrun`` (``pipeline.distributed``) every process checks the output, rank 0 alone makes the folders,
+takes the lock and removes the leftovers, and no process goes on before all have (a barrier): the run is one
+writer.
+
+``building(path)`` is the same lock for a cache file that many processes may want at once (the docstore's offset
+index, the token cache): it waits for the process building it, so that one builds and the others read.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from . import distributed
 from .atomic import TEMP_SUFFIX, default_mode, is_stdout, temp_glob, temp_prefix, write_target
 from .errors import InputError
 
@@ -91,7 +99,8 @@ def _probe_writable(folder: Path, target: Path) -> None:
         reason = "permission denied" if err.errno in (errno.EACCES, errno.EPERM) else (err.strerror or str(err))
         raise InputError(f"cannot write the output here ({reason} in {folder})", target) from None
     os.close(fd)
-    os.unlink(name)
+    with contextlib.suppress(FileNotFoundError):  # rank 0 of a torchrun job may have swept it already
+        os.unlink(name)
 
 
 def check_output(path: PathLike, inputs: Inputs | None = None, folder: bool = False, also: Iterable[PathLike] = (),
@@ -160,8 +169,9 @@ def _holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _lock(target: Path, display: PathLike) -> Iterator[None]:
-    """An exclusive lock on ``target`` for this process, or an ``InputError`` naming the process holding it."""
+def _lock(target: Path, display: PathLike, wait: bool = False) -> Iterator[None]:
+    """An exclusive lock on ``target`` for this process, or an ``InputError`` naming the process holding it
+    (``wait``: until that process lets it go)."""
     path = lock_path(target)
     if path in _held:
         _held[path] += 1
@@ -173,7 +183,7 @@ def _lock(target: Path, display: PathLike) -> Iterator[None]:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
             raise InputError(f"{_holder(path)} is writing this output (lock {path.name}); wait for it to finish "
@@ -219,7 +229,10 @@ def claim_output(path: PathLike, inputs: Inputs | None = None, folder: bool = Fa
     On failure the folders made here are removed again when empty (a folder output too, when this claim made it).
     """
     target = check_output(path, inputs, folder, also, replaces)
-    if is_stdout(path):
+    ctx = distributed.context()
+    if is_stdout(path) or not ctx.is_main:
+        if ctx.distributed:
+            distributed.barrier(ctx)  # rank 0 has made the folders, taken the lock and swept
         yield target
         return
     made = _make_parents(target.parent)
@@ -227,9 +240,21 @@ def claim_output(path: PathLike, inputs: Inputs | None = None, folder: bool = Fa
     try:
         with _lock(target, path):
             _sweep(target, folder)
+            if ctx.distributed:
+                distributed.barrier(ctx)
             yield target
     except BaseException:
         for empty in ([target] if folder and not existed else []) + made:
             with contextlib.suppress(OSError):
                 empty.rmdir()  # only when empty
         raise
+
+
+@contextlib.contextmanager
+def building(path: PathLike) -> Iterator[None]:
+    """Hold the lock of the cache file ``path`` while building it, waiting for a process building it already:
+    check again inside whether it is built (see the module docstring)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(target, target, wait=True):
+        yield

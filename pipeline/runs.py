@@ -10,28 +10,37 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write
 from .errors import InputError
-from .textfiles import iter_lines
+from .textfiles import BOM, iter_lines
 
 FORMATS = ("trec", "msmarco")
 log = logging.getLogger(__name__)
 
 
-def iter_run_rows(path: str | Path) -> Iterator[tuple[int, str, str, int, float]]:
-    """Stream ``(lineno, qid, docid, rank, score)`` from a TREC or MS MARCO run file (format from the first
-    line; MS MARCO rows score ``-rank``). A malformed line, a bad number or a NaN score raises ``InputError``."""
+def run_format(path: str | Path) -> str:
+    """``msmarco`` when the first non-blank line has three tab-separated fields, else ``trec``."""
     path = Path(path)
     if not path.is_file():
         raise InputError("run file not found", path)
-    fmt = None
-    for lineno, line in iter_lines(path):
+    line = next((line for _, line in iter_lines(path) if line.strip()), "")
+    return "msmarco" if "\t" in line and len(line.split("\t")) == 3 else "trec"
+
+
+def iter_run_rows(path: str | Path, start: int = 0, first_line: int = 1,
+                  lines: int | None = None) -> Iterator[tuple[int, str, str, int, float]]:
+    """Stream ``(lineno, qid, docid, rank, score)`` from a TREC or MS MARCO run file (format from the first
+    line; MS MARCO rows score ``-rank``). A malformed line, a bad number or a NaN or infinite score raises
+    ``InputError``. A part of the file: ``lines`` lines from the byte offset ``start`` (a line's first byte),
+    numbered from ``first_line`` (``textfiles.iter_lines``)."""
+    path = Path(path)
+    fmt = run_format(path)
+    for lineno, line in iter_lines(path, start=start, first_line=first_line, lines=lines):
         if not line.strip():
             continue
-        if fmt is None:
-            fmt = "msmarco" if "\t" in line and len(line.split("\t")) == 3 else "trec"
         parts = line.split("\t") if fmt == "msmarco" else line.split()
         if fmt == "msmarco" and len(parts) != 3:
             raise InputError("expected 'qid<TAB>docid<TAB>rank' (MS MARCO run format)", path, lineno)
@@ -45,6 +54,75 @@ def iter_run_rows(path: str | Path) -> Iterator[tuple[int, str, str, int, float]
         if not math.isfinite(score):
             raise InputError("score is NaN" if math.isnan(score) else "score is infinite", path, lineno)
         yield lineno, parts[0], parts[2 if fmt == "trec" else 1], rank, score
+
+
+@dataclass
+class QuerySpan:
+    """Where one query's rows are in a run file: its first byte, its lines (with blank lines after its rows)
+    and its rows. A span with ``qid`` None holds blank lines only."""
+
+    qid: str | None
+    offset: int
+    lines: int = 0
+    rows: int = 0
+
+
+def query_spans(path: str | Path, start: int, end: int) -> list[QuerySpan]:
+    """The spans of the queries whose lines begin in the bytes ``[start, end)`` of a run file, without parsing
+    the rows (a fast scan for cutting a huge run into parts: ``join_spans`` puts the scans of consecutive byte
+    ranges together). The first span may continue a query begun before ``start``."""
+    path = Path(path)
+    sep = b"\t" if run_format(path) == "msmarco" else None
+    spans: list[QuerySpan] = []
+    with open(path, "rb") as handle:
+        if start > 0:  # to the first line beginning at or after start
+            handle.seek(start - 1)
+            start += len(handle.readline()) - 1
+        handle.seek(start)
+        position = start
+        current = None
+        for line in handle:
+            if position >= end:
+                break
+            if line.strip():
+                field = line[len(BOM):] if position == 0 and line.startswith(BOM) else line  # the text rule's BOM
+                qid = field.split(sep, 1)[0].decode("utf-8", errors="replace")
+                if current is None or qid != current.qid:
+                    current = QuerySpan(qid, position)
+                    spans.append(current)
+                current.rows += 1
+            elif current is None:
+                current = QuerySpan(None, position)
+                spans.append(current)
+            current.lines += 1
+            position += len(line)
+    return spans
+
+
+def join_spans(parts: Iterable[list[QuerySpan]], path: str | Path) -> tuple[int, list[QuerySpan]]:
+    """The spans of a whole run file from the ``query_spans`` of its consecutive byte ranges: a part's first span
+    continuing the previous part's last query (or holding blank lines only) is folded into it. Returns the
+    lines before the first query and the spans; a query whose rows are not together is an ``InputError``."""
+    joined: list[QuerySpan] = []
+    blank = 0
+    for part in parts:
+        for span in part:
+            if joined and span.qid in (None, joined[-1].qid):
+                joined[-1].lines += span.lines
+                joined[-1].rows += span.rows
+            elif span.qid is None:
+                blank += span.lines
+            else:
+                joined.append(QuerySpan(span.qid, span.offset, span.lines, span.rows))
+    seen: dict[str, int] = {}
+    line = 1 + blank
+    for span in joined:
+        if span.qid in seen:
+            raise InputError(f"query {span.qid} appears again after other queries (first on line {seen[span.qid]}): "
+                             "the run must keep each query's rows together (sort it by query id first)", path, line)
+        seen[span.qid] = line
+        line += span.lines
+    return blank, joined
 
 
 def rank_rows(entries: list[tuple[int, str, float, int]]) -> list[tuple[str, float]]:

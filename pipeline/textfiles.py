@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import io
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -53,20 +55,32 @@ def bad_line(path: str | Path, opener: Opener = open) -> int | None:
     return None
 
 
-def iter_lines(path: str | Path, opener: Opener = open) -> Iterator[tuple[int, str]]:
+def iter_lines(path: str | Path, opener: Opener = open, start: int = 0, first_line: int = 1,
+               lines: int | None = None) -> Iterator[tuple[int, str]]:
     """Stream ``(line number, line without its ending)`` from a text file; see the module docstring.
 
     ``opener`` opens other containers the same way (``bz2.open``): it is called as ``opener(path, "rt",
-    encoding=..., newline=...)`` and, to locate a bad byte, ``opener(path, "rb")``.
+    encoding=..., newline=...)`` and, to locate a bad byte, ``opener(path, "rb")``. A part of a plain file:
+    ``lines`` lines (all by default) from the byte offset ``start`` (the first byte of a line), numbered from
+    ``first_line``.
     """
     path = Path(path)
     with _readable(path):
         try:
-            with opener(path, "rt", encoding=ENCODING, newline="\n") as handle:
-                for lineno, line in enumerate(handle, 1):
+            with _open_at(path, opener, start) as handle:
+                for lineno, line in enumerate(itertools.islice(handle, lines), first_line):
                     yield lineno, line.rstrip("\r\n")
         except UnicodeDecodeError:
             raise InputError(NOT_UTF8, path, bad_line(path, opener)) from None
+
+
+def _open_at(path: Path, opener: Opener, start: int) -> IO[str]:
+    """``path`` as text (the module's rule) from the byte offset ``start``."""
+    if not start:
+        return opener(path, "rt", encoding=ENCODING, newline="\n")
+    raw = opener(path, "rb")
+    raw.seek(start)
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
 
 
 def read_text(path: str | Path) -> str:

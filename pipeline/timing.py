@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,21 @@ class StageTiming:
         return (f"{self.stage}: {self.queries} queries, {self.pairs} pairs in {self.wall_s:.2f}s "
                 f"({self.pairs_per_s:,.0f} pairs/s; per query p50 {self.latency_ms(50):.1f} ms, "
                 f"p95 {self.latency_ms(95):.1f} ms) on {self.device}")
+
+
+def combine_ranks(timings: Sequence[StageTiming], summed: Iterable[str] = ()) -> StageTiming:
+    """One stage's timing over the ranks of a distributed run (``timings`` in rank order): the slowest rank's
+    wall time, every rank's queries, pairs and latencies, the ``summed`` extras added up, the other extras as
+    rank 0 has them, plus ``world_size`` and ``ranks`` (each rank's queries, pairs, seconds and pairs/s)."""
+    first, summed = timings[0], tuple(summed)
+    ranks = [{"rank": r, "queries": t.queries, "pairs": t.pairs, "wall_s": round(t.wall_s, 6),
+              "pairs_per_s": round(t.pairs_per_s, 3), **{k: t.extra.get(k, 0) for k in summed}}
+             for r, t in enumerate(timings)]
+    extra = {**first.extra, **{k: sum(t.extra.get(k, 0) for t in timings) for k in summed},
+             "world_size": len(timings), "ranks": ranks}
+    return StageTiming(first.stage, max(t.wall_s for t in timings), sum(t.queries for t in timings),
+                       sum(t.pairs for t in timings), [x for t in timings for x in t.latencies_s], first.latency,
+                       first.device, extra)
 
 
 def timing_path(run_path: str | Path) -> Path:

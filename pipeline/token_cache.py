@@ -13,6 +13,10 @@ collection, named by the collection's path, size and mtime) and the tokenizer's 
 - ``NAME.TAG.tokens-FP.offsets.npy``: int64 ``[passages + 1]``; row ``r`` is ``ids[offsets[r]:offsets[r + 1]]``;
 - ``NAME.TAG.tokens-FP.json``: what was built, written last: without it a cache is unbuilt and built again.
 
+Every file is written under a temporary name and renamed (``pipeline.atomic``), and one process builds at a time
+(``outputs.building``): the processes of a ``torchrun`` job that all open an unbuilt cache wait for the first to
+build it, then memory-map its files.
+
 Both arrays are memory-mapped: a lookup reads the pages it touches, nothing is loaded whole. A changed collection
 or tokenizer gets files of its own; a cache whose files disagree with its record is an ``InputError``.
 """
@@ -33,6 +37,7 @@ import numpy as np
 from .atomic import atomic_write
 from .data import DocStore
 from .errors import InputError
+from .outputs import building
 from .progress import bar
 
 log = logging.getLogger(__name__)
@@ -146,7 +151,9 @@ class TokenCache:
             if not build:
                 raise InputError(f"no token cache for this tokenizer (expected {files['record']}); build it with "
                                  "'distilrank tokenize'", docstore.path)
-            cls.build(docstore, backend, key, progress)
+            with building(files["record"]):  # one builder (the ranks of a torchrun job wait for it, then read)
+                if rebuild or _version(files["record"]) != VERSION:
+                    cls.build(docstore, backend, key, progress)
         return cls._load(docstore, key, files)
 
     @classmethod

@@ -465,6 +465,18 @@ CASES: list[Case] = [
     Case("rerank-batch-tokens-zero", "rerank", extra=("--batch-tokens", "0"), message="--batch-tokens must be"),
     Case("rerank-device-unknown", "rerank", {"--device": "tpu"}, message="unknown device 'tpu'"),
     Case("rerank-msmarco-run", "rerank", {"--run": "{msrun}"}, code=0, result="8 queries"),
+    Case("rerank-journal-without-resume", "rerank", files={"out.trec.journal": text('{"journal": "x"}\n')},
+         message="a journal of an unfinished run is here: continue it with --resume", where="{t}/out.trec.journal"),
+    Case("rerank-resume-journal-of-another-run", "rerank", extra=("--resume",),
+         files={"out.trec.journal": text('{"journal": "distilrank-journal", "command": "rerank"}\n')},
+         message="this journal was made for another run", where="{t}/out.trec.journal:1"),
+    Case("rerank-resume-not-a-journal", "rerank", extra=("--resume",), files={"out.trec.journal": text("x\n")},
+         message="not a distilrank journal", where="{t}/out.trec.journal:1"),
+    Case("rerank-resume-without-journal", "rerank", extra=("--resume",), code=0, result="8 queries"),
+    Case("rerank-resume-output-is-the-run", "rerank", {"--run": "{t}/run.trec", "--output": "{t}/run.trec"},
+         {"run.trec": same("run")}, extra=("--resume",), message="refusing to overwrite an input"),
+    Case("rerank-resume-on-stdout", "rerank", {"--output": "-"}, extra=("--resume",),
+         message="a run on standard output is written by one process without a journal"),
     # ---- score -----------------------------------------------------------------------------------------------
     *defects("score", "--run", "run.trec", "run"),
     *defects("score", "--topics", "q.tsv", "q", kinds=("missing", "non-utf8", "bom")),
@@ -487,6 +499,13 @@ CASES: list[Case] = [
          where="{t}/run.trec"),
     Case("score-model-missing", "score", {"--model": "{t}/none"}, message="model folder not found"),
     Case("score-depth-zero", "score", {"--score-depth": "0"}, message="--score-depth must be at least 1"),
+    Case("score-chunk-queries-zero", "score", extra=("--chunk-queries", "0"),
+         message="--chunk-queries must be at least 1"),
+    Case("score-output-stdout", "score", {"--output": "-"}, message="give a file name, not standard output"),
+    Case("score-resume-journal-of-another-run", "score", extra=("--resume",),
+         files={"out.scores.journal": text('{"journal": "distilrank-journal", "command": "score"}\n')},
+         message="this journal was made for another run", where="{t}/out.scores.journal:1"),
+    Case("score-resume-without-journal", "score", extra=("--resume",), code=0, result="wrote"),
     # ---- train -----------------------------------------------------------------------------------------------
     *defects("train", "--qrels", "qrels.tsv", "qrels"),
     *defects("train", "--run", "run.trec", "run", kinds=("missing", "non-utf8", "bom")),
@@ -836,19 +855,23 @@ def test_two_writers_then_sigterm(world: World, tmp_path: Path, capsys):
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) == 128 + signal.SIGTERM
         stderr = first.stderr.read()
-        assert "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
+        assert "terminated (SIGTERM); finished work is kept" in stderr and "Traceback" not in stderr
     finally:
         first.kill()
         first.wait()
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["out.trec.journal"]  # kept for --resume (issue 14)
 
 
 def test_kill_9_leaves_what_the_next_run_removes(world: World, tmp_path: Path, capsys):
+    """kill -9 while the output is written leaves a temporary file, the lock and the journal; a fresh run
+    refuses to start over the journal, and --resume sweeps the leftovers and writes the output."""
     killed = harness(argv_of("rerank", world, tmp_path), "pipeline.runs", "atomic_write", "context",
                      str(int(signal.SIGKILL)))
     assert killed.wait(timeout=120) == -signal.SIGKILL
-    assert sorted(p.name.split(".")[-1] for p in tmp_path.iterdir()) == ["lock", "tmp"]
+    assert sorted(p.name.split(".")[-1] for p in tmp_path.iterdir()) == ["journal", "lock", "tmp"]
     code, out, err = invoke(argv_of("rerank", world, tmp_path), capsys)
+    assert code == 2 and "continue it with --resume" in err
+    code, out, err = invoke([*argv_of("rerank", world, tmp_path), "--resume"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.trec", "out.trec.timing.json"]
 

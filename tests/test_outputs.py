@@ -98,3 +98,26 @@ def test_a_second_writer_fails_at_once_naming_the_first(files: Path):
     with claim_output(files / "run.trec", {}):  # the lock died with its holder
         with claim_output(files / "run.trec", {}):  # and a claim inside a claim of this process is allowed
             pass
+
+
+def test_building_waits_for_the_process_building_the_same_file(tmp_path: Path):
+    """The processes of a torchrun job that all open an unbuilt cache: the second waits for the first, then finds
+    the file built; no lock file is left."""
+    from pipeline.outputs import building
+
+    cache = tmp_path / "cache" / "x.npz"
+    builder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom pipeline.outputs import building\n"
+         f"with building({str(cache)!r}):\n    print('building', flush=True)\n    time.sleep(1.5)\n"
+         f"    Path({str(cache)!r}).write_text('built')\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert builder.stdout.readline() == "building\n"
+        assert not cache.exists()
+        with building(cache):
+            assert cache.read_text() == "built"  # it waited for the builder
+        assert builder.wait(timeout=60) == 0
+    finally:
+        builder.kill()
+        builder.wait()
+    assert [p.name for p in cache.parent.iterdir()] == ["x.npz"]

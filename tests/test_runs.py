@@ -77,3 +77,27 @@ def test_top_and_subset():
     assert run.top(2)["1"] == [("a", 3.0), ("b", 2.0)]
     assert list(run.subset(["2", "9"])) == ["2"]
     assert run.num_pairs == 4
+
+
+@pytest.mark.parametrize("fmt", ["trec", "msmarco"])
+def test_a_run_scanned_in_byte_ranges_gives_the_spans_of_the_whole_file(tmp_path: Path, fmt: str):
+    from pipeline.runs import iter_run_rows, join_spans, query_spans
+
+    run = Run.from_scores({q: [(f"d{q}{i}", float(-i)) for i in range(n)] for q, n in (("7", 3), ("10", 1),
+                                                                                        ("2", 4), ("31", 2))})
+    path = run.write(tmp_path / "run.txt", fmt=fmt)
+    path.write_text("\n" + path.read_text().replace("\n", "\n\n", 1))  # blank lines before and inside a query
+    size = path.stat().st_size
+    whole = join_spans([query_spans(path, 0, size)], path)
+    assert whole[0] == 1 and [(s.qid, s.rows) for s in whole[1]] == [("7", 3), ("10", 1), ("2", 4), ("31", 2)]
+    for parts in (2, 3, 7, size):  # cuts anywhere, mid-line included
+        cuts = [size * i // parts for i in range(parts + 1)]
+        assert join_spans([query_spans(path, cuts[i], cuts[i + 1]) for i in range(parts)], path) == whole
+    lineno = 1 + whole[0]
+    for span in whole[1]:  # each span read alone gives its query's rows, numbered as in the file
+        rows = list(iter_run_rows(path, span.offset, lineno, span.lines))
+        assert {r[1] for r in rows} == {span.qid} and len(rows) == span.rows and rows[0][0] == lineno
+        lineno += span.lines
+    path.write_text(path.read_text() + next(run.lines(fmt)))  # query 7 again at the end
+    with pytest.raises(InputError, match="query 7 appears again"):
+        join_spans([query_spans(path, 0, size // 2), query_spans(path, size // 2, path.stat().st_size)], path)

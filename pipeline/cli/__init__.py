@@ -3,23 +3,26 @@
 Each module in ``COMMAND_MODULES`` has ``register(subparsers)`` which adds its subcommands; a
 subcommand's parser sets ``func(args) -> int``. Bad input (``InputError``) prints one line
 ``distilrank: error: FILE:LINE: message`` and exits with code 2; Ctrl-C, SIGTERM and SIGHUP stop it
-with clean-up (exit 128 + the signal's number).
+with clean-up (``pipeline.interrupts``), one line and exit 128 + the signal's number; the commands that journal
+or checkpoint (rerank, score, train, distill) keep their finished work for ``--resume`` and say so.
 
 What reaches the terminal is decided here, once: the library logs (``logging``), and ``setup_output``
 shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
 ``-q`` keeps errors only); progress bars follow the same rule (``pipeline.progress``: on a terminal, or
 with ``--progress``; a subcommand's ``--no-progress`` turns its bars off). Results (tables, file names) go to
-stdout.
+stdout. Under torchrun only rank 0 prints results and shows progress and messages below warnings.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
-from .. import progress
+from .. import distributed, progress
 from ..errors import InputError
 from ..interrupts import exit_code, signals_raise
 
@@ -66,6 +69,8 @@ def setup_output(verbose: int = 0, quiet: bool = False, bars: bool = False) -> N
         level = logging.DEBUG
     else:
         level = logging.INFO if verbose or terminal else logging.WARNING
+    if not distributed.context().is_main:  # under torchrun, rank 0 speaks for the run
+        level, bars, quiet = max(level, logging.WARNING), False, True
     logger = logging.getLogger(__name__.split(".")[0])
     for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(old)
@@ -80,15 +85,27 @@ def setup_output(verbose: int = 0, quiet: bool = False, bars: bool = False) -> N
     progress.configure(False if quiet else True if bars else None)
 
 
+@contextlib.contextmanager
+def _results_from_rank_0() -> Iterator[None]:
+    """Under torchrun, the results (stdout) of rank 0 alone: the others would print the same lines again."""
+    if distributed.context().is_main:
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args.verbose, args.quiet, args.progress)
     try:
-        with signals_raise():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files and empty folders go
+        with signals_raise(), _results_from_rank_0():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files go
             return int(args.func(args) or 0)
     except InputError as err:
         print(f"distilrank: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"distilrank: {'interrupted' if exit_code(exc) == 130 else f'terminated ({exc})'}", file=sys.stderr)
+        kept = "; finished work is kept: the same command with --resume continues it" if hasattr(args, "resume") else ""
+        print(f"distilrank: {'interrupted' if exit_code(exc) == 130 else f'terminated ({exc})'}{kept}",
+              file=sys.stderr)
         return exit_code(exc)

@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("trec", "msmarco"), default="trec", help="output format (default trec)")
     p.add_argument("--tag", default=None, help="run tag in the TREC output (default: the output file name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its journal (OUTPUT.journal, one per process under torchrun); "
+                   "without a journal, start from the beginning")
     p.set_defaults(func=_rerank)
 
 
@@ -86,9 +89,9 @@ def _rerank(args: argparse.Namespace) -> int:
 
     from ..cross_encoder import CrossEncoder
     from ..data import DocStore, read_topics
-    from ..rerank import Reranker, check_inputs
+    from ..rerank import Reranker, check_inputs, rerank_file
     from ..runs import Run
-    from ..timing import timing_path, write_timings
+    from ..timing import timing_path
 
     if args.depth < 1:
         raise InputError("--depth must be at least 1")
@@ -116,12 +119,11 @@ def _rerank(args: argparse.Namespace) -> int:
                             progress=False if args.no_progress else None,
                             token_cache=open_token_cache(args, encoder, docstore), bucket=args.bucket,
                             cuda_graphs=args.cuda_graphs)
-        reranked, timing = reranker.rerank(run, topics, docstore, args.depth, name=output.stem, missing=missing)
-        reranked.write(output, fmt=args.format, tag=args.tag or output.stem)
-        if timing_file:
-            write_timings(timing_file, [timing], run=str(output), input_run=str(args.run), model=encoder.source)
+        sources = {"run": args.run, "topics": args.topics, "passages": args.collection or args.index}
+        timing = rerank_file(reranker, run, topics, docstore, output, args.depth, sources, resume=args.resume,
+                             fmt=args.format, tag=args.tag, missing=missing)
     report = sys.stdout if timing_file else sys.stderr
     print(timing.summary(), file=report)
-    print(f"{len(reranked)} queries, {reranked.num_pairs} candidates written to {output}"
-          + (f"; timing in {timing_file}" if timing_file else ""), file=report)
+    print(f"{timing.queries + timing.extra['resumed_queries']} queries, {timing.extra['candidates']} candidates "
+          f"written to {output}" + (f"; timing in {timing_file}" if timing_file else ""), file=report)
     return 0

@@ -18,6 +18,7 @@ from ..train.options import (
     NEGATIVES,
     NEGATIVES_DEPTH,
     RANK_TRAINING,
+    SCORE_CHUNK_QUERIES,
     SCORE_DEPTH,
     SEED,
     BootstrapConfig,
@@ -172,13 +173,17 @@ def cmd_score(args) -> int:
         raise InputError("--score-depth must be at least 1")
     if args.random_negatives < 0:
         raise InputError("--random-negatives must be at least 0")
-    with claim_output(args.output, named_inputs(args, "model", "run", "topics", "collection")):
+    if args.chunk_queries < 1:
+        raise InputError("--chunk-queries must be at least 1")
+    timing_file = f"{args.output}.timing.json"
+    with claim_output(args.output, named_inputs(args, "model", "run", "topics", "collection"), also=[timing_file]):
         inputs = Inputs.load(args.topics, args.run, args.collection, token_cache=not args.no_token_cache)
         header = score_run(args.model, inputs, args.output, args.score_depth, device=args.device,
                            precision=args.precision, batch_tokens=args.batch_tokens,
                            random_negatives=args.random_negatives, seed=args.seed, compile=args.compile,
-                           attention=args.attention, bucket=args.bucket, cuda_graphs=args.cuda_graphs)
-    print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}")
+                           attention=args.attention, bucket=args.bucket, cuda_graphs=args.cuda_graphs,
+                           resume=args.resume, chunk_queries=args.chunk_queries)
+    print(f"wrote {header['pairs']} scores for {header['queries']} queries to {args.output}; timing in {timing_file}")
     return 0
 
 
@@ -251,6 +256,11 @@ def register(subparsers) -> None:
     p.add_argument("--random-negatives", type=int, default=0,
                    help="also score K passages a query drawn at random from the collection (seeded by --seed), for "
                         "'distill --random-negatives'")
+    p.add_argument("--chunk-queries", type=int, default=SCORE_CHUNK_QUERIES,
+                   help="queries scored, journaled and shared out together (default %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its journal (OUTPUT.journal, one per process under torchrun); "
+                   "without a journal, start from the beginning")
     speed_options(p)
     _common(p)
     p.set_defaults(func=cmd_score)

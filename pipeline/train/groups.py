@@ -61,8 +61,10 @@ class GroupStats:
         return ", ".join(parts)
 
 
-def iter_run_lists(path: str | Path, depth: int | None = None) -> Iterator[tuple[str, Ranking]]:
-    """Stream ``(qid, ranking)`` from a TREC or MS MARCO run file, one query at a time.
+def iter_run_lists(path: str | Path, depth: int | None = None, start: int = 0, first_line: int = 1,
+                   lines: int | None = None) -> Iterator[tuple[str, Ranking]]:
+    """Stream ``(qid, ranking)`` from a TREC or MS MARCO run file, one query at a time (or from a part of it:
+    ``start``, ``first_line`` and ``lines`` as ``runs.iter_run_rows`` takes them).
 
     Each query's rows must be contiguous (a query seen again after another one is an error:
     sort the file by query first, e.g. ``sort -s -k1,1``). Rows are ordered by rank; ``depth``
@@ -71,7 +73,7 @@ def iter_run_lists(path: str | Path, depth: int | None = None) -> Iterator[tuple
     seen: set[str] = set()
     current: str | None = None
     rows: list[tuple[int, str, float, int]] = []
-    for lineno, qid, docid, rank, score in iter_run_rows(path):
+    for lineno, qid, docid, rank, score in iter_run_rows(path, start, first_line, lines):
         if qid != current:
             if current is not None:
                 yield current, rank_rows(rows)[:depth]

@@ -120,8 +120,14 @@ class LMDistillTask:
         self._count: int | None = None
 
     def build(self, device: torch.device) -> dict[str, torch.nn.Module]:
-        modules = {"model": self.encoder.model.float().to(device)}
-        modules.update(self.matcher.build(modules["model"], device))
+        """The student (only its embeddings and encoder layers trainable: no loss reaches its ranking head, and
+        DistributedDataParallel needs every trainable parameter to get a gradient) and the projection."""
+        model = self.encoder.model.float().to(device)
+        model.requires_grad_(False)
+        model.base_model.embeddings.requires_grad_(True)
+        model.base_model.encoder.requires_grad_(True)
+        modules = {"model": model}
+        modules.update(self.matcher.build(model, device))
         return modules
 
     def num_examples(self) -> int:

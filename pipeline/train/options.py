@@ -23,6 +23,9 @@ NEGATIVES_DEPTH = 100
 GROUP_SIZE = 16
 #: Candidates per query a teacher scores for distillation.
 SCORE_DEPTH = 30
+#: Queries a chunk of teacher scoring (``recipes.score_run``): scored together, journaled together, and shared out
+#: whole under torchrun.
+SCORE_CHUNK_QUERIES = 256
 #: Seed of every training phase and of the sampling of its groups.
 SEED = 42
 #: Peak learning rate of the teacher's LCE phase after a bi-encoder bootstrap (TrainConfig's ``lr`` without one).

@@ -15,28 +15,42 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write
+from .. import distributed, runs
+from ..atomic import atomic_write, is_stdout
 from ..config import MAX_LENGTH
 from ..cross_encoder import CrossEncoder
 from ..data import DocStore, read_qids, read_qrels, read_topics
 from ..devices import resolve_device
-from ..engine import PairChunk, ScoringEngine
+from ..engine import ChunkResult, PairChunk, ScoringEngine
 from ..errors import InputError
 from ..heads import with_head
+from ..journal import Journal, identity, open_journal, source_identity
 from ..textfiles import read_text
+from ..timing import StageTiming, combine_ranks, sync, timing_path, write_timings
 from ..token_cache import TokenCache
 from . import PROCEDURES
 from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists, random_passages
 from .heldout import HeldOut
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
-from .options import NEGATIVES, NEGATIVES_DEPTH, SCORE_DEPTH, SEED, BootstrapConfig, DistillConfig, TrainConfig
-from .scores import ScoreFile, write_scores
+from .options import (
+    NEGATIVES,
+    NEGATIVES_DEPTH,
+    SCORE_CHUNK_QUERIES,
+    SCORE_DEPTH,
+    SEED,
+    BootstrapConfig,
+    DistillConfig,
+    TrainConfig,
+)
+from .scores import ScoreFile, join_scores, score_lines, write_scores
 from .students import make_student
 from .tasks import RankerTask
 from .trainer import CHECKPOINT, LOG_FILE, Trainer
@@ -56,6 +70,7 @@ class Inputs:
     docstore: DocStore
     qrels: dict[str, dict[str, int]] | None = None
     token_cache: bool = True
+    sources: dict[str, Path] = field(default_factory=dict)  # the files read, by role (what a journal names)
 
     @classmethod
     def load(cls, topics: str | Path, run: str | Path, collection: str | Path, qrels: str | Path | None = None,
@@ -71,7 +86,9 @@ class Inputs:
         run = Path(run)
         if not run.is_file():
             raise InputError("run file not found", run)
-        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None, token_cache)
+        sources = {"topics": topics, "run": run, "collection": collection, "qrels": qrels, "exclude_qids": exclude_qids}
+        return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None, token_cache,
+                   {role: Path(path) for role, path in sources.items() if path is not None})
 
     def tokens(self, encoder: CrossEncoder) -> TokenCache | None:
         """The token cache ``encoder`` reads passages from (built when absent), or None (see ``token_cache``)."""
@@ -138,9 +155,13 @@ def check_restart(output: Path, resume: bool, overwrite: bool) -> None:
             what = f"files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
         raise InputError(f"the output folder already holds {what}: pass --resume to continue it, or --overwrite "
                          "to train again over it", output)
+    distributed.barrier()  # under torchrun, every rank checks before any rank writes into the folder
 
 
 def write_info(folder: Path, info: dict) -> None:
+    """Record what a training made (rank 0 alone under torchrun)."""
+    if not distributed.context().is_main:
+        return
     with atomic_write(Path(folder) / INFO_FILE) as out:
         json.dump(info, out, indent=2, default=str)
 
@@ -159,14 +180,69 @@ def read_info(folder: str | Path) -> dict:
 # ---- teacher scores -------------------------------------------------------------------------------
 
 
-def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None, token_cache: TokenCache | None = None,
-                 queries_per_chunk: int = 256, random_negatives: int = 0,
-                 seed: int = SEED) -> Iterator[tuple[str, Ranking]]:
-    """The engine's model's scores for each query's top-``depth`` candidates, in the run's order, followed by
-    ``random_negatives`` passages drawn at random from the collection (``groups.random_passages``); passages from
-    ``token_cache`` when given, else as text from the docstore (read in the engine's background thread)."""
+#: Timing extras of ``score_run`` that add up over the ranks.
+SCORE_SUMMED = ("batches", "tokens", "padded_tokens", "resumed_queries", "resumed_pairs")
 
-    def chunk(lists: list[tuple[str, Ranking]]) -> PairChunk:
+
+@dataclass
+class RunShare:
+    """A rank's share of a run file: the index of its first chunk and where its lines are."""
+
+    first_chunk: int = 0
+    start: int = 0  # byte offset of its first line
+    first_line: int = 1
+    lines: int | None = None  # None: to the end of the file
+
+
+def run_chunks(inputs: Inputs, depth: int | None, chunk_queries: int, share: RunShare | None = None,
+               random_negatives: int = 0, seed: int = SEED) -> Iterator[tuple[int, list[tuple[str, Ranking]]]]:
+    """``(index, chunk)``: the run's top-``depth`` lists, ``chunk_queries`` queries a chunk, streamed from the
+    run file (or the part of it ``share`` names), each list followed by ``random_negatives`` passages drawn at
+    random from the collection (``groups.random_passages``: the draw depends on the query alone); a query
+    without text is an ``InputError``."""
+    share = share or RunShare()
+    index, chunk = share.first_chunk, []
+    for qid, ranking in iter_run_lists(inputs.run, depth, share.start, share.first_line, share.lines):
+        if qid not in inputs.topics:
+            raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
+        if random_negatives:
+            drawn = random_passages(inputs.docstore, qid, random_negatives, seed, exclude=(d for d, _ in ranking))
+            ranking = ranking + [(d, 0.0) for d in drawn]
+        chunk.append((qid, ranking))
+        if len(chunk) == chunk_queries:
+            yield index, chunk
+            index, chunk = index + 1, []
+    if chunk:
+        yield index, chunk
+
+
+def run_share(inputs: Inputs, depth: int | None, chunk_queries: int, ctx: distributed.Context) -> RunShare | None:
+    """This rank's pair-balanced share of the run's chunks (None when it gets none). The ranks scan the run file
+    together, each a byte range (``runs.query_spans``: query ids only), so no rank reads the whole file; the
+    chunks are those a single process makes."""
+    size = inputs.run.stat().st_size
+    scan = runs.query_spans(inputs.run, size * ctx.rank // ctx.world_size, size * (ctx.rank + 1) // ctx.world_size)
+    blank, spans = runs.join_spans(distributed.gather(scan, ctx), inputs.run)
+    chunks = [spans[i : i + chunk_queries] for i in range(0, len(spans), chunk_queries)]
+    pairs = [sum(min(s.rows, depth or s.rows) for s in chunk) for chunk in chunks]
+    mine = distributed.balanced_ranges(pairs, ctx.world_size)[ctx.rank]
+    if not mine:
+        return None
+    before = sum(s.lines for chunk in chunks[: mine.start] for s in chunk)
+    return RunShare(mine.start, chunks[mine.start][0].offset, 1 + blank + before,
+                    sum(s.lines for chunk in chunks[mine.start : mine.stop] for s in chunk))
+
+
+Lists = list[tuple[str, Ranking]]  # a chunk's candidate lists: (qid, ranking) in run order
+
+
+def scored_chunks(engine: ScoringEngine, inputs: Inputs, chunks: Iterable[tuple[int, Lists]],
+                  token_cache: TokenCache | None = None) -> Iterator[tuple[int, Lists, ChunkResult]]:
+    """The engine's model's scores of each chunk's lists, in order: ``(index, scored lists, engine result)``;
+    passages from ``token_cache`` when given, else as text from the docstore (read in the engine's background
+    thread, while the model scores the previous chunk)."""
+
+    def pair_chunk(index: int, lists: list[tuple[str, Ranking]]) -> PairChunk:
         docids = [d for _, ranking in lists for d, _ in ranking]
         try:
             passages = (token_cache.get_many(docids, engine.encoder.passage_limit) if token_cache is not None
@@ -177,42 +253,94 @@ def scored_lists(engine: ScoringEngine, inputs: Inputs, depth: int | None, token
         of_pair = [i for i, (_, ranking) in enumerate(lists) for _ in ranking]
         queries = [inputs.topics[qid] for qid, _ in lists]
         if token_cache is not None:
-            return PairChunk(queries, of_pair, passage_tokens=passages, meta=lists)
-        return PairChunk(queries, of_pair, passages=passages, meta=lists)
+            return PairChunk(queries, of_pair, passage_tokens=passages, meta=(index, lists))
+        return PairChunk(queries, of_pair, passages=passages, meta=(index, lists))
 
-    def chunks() -> Iterator[PairChunk]:
-        lists: list[tuple[str, Ranking]] = []
-        for qid, ranking in iter_run_lists(inputs.run, depth):
-            if qid not in inputs.topics:
-                raise InputError(f"query {qid} of the run is not in the topics", inputs.run)
-            if random_negatives:
-                drawn = random_passages(inputs.docstore, qid, random_negatives, seed, exclude=(d for d, _ in ranking))
-                ranking = ranking + [(d, 0.0) for d in drawn]
-            lists.append((qid, ranking))
-            if len(lists) == queries_per_chunk:
-                yield chunk(lists)
-                lists = []
-        if lists:
-            yield chunk(lists)
-
-    for result in engine.stream(chunks()):
-        at = 0
-        for qid, ranking in result.chunk.meta:
+    for result in engine.stream(pair_chunk(index, lists) for index, lists in chunks):
+        index, lists = result.chunk.meta
+        scored, at = [], 0
+        for qid, ranking in lists:
             scores = result.scores[at : at + len(ranking)].tolist()
-            yield qid, [(d, float(s)) for (d, _), s in zip(ranking, scores, strict=True)]
+            scored.append((qid, [(d, float(s)) for (d, _), s in zip(ranking, scores, strict=True)]))
             at += len(ranking)
+        yield index, scored, result
+
+
+def _score_share(engine: ScoringEngine, inputs: Inputs, depth: int | None, chunk_queries: int, journal: Journal,
+                 share: RunShare | None, token_cache: TokenCache | None, random_negatives: int,
+                 seed: int) -> StageTiming:
+    """Score the chunks of ``share`` that ``journal`` lacks, journaling each; the timing of the work done here."""
+    start = time.perf_counter()
+    done, totals, latencies = set(), Counter(), []
+    for record in journal:
+        done.add(record["chunk"])
+        totals.update(resumed_queries=record["queries"], resumed_pairs=record["pairs"])
+    chunks = run_chunks(inputs, depth, chunk_queries, share, random_negatives, seed) if share is not None else ()
+    todo = ((index, lists) for index, lists in chunks if index not in done)
+    for index, scored, result in scored_chunks(engine, inputs, todo, token_cache):
+        pairs = len(result.chunk)
+        journal.append({"chunk": index, "queries": len(scored), "pairs": pairs,
+                        "body": score_lines(scored, random_negatives)})
+        totals.update(queries=len(scored), pairs=pairs, batches=result.batches, tokens=result.tokens,
+                      padded_tokens=result.padded_tokens)
+        latencies.extend(result.seconds * len(r) / max(pairs, 1) for _, r in scored)
+    sync(engine.device)
+    encoder = engine.encoder
+    return StageTiming("score", time.perf_counter() - start, totals["queries"], totals["pairs"], latencies,
+                       device=str(encoder.device),
+                       extra={"model": encoder.source, "dtype": encoder.precision, "depth": depth,
+                              "random_negatives": random_negatives, "token_cache": token_cache is not None,
+                              "batch_tokens": engine.batch_tokens, "chunk_queries": chunk_queries,
+                              **{k: totals[k] for k in SCORE_SUMMED}})
+
+
+def _write_part(journal: Journal, path: Path) -> None:
+    """This rank's score lines, from its journal (chunks in order), atomically."""
+    with atomic_write(path) as out:
+        for record in journal:
+            out.write(record["body"])
 
 
 def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH,
               device: str = "auto", precision: str | None = None, batch_tokens: int | None = None,
               random_negatives: int = 0, seed: int = SEED, compile: bool | str = False, attention: str = "sdpa",
-              bucket: int | None = None, cuda_graphs: bool = False) -> dict:
+              bucket: int | None = None, cuda_graphs: bool = False, resume: bool = False,
+              chunk_queries: int = SCORE_CHUNK_QUERIES) -> dict:
     """Write the teacher's scores for the run's top-``depth`` lists (and ``random_negatives`` random passages a
-    query) to ``output`` (see ``scores.py``); how the model runs: ``CrossEncoder`` and ``ScoringEngine`` options."""
+    query) to ``output`` (see ``scores.py``) and their timing (``OUTPUT.timing.json``); returns the file's
+    header. How the model runs: ``CrossEncoder`` and ``ScoringEngine`` options.
+
+    In one process or as one rank of a ``torchrun`` job (``pipeline.distributed``): the run is cut into chunks of
+    ``chunk_queries`` queries, each rank scores its pair-balanced share and writes its part, rank 0 joins the
+    parts: the file is byte-identical to a single process's. Each scored chunk is journaled
+    (``OUTPUT.journal``, one per rank; see ``pipeline.journal``): with ``resume`` a killed run continues. Bad
+    input found while scoring removes the journal (its inputs must change, so it could not be resumed)."""
+    if is_stdout(output):
+        raise InputError("a score file is joined from journaled parts: give a file name, not standard output")
+    output = Path(output)
     encoder = CrossEncoder(model, device=device, precision=precision, compile=compile, attention=attention)
     engine = ScoringEngine(encoder, batch_tokens=batch_tokens, bucket=bucket, cuda_graphs=cuda_graphs)
-    lists = scored_lists(engine, inputs, depth, inputs.tokens(encoder), random_negatives=random_negatives, seed=seed)
-    return write_scores(output, lists, depth, str(model), random_negatives)
+    ctx = distributed.start(engine.device)
+    share = run_share(inputs, depth, chunk_queries, ctx) if ctx.distributed else RunShare()
+    header = {"command": "score", "model": source_identity(model),
+              "inputs": {role: identity(path) for role, path in inputs.sources.items() if role != "qrels"},
+              "depth": depth, "chunk_queries": chunk_queries, "random_negatives": random_negatives, "seed": seed,
+              **engine.settings()}
+    journal = open_journal(output, header, resume, ctx.rank, ctx.world_size)
+    with journal.dropped_on_bad_input():
+        timing = _score_share(engine, inputs, depth, chunk_queries, journal, share, inputs.tokens(encoder),
+                              random_negatives, seed)
+    timing = combine_ranks(distributed.gather(timing, ctx), SCORE_SUMMED)
+    queries = timing.queries + timing.extra["resumed_queries"]
+    distributed.write_output(output, lambda part: _write_part(journal, part),
+                             lambda parts, path: join_scores(parts, path, depth, str(model), queries,
+                                                             random_negatives), ctx)
+    if ctx.is_main:
+        write_timings(timing_path(output), [timing], scores=str(output), model=str(model),
+                      inputs={role: str(path) for role, path in inputs.sources.items()})
+        log.info("%s", timing.summary())
+    journal.remove()
+    return ScoreFile(output).header
 
 
 def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
@@ -226,9 +354,11 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
             return existing
         except InputError:
             pass
-    encoder = BiEncoder(biencoder_dir, device=device)
-    lists = encoder.score_lists(iter_run_lists(inputs.run, depth), inputs.topics, inputs.docstore)
-    write_scores(path, lists, depth, f"biencoder:{biencoder_dir}")
+    if distributed.context().is_main:  # one writer; under torchrun the other ranks wait for the file
+        encoder = BiEncoder(biencoder_dir, device=device)
+        lists = encoder.score_lists(iter_run_lists(inputs.run, depth), inputs.topics, inputs.docstore)
+        write_scores(path, lists, depth, f"biencoder:{biencoder_dir}")
+    distributed.barrier()
     return ScoreFile(path)
 
 
@@ -351,7 +481,7 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
             if not (resume and scores.is_file()):
                 log.info("scoring the run's top-%d with the teacher into %s", cfg.score_depth, scores)
                 score_run(teacher, inputs, scores, cfg.score_depth, device=device,
-                          random_negatives=cfg.random_negatives, seed=seed)
+                          random_negatives=cfg.random_negatives, seed=seed, resume=resume)
         score_file = ScoreFile(scores)
         score_file.check_run(inputs.run)
     summaries = {}

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write, scratch_dir
@@ -30,6 +31,7 @@ from .groups import Ranking, iter_run_lists
 
 MAGIC = "# distilrank-scores "
 RANDOM_FLAG = "\trandom"
+BLOCK = 1 << 22
 
 
 class Fingerprint:
@@ -53,31 +55,64 @@ def run_fingerprint(run_path: str | Path, depth: int | None) -> str:
     return fp.hexdigest()
 
 
+def score_lines(lists: Iterable[tuple[str, Ranking]], random_negatives: int = 0) -> str:
+    """The body lines of scored candidate lists (``qid<TAB>docid<TAB>score``, the last ``random_negatives`` of
+    each list flagged ``random``): the one place they are written. NaN and infinite scores are refused."""
+    lines = []
+    for qid, scored in lists:
+        candidates = len(scored) - random_negatives
+        for i, (docid, score) in enumerate(scored):
+            if not math.isfinite(score):
+                raise ValueError(f"{score} score for query {qid}, docid {docid}: refusing to write it")
+            lines.append(f"{qid}\t{docid}\t{score:.7g}{RANDOM_FLAG if i >= candidates else ''}\n")
+    return "".join(lines)
+
+
+#: What the fingerprint leaves out of the body: random rows whole, and the score column of the others (with its
+#: tab), so that ``qid<TAB>docid<NEWLINE>`` remains (``Fingerprint``).
+_RANDOM_ROW = re.compile(rb"^[^\n]*" + re.escape(RANDOM_FLAG.encode()) + rb"\n", re.MULTILINE)
+_SCORE_COLUMN = re.compile(rb"\t[^\t\n]*\n")
+
+
+def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, model: str, queries: int,
+                random_negatives: int = 0) -> dict:
+    """Write the score file ``path`` atomically from body parts (``score_lines`` of consecutive whole queries, in
+    order; ``queries`` lists in all): the header (fingerprint, counts), then the parts byte for byte."""
+    sha, pairs = hashlib.sha1(), 0
+    for part in parts:
+        with open(part, "rb") as src:
+            carry = b""
+            while block := src.read(BLOCK):
+                block, carry = carry + block, b""
+                cut = block.rfind(b"\n") + 1
+                block, carry = block[:cut], block[cut:]
+                sha.update(_SCORE_COLUMN.sub(b"\n", _RANDOM_ROW.sub(b"", block)))
+                pairs += block.count(b"\n")
+            if carry:
+                raise ValueError(f"{part}: the last line of a score part has no newline")
+    header = {"fingerprint": sha.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
+    if random_negatives:
+        header["random_negatives"] = random_negatives
+    with atomic_write(path, "wb") as out:
+        out.write((MAGIC + json.dumps(header, sort_keys=True) + "\n").encode())
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, BLOCK)
+    return header
+
+
 def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: int | None, model: str,
                  random_negatives: int = 0) -> dict:
     """Write scored candidate lists atomically; returns the header. NaN scores are refused. With
     ``random_negatives`` = K, the last K entries of every list are random passages (flagged)."""
-    path = Path(path)
-    fp, queries, pairs = Fingerprint(), 0, 0
+    queries = 0
     with scratch_dir(path) as work:  # the body first (the header needs its counts), then header + body
-        body_path = work / "body"
-        with open(body_path, "w", encoding="utf-8") as body:
+        body = work / "body"
+        with open(body, "w", encoding="utf-8") as out:
             for qid, scored in lists:
-                candidates = len(scored) - random_negatives
-                fp.add(qid, (d for d, _ in scored[:candidates]))
+                out.write(score_lines([(qid, scored)], random_negatives))
                 queries += 1
-                for i, (docid, score) in enumerate(scored):
-                    if not math.isfinite(score):
-                        raise ValueError(f"{score} score for query {qid}, docid {docid}: refusing to write {path}")
-                    body.write(f"{qid}\t{docid}\t{score:.7g}{RANDOM_FLAG if i >= candidates else ''}\n")
-                    pairs += 1
-        header = {"fingerprint": fp.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
-        if random_negatives:
-            header["random_negatives"] = random_negatives
-        with atomic_write(path) as out, open(body_path, encoding="utf-8") as src:
-            out.write(MAGIC + json.dumps(header, sort_keys=True) + "\n")
-            shutil.copyfileobj(src, out)
-    return header
+        return join_scores([body], path, depth, model, queries, random_negatives)
 
 
 class ScoreFile:

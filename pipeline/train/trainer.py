@@ -9,8 +9,15 @@ learning-curve PNG beside it (``curves.py``). A resumed run first drops the log 
 checkpoint (they are trained again), so the log tells one run.
 
 What a step computes lives in a ``Task`` (see ``tasks.py``): ``build(device)`` makes the trainable
-modules and ``batches(epoch)`` the data, both in one place (``Trainer._setup``), so a distributed
-version later wraps exactly there. There is no global state: everything lives on the Trainer.
+modules and ``examples(epoch)`` the data. There is no global state: everything lives on the Trainer.
+
+Under ``torchrun`` (``pipeline.distributed``) the same loop is data-parallel: ``batch_size`` is per process, so
+the global batch is ``batch_size x world size``; every rank walks the same global batches and takes every
+world-size-th example of each (``_micro_batches``), the trainable modules are wrapped in
+``DistributedDataParallel`` (gradients averaged over the ranks), and each rank's loss is weighted so that the
+averaged gradient is the gradient of the global batch's mean loss: the loss curve equals a single process's at
+the same global batch (floating-point tolerance; with dropout, the masks differ). Rank 0 alone logs, saves and
+checkpoints (with every rank's RNG state); ``resume`` needs the same number of processes.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .. import distributed
 from ..devices import is_int8, resolve_device, resolve_dtype
 from ..errors import InputError
 from ..progress import bar as progress_bar
@@ -103,6 +111,12 @@ class Trainer:
         self.task, self.output, self.config, self.evaluator = task, Path(output), config, evaluator
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(config.precision, self.device)
+        self.ctx = distributed.start(self.device)
+
+    @property
+    def global_batch(self) -> int:
+        """Examples per optimizer step over all processes: ``batch_size`` x world size."""
+        return self.config.batch_size * self.ctx.world_size
 
     # ---- schedule -------------------------------------------------------------------------------
 
@@ -111,7 +125,7 @@ class Trainer:
         n = self.task.num_examples()
         if n == 0:
             raise InputError(f"{self.task.name}: no training examples (see the counts above)")
-        per_epoch = math.ceil(n / self.config.batch_size)
+        per_epoch = math.ceil(n / self.global_batch)
         total = per_epoch * self.config.epochs
         if self.config.max_steps:
             total = min(total, self.config.max_steps)
@@ -141,6 +155,8 @@ class Trainer:
         random.seed(self.config.seed)
         np.random.seed(self.config.seed)
         modules = self.task.build(self.device)
+        if self.ctx.rank:  # dropout masks differ between ranks; rank 0 draws as a single process does
+            torch.manual_seed(self.config.seed + self.ctx.rank)
         params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -152,12 +168,24 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(per_epoch, total))
         return modules, optimizer, scheduler, per_epoch, total
 
+    def _wrap(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+        """The modules the loss runs: each trainable one in ``DistributedDataParallel`` when there are several
+        processes (the unwrapped ones are saved and checkpointed)."""
+        if not self.ctx.distributed:
+            return modules
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return {name: DistributedDataParallel(m, device_ids=ids) if any(p.requires_grad for p in m.parameters())
+                else m for name, m in modules.items()}
+
     def _batches(self, epoch: int, skip: int) -> Iterator[list]:
+        """The global batches of ``epoch`` after the first ``skip``."""
         batch: list = []
         done = 0
         for example in self.task.examples(epoch):
             batch.append(example)
-            if len(batch) == self.config.batch_size:
+            if len(batch) == self.global_batch:
                 if done >= skip:
                     yield batch
                 done += 1
@@ -165,9 +193,32 @@ class Trainer:
         if batch and done >= skip:
             yield batch
 
+    def _micro_batches(self, batch: list) -> list[tuple[list, float]]:
+        """This rank's micro-batches of a global batch, each with the weight of its mean loss: its share of the
+        global batch. Several processes: the rank's examples are ``batch[rank::world]``, and a micro-batch left
+        empty runs one example at weight 0 (every rank must take part in each gradient exchange)."""
+        cfg, ctx = self.config, self.ctx
+        mine = batch[ctx.rank :: ctx.world_size]
+        chunks = [mine[i :: cfg.accumulation] for i in range(cfg.accumulation)]
+        if not ctx.distributed:
+            return [(chunk, len(chunk) / len(batch)) for chunk in chunks if chunk]
+        return [(chunk, len(chunk) / len(batch)) if chunk else (batch[:1], 0.0) for chunk in chunks]
+
     # ---- checkpoints ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _rng_state() -> dict:
+        return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
     def _save_checkpoint(self, modules, optimizer, scheduler, scaler, step: int, epoch: int, in_epoch: int) -> None:
+        rngs = distributed.gather(self._rng_state(), self.ctx)
+        if self.ctx.is_main:
+            self._write_checkpoint(modules, optimizer, scheduler, scaler, step, epoch, in_epoch, rngs)
+        distributed.barrier(self.ctx)
+
+    def _write_checkpoint(self, modules, optimizer, scheduler, scaler, step: int, epoch: int, in_epoch: int,
+                          rngs: list[dict]) -> None:
         tmp = self.output / (CHECKPOINT + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.task.save(modules, tmp)
@@ -176,8 +227,7 @@ class Trainer:
             "modules": {k: m.state_dict() for k, m in modules.items() if k != "model"},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng_ranks": rngs, "world_size": self.ctx.world_size,
         }
         torch.save(state, tmp / STATE_FILE)
         final = self.output / CHECKPOINT
@@ -189,6 +239,10 @@ class Trainer:
         if not (folder / STATE_FILE).is_file():
             raise InputError("nothing to resume: no checkpoint in the output folder", folder)
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        made_by = state.get("world_size", 1)
+        if made_by != self.ctx.world_size:
+            raise InputError(f"the checkpoint was made by {made_by} process(es), this run has {self.ctx.world_size}: "
+                             "resume with as many (the global batch and the data order depend on it)", folder)
         from safetensors.torch import load_file
 
         weights = load_file(str(folder / "model.safetensors"))
@@ -202,7 +256,7 @@ class Trainer:
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
+        rng = state["rng_ranks"][self.ctx.rank] if "rng_ranks" in state else state["rng"]  # older checkpoints
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -213,21 +267,26 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------------
 
     def _log(self, record: dict) -> None:
+        if not self.ctx.is_main:
+            return
         with open(self.output / LOG_FILE, "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
 
     def _trim_log(self, step: int) -> None:
-        """Drop the records of steps after ``step`` (a resumed run trains them again)."""
+        """Drop the records of steps after ``step`` (a resumed run trains them again); rank 0 keeps the log."""
         path = self.output / LOG_FILE
-        if path.is_file():
+        if path.is_file() and self.ctx.is_main:
             records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
             kept = [r for r in records if r.get("event") in ("start", "resume") or r.get("step", 0) <= step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def _evaluate(self, modules, step: int) -> None:
-        """Held-out effectiveness at ``step`` into the log, and the learning curve redrawn."""
+        """Held-out effectiveness at ``step`` into the log, and the learning curve redrawn (rank 0 alone: the
+        other ranks go on to the next step and wait for it at its gradient exchange)."""
         from .curves import plot_log
 
+        if not self.ctx.is_main:
+            return
         for module in modules.values():
             module.eval()
         started = time.perf_counter()
@@ -235,7 +294,7 @@ class Trainer:
             scores = self.evaluator(modules)
         for module in modules.values():
             module.train()
-        self._log({"event": "eval", "step": step, "examples": step * self.config.batch_size,
+        self._log({"event": "eval", "step": step, "examples": step * self.global_batch,
                    "seconds": round(time.perf_counter() - started, 3), **scores})
         plot_log(self.output / LOG_FILE, self.output / CURVE_FILE, title=self.task.name)
 
@@ -253,34 +312,46 @@ class Trainer:
             step, epoch, in_epoch = self._load_checkpoint(modules, optimizer, scheduler, scaler)
             self._trim_log(step)
             self._log({"event": "resume", "step": step})
-        else:  # a fresh start: an earlier run's state must not be resumed by mistake later
+        elif self.ctx.is_main:  # a fresh start: an earlier run's state must not be resumed by mistake later
             shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
             (self.output / LOG_FILE).unlink(missing_ok=True)
             self._log({"event": "start", "task": self.task.name, "device": str(self.device), "steps": total,
-                       "steps_per_epoch": per_epoch, "examples": self.task.num_examples(), "config": asdict(cfg)})
+                       "steps_per_epoch": per_epoch, "examples": self.task.num_examples(), "config": asdict(cfg),
+                       "world_size": self.ctx.world_size, "global_batch": self.global_batch})
         for module in modules.values():
             module.train()
+        train = self._wrap(modules)
 
         def autocast():
             return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
 
-        bar = progress_bar(total=total, initial=step, desc=self.task.name, enabled=cfg.progress)
+        bar = progress_bar(total=total, initial=step, desc=self.task.name,
+                           enabled=cfg.progress if self.ctx.is_main else False)
         evaluate = self.evaluator is not None and cfg.eval_every is not None
         if evaluate and step == 0:
             self._evaluate(modules, 0)
         running, started, interrupted, first_step = RunningMean(), time.perf_counter(), False, step
         while step < total and not interrupted:
             for batch in self._batches(epoch, in_epoch):
-                chunks = [batch[i :: cfg.accumulation] for i in range(cfg.accumulation)]
+                micro = self._micro_batches(batch)
                 loss_value, metrics = 0.0, {}
-                for chunk in chunks:
-                    if not chunk:
-                        continue
-                    with autocast():
-                        loss, metrics = self.task.loss(modules, chunk, self.device)
-                    loss = loss * (len(chunk) / len(batch))
-                    (scaler.scale(loss) if scaler else loss).backward()
-                    loss_value += float(loss.detach())
+                for i, (chunk, weight) in enumerate(micro):
+                    with contextlib.ExitStack() as stack:
+                        if i < len(micro) - 1:  # gradients are exchanged once, after the last micro-batch
+                            for module in train.values():
+                                if hasattr(module, "no_sync"):
+                                    stack.enter_context(module.no_sync())
+                        with autocast():
+                            loss, metrics = self.task.loss(train, chunk, self.device)
+                        # DistributedDataParallel averages over the ranks: scaled back to a sum of shares
+                        scaled = loss * (weight * self.ctx.world_size)
+                        (scaler.scale(scaled) if scaler else scaled).backward()
+                    loss_value += float(loss.detach() * weight)
+                if self.ctx.distributed:  # the global batch's mean loss, and each metric averaged over the ranks
+                    names = sorted(metrics)
+                    totals = distributed.all_sum([loss_value] + [float(metrics[k]) for k in names], self.ctx)
+                    loss_value = totals[0]
+                    metrics = {k: v / self.ctx.world_size for k, v in zip(names, totals[1:], strict=True)}
                 if scaler:
                     scaler.unscale_(optimizer)
                 params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -324,8 +395,9 @@ class Trainer:
         summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running.value,
                    "seconds": round(seconds, 3), "complete": step >= total, "resumed_at": first_step,
                    "steps_this_run": step - first_step}
-        if step >= total:
+        if step >= total and self.ctx.is_main:
             self.task.save(modules, self.output)
             shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
         self._log({"event": "end", **summary})
+        distributed.barrier(self.ctx)  # every rank returns once the model is saved
         return summary

@@ -1,0 +1,70 @@
+"""The distributed rules that need no second process: context, device, split, parts joined in rank order."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline import distributed
+from pipeline.distributed import Context, balanced_ranges, context, local_device, part_path, write_output
+from pipeline.errors import InputError
+
+
+def test_balanced_ranges_are_contiguous_deterministic_and_even():
+    weights = [100, 100, 100, 100, 37, 100, 100, 20]
+    ranges = balanced_ranges(weights, 2)
+    assert ranges == [range(3), range(3, 8)]  # 300 | 357: the cut nearest half of 657
+    assert [sum(weights[i] for i in r) for r in ranges] == [300, 357]
+    assert balanced_ranges(weights, 3) == balanced_ranges(weights, 3)
+    for parts in (1, 2, 3, 5, 8, 11):
+        ranges = balanced_ranges(weights, parts)
+        assert len(ranges) == parts
+        assert [i for r in ranges for i in r] == list(range(len(weights)))  # each unit once, in order
+    assert balanced_ranges([5], 3) == [range(0), range(1), range(1, 1)]  # fewer units than parts
+    assert balanced_ranges([], 2) == [range(0), range(0)]
+    assert [len(r) for r in balanced_ranges([1] * 10, 4)] == [2, 3, 2, 3]
+
+
+def test_context_comes_from_torchruns_environment(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert context() == Context() and not context().distributed and context().is_main
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert context() == Context(3, 4, 1, launched=True)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(InputError, match="not a valid place"):
+        context()
+
+
+def test_one_device_rule(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    alone, rank1 = Context(), Context(1, 2, 1, launched=True)
+    assert local_device("auto", alone) == "auto" and local_device("cuda:1", alone) == "cuda:1"
+    assert local_device("auto", rank1) == "cpu" and local_device("cpu", rank1) == "cpu"
+    with pytest.raises(InputError, match="each process takes cuda:LOCAL_RANK"):
+        local_device("cuda:0", rank1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert local_device("auto", rank1) == "cuda:1" and local_device("cuda", rank1) == "cuda:1"
+    with pytest.raises(InputError, match="at most one process per GPU"):
+        local_device("cuda", Context(2, 3, 2, launched=True))
+
+
+def test_write_output_in_one_process_writes_one_part_and_joins_it(tmp_path):
+    out = write_output(tmp_path / "run.trec", lambda path: path.write_text("q1 Q0 d1 1 1.0 t\n"))
+    assert out.read_text() == "q1 Q0 d1 1 1.0 t\n"
+    assert part_path(out, Context(1, 2)).name == "run.trec.part1-of-2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.trec"]
+    write_output(tmp_path / "x", lambda path: path.write_text("body\n"),
+                 lambda parts, path: path.write_text("header\n" + parts[0].read_text()))
+    assert (tmp_path / "x").read_text() == "header\nbody\n" and not (tmp_path / "x.part0-of-1").exists()
+
+
+def test_concatenate_joins_parts_in_order(tmp_path):
+    parts = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    for part, text in zip(parts, ("x\n", "", "y\nz\n"), strict=True):
+        part.write_text(text)
+    distributed.concatenate(parts, tmp_path / "out")
+    assert (tmp_path / "out").read_text() == "x\ny\nz\n"

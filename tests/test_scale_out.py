@@ -1,0 +1,193 @@
+"""Past one process: rerank and score under torchrun (2 processes, gloo), data-parallel training, and a run
+killed with SIGKILL that resumes from its journal. Every run here uses one thread per process (torchrun's
+default): scores are then the same to the bit in one process and in two."""
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+TRAIN_SCRIPT = Path(__file__).with_name("torchrun_train.py")
+
+
+def _env() -> dict[str, str]:
+    """The environment of a child process: this checkout first on the path, one thread, offline."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1"}
+
+
+def _torchrun(*args: str, timeout: int = 300, **env: str) -> None:
+    done = subprocess.run([*TORCHRUN, *args], env={**_env(), **env}, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _inputs(data: dict[str, Path]) -> list[str]:
+    return ["--run", str(data["run"]), "--topics", str(data["topics"]), "--collection", str(data["collection"])]
+
+
+def test_two_processes_write_the_bytes_of_one(tmp_path, tiny_bert, tiny_data):
+    """One process reads passage text; two processes start with no token cache, build it once (one builds, the
+    other waits for it) and read token ids from it: the same bytes."""
+    data = tiny_data(tmp_path / "data", queries=8, per_query=12)
+    model = tiny_bert(tmp_path / "model")
+    rerank = ["rerank", *_inputs(data), "--model", str(model), "--depth", "10", "--chunk-pairs", "20",
+              "--device", "cpu", "--no-progress"]
+    score = ["score", *_inputs(data), "--model", str(model), "--depth", "10", "--chunk-queries", "2",
+             "--device", "cpu"]
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    assert main([*rerank, "--output", str(tmp_path / "one" / "run.trec"), "--no-token-cache"]) == 0
+    assert main([*score, "--output", str(tmp_path / "one" / "t.scores"), "--no-token-cache"]) == 0
+    # Both commands in one torchrun job (as distill scores, then trains): the script calls the CLI twice.
+    script = tmp_path / "both.py"
+    script.write_text("import sys\nfrom pipeline.cli import main\n"
+                      f"sys.exit(main({[*rerank, '--output', str(tmp_path / 'two' / 'run.trec')]!r}) or "
+                      f"main({[*score, '--output', str(tmp_path / 'two' / 't.scores')]!r}))\n")
+    cache = tmp_path / "cache"
+    _torchrun(str(script), DISTILRANK_CACHE=str(cache))
+    names = sorted(p.name for p in cache.iterdir())  # the docstore's offsets and one token cache; nothing else
+    assert len(names) == 4 and sum(n.endswith(".offsets.npz") for n in names) == 1, names
+    assert sum(".tokens-" in n for n in names) == 3 and not any(n.startswith(".") for n in names), names
+    for name in ("run.trec", "t.scores"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+        timing = json.loads((tmp_path / "two" / f"{name}.timing.json").read_text())["stages"][0]
+        assert timing["world_size"] == 2 and [r["rank"] for r in timing["ranks"]] == [0, 1]
+        assert all(r["pairs"] > 0 and r["wall_s"] > 0 for r in timing["ranks"])
+        assert sum(r["pairs"] for r in timing["ranks"]) == timing["pairs"] == 80
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        ["run.trec", "run.trec.timing.json", "t.scores", "t.scores.timing.json"])  # no parts, no journals left
+
+
+def test_data_parallel_training_follows_one_process_at_the_same_global_batch(tmp_path, tiny_bert, tiny_data):
+    from safetensors.torch import load_file
+
+    data = tiny_data(tmp_path / "data", queries=8)
+    model = tiny_bert(tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # dropout masks differ by rank
+    (model / "config.json").write_text(json.dumps(config))
+    driver = runpy.run_path(str(TRAIN_SCRIPT))
+    driver["main"](data["topics"].parent, model, tmp_path / "one", 4)
+    _torchrun(str(TRAIN_SCRIPT), str(data["topics"].parent), str(model), str(tmp_path / "two"), "2")
+
+    def curve(folder: Path) -> list[float]:
+        records = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in records if "loss" in r]
+
+    reference = curve(tmp_path / "one" / "full")
+    assert len(reference) == 4  # 8 groups, 4 a step, 2 epochs
+    lr = driver["config"](4).lr
+    start = json.loads((tmp_path / "two" / "full" / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["world_size"] == 2 and start["global_batch"] == 4 and start["steps"] == 4
+    trained = load_file(str(tmp_path / "one" / "full" / "model.safetensors"))
+    initial = load_file(str(model / "model.safetensors"))
+    assert max(float((trained[k] - initial[k]).abs().max()) for k in initial) > 1e-4  # the weights did move
+    for run in ("full", "resumed"):
+        assert curve(tmp_path / "two" / run) == pytest.approx(reference, abs=1e-5)
+        weights = load_file(str(tmp_path / "two" / run / "model.safetensors"))
+        for name, tensor in trained.items():
+            # A softmax over a group ignores a shift shared by the group, so LCE gives the classifier's bias no
+            # gradient but float noise, which Adam turns into steps of up to lr: the bias is bounded by that.
+            bound = len(reference) * lr if name == "classifier.bias" else 1e-5
+            torch.testing.assert_close(weights[name], tensor, atol=bound, rtol=0)
+
+
+def _stop(command: list[str], journal: Path, chunks: int, signum: int) -> tuple[int, str]:
+    """Run the CLI in a child process, send it ``signum`` once ``journal`` holds ``chunks`` finished chunks; its
+    exit code and stderr."""
+    child = subprocess.Popen([sys.executable, "-m", "pipeline", *command], env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (journal.is_file() and journal.read_bytes().count(b"\n") >= 1 + chunks):  # header + chunk lines
+        assert child.poll() is None and time.monotonic() < deadline, "the rerank ended before it was stopped"
+        time.sleep(0.01)
+    child.send_signal(signum)
+    _, stderr = child.communicate(timeout=60)
+    return child.returncode, stderr
+
+
+def test_a_stopped_or_killed_rerank_resumes_to_the_same_bytes(tmp_path, tiny_bert, tiny_data):
+    data = tiny_data(tmp_path / "data", queries=30, per_query=10)
+    model = tiny_bert(tmp_path / "model")
+    args = ["rerank", *_inputs(data), "--model", str(model), "--depth", "10", "--chunk-pairs", "10",
+            "--device", "cpu", "--no-progress"]  # one query a chunk
+    assert main([*args, "--output", str(tmp_path / "straight.trec")]) == 0
+    output, journal = tmp_path / "killed.trec", tmp_path / "killed.trec.journal"
+    code, stderr = _stop([*args, "--output", str(output)], journal, 1, signal.SIGTERM)
+    assert code == 143 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("distilrank: terminated (SIGTERM); finished work is kept: the same command with --resume")
+    assert journal.is_file() and sorted(p.name for p in tmp_path.glob("killed*")) == ["killed.trec.journal"]
+    code, _ = _stop([*args, "--output", str(output), "--resume"], journal, journal.read_bytes().count(b"\n"),
+                    signal.SIGKILL)
+    done = journal.read_bytes().count(b"\n") - 1
+    assert code == -signal.SIGKILL and not output.exists() and 2 <= done < 30
+    assert main([*args, "--output", str(output)]) == 2  # a fresh run never overwrites a journal
+    assert main([*args, "--output", str(output), "--depth", "5", "--resume"]) == 2  # made for another run
+    assert main([*args, "--output", str(output), "--resume"]) == 0
+    assert output.read_bytes() == (tmp_path / "straight.trec").read_bytes().replace(b" straight\n", b" killed\n")
+    timing = json.loads((tmp_path / "killed.trec.timing.json").read_text())["stages"][0]
+    assert timing["resumed_queries"] == done and timing["queries"] + timing["resumed_queries"] == 30
+    assert not journal.exists()
+
+
+def test_an_interrupted_score_resumes_to_the_same_bytes(tmp_path, tiny_bert, tiny_data, monkeypatch, capsys):
+    """Ctrl-C while the third chunk is journaled (token cache on): exit 130, one line, the journal kept and no
+    output; --resume writes the bytes of an uninterrupted run."""
+    from pipeline.journal import Journal
+
+    data = tiny_data(tmp_path / "data", queries=6, per_query=10)
+    model = tiny_bert(tmp_path / "model")
+    args = ["score", *_inputs(data), "--model", str(model), "--depth", "8", "--chunk-queries", "1", "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "straight.scores")]) == 0
+    appended, real = [], Journal.append
+
+    def interrupted_at_the_third(journal, record):
+        if len(appended) == 2:
+            raise KeyboardInterrupt  # Ctrl-C once the third chunk is scored
+        appended.append(record)
+        return real(journal, record)
+
+    monkeypatch.setattr(Journal, "append", interrupted_at_the_third)
+    output = tmp_path / "stopped.scores"
+    capsys.readouterr()
+    assert main([*args, "--output", str(output)]) == 130
+    last = capsys.readouterr().err.splitlines()[-1]  # after the libraries' own loading bars
+    assert last.startswith("distilrank: interrupted; finished work is kept")
+    assert not output.exists() and Path(f"{output}.journal").read_bytes().count(b"\n") == 3  # header + 2 chunks
+    monkeypatch.setattr(Journal, "append", real)
+    assert main([*args, "--output", str(output), "--resume"]) == 0
+    assert output.read_bytes() == (tmp_path / "straight.scores").read_bytes()
+    timing = json.loads(Path(f"{output}.timing.json").read_text())["stages"][0]
+    assert (timing["resumed_queries"], timing["queries"], timing["pairs"]) == (2, 4, 32)
+    assert timing["token_cache"] and sorted(p.name for p in tmp_path.glob("stopped*")) == [
+        "stopped.scores", "stopped.scores.timing.json"]
+
+
+def test_bad_input_found_while_scoring_drops_the_journal(tmp_path, tiny_bert, tiny_data, capsys):
+    """A journal is kept for --resume after a signal, not after bad input (its inputs must change, and a journal
+    of other inputs is refused): a docid the collection lacks, found in the third chunk, leaves nothing."""
+    data = tiny_data(tmp_path / "data", queries=6, per_query=10)
+    lines = data["run"].read_text().splitlines(keepends=True)
+    qids = list(dict.fromkeys(line.split()[0] for line in lines))
+    data["run"].write_text("".join(line.replace(" Q0 ", " Q0 nowhere-", 1) if line.split()[0] == qids[2] else line
+                                   for line in lines))
+    model = tiny_bert(tmp_path / "model")
+    output = tmp_path / "out.scores"
+    assert main(["score", *_inputs(data), "--model", str(model), "--depth", "8", "--chunk-queries", "1",
+                 "--device", "cpu", "--output", str(output)]) == 2
+    assert "not in the collection" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]
