@@ -45,7 +45,6 @@ import platform
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +60,7 @@ from pipeline.atomic import atomic_write  # noqa: E402
 from pipeline.cross_encoder import CrossEncoder  # noqa: E402
 from pipeline.data import DocStore  # noqa: E402
 from pipeline.engine import PairChunk, ScoringEngine  # noqa: E402
-from pipeline.rerank import Reranker, candidate_chunks  # noqa: E402
+from pipeline.rerank import Reranker, candidate_chunks, plan_chunks  # noqa: E402
 from pipeline.runs import Run  # noqa: E402
 from pipeline.speedups import speedup  # noqa: E402
 from pipeline.token_cache import TokenCache  # noqa: E402
@@ -204,8 +203,8 @@ def host_side(engine: ScoringEngine, run: Run, topics: dict, store: DocStore, de
     """The host side of the rerank stage alone: candidates to padded int32 batches (passages from the token
     cache, or read and tokenized), no model."""
     def work() -> None:
-        for chunk in candidate_chunks(run, topics, store, depth, {}, False, engine.chunk_pairs, Counter(), cache,
-                                      engine.encoder.passage_limit):
+        plan = plan_chunks(run, depth, {}, engine.chunk_pairs)
+        for chunk in candidate_chunks(run, topics, store, depth, {}, False, plan, cache, engine.encoder.passage_limit):
             for _ in engine.prepare(chunk):
                 pass
     return timed(engine.device, run.num_pairs, work)
