@@ -1,0 +1,36 @@
+"""The speed benchmark runs against the library as it is (its smallest CPU rehearsal): a benchmark that calls
+the library's internals breaks silently when they change, and is found broken only on the machine it was meant
+for."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_benchmark(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_rerank_speed_cpu_rehearsal(tmp_path, texts):
+    data = tmp_path / "data"
+    data.mkdir()
+    passages = texts(300, 1, 5, 90)
+    (data / "collection.tsv").write_text("".join(f"{i}\t{p}\n" for i, p in enumerate(passages)))
+    (data / "queries.tsv").write_text("".join(f"q{i}\t{q}\n" for i, q in enumerate(texts(20, 2, 2, 8))))
+    out = tmp_path / "speed.json"
+    done = run_benchmark("rerank_speed.py", "--data", str(data), "--pairs", "64", "--per-query", "16",
+                         "--assembly-pairs", "320", "--assembly-repeats", "2", "--repeats", "2", "--threads", "1",
+                         "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert results["cache_build"]["passages"] == 300
+    for key in ("assembly", "end_to_end", "int8"):
+        assert results[key]["ratio"]["rounds"] == 2 and results[key]["ratio"]["median"] > 0
+    assert "| end to end |" in out.with_suffix(".md").read_text()
