@@ -3,9 +3,11 @@
 For each first stage (BM25 with the MS MARCO parameters; dense: the MiniLM bi-encoder, exact faiss search;
 hybrid: Pyserini's normalised interpolation with alpha = 1 and reciprocal rank fusion with k = 60, each fusing
 both retrievers' top 1000): R(rel=2)@100, R(rel=2)@1000 and nDCG@10 over the 54 judged DL20 queries, and the
-nDCG@10 of a reranker over each one's top 100. The reranker is ``--teacher`` (a cross-encoder folder), or, when
-none is given, the zero-shot MiniLM bi-encoder (the same model as the dense stage, scoring with the dense index's
-stored passage embeddings: over the dense stage's own candidates it can only reproduce the dense ranking).
+nDCG@10 of a reranker over each one's top 100 (``--qids``: only some of the queries, e.g.
+``configs/dl20-heldout.qids`` for a teacher trained on the other half). The reranker is ``--teacher`` (a
+cross-encoder folder), or, when none is given, the zero-shot MiniLM bi-encoder (the same model as the dense
+stage, scoring with the dense index's stored passage embeddings: over the dense stage's own candidates it can
+only reproduce the dense ranking).
 Paired t-tests (and randomisation tests) of each stage against BM25 on the same queries.
 
 Needs the subset's Lucene index (``--index``; built there from the collection when missing, Java needed) and its
@@ -30,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from pipeline.atomic import atomic_write  # noqa: E402
-from pipeline.data import DocStore, read_qrels, read_topics  # noqa: E402
+from pipeline.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
 from pipeline.evaluate import evaluate_per_query  # noqa: E402
 from pipeline.significance import compare  # noqa: E402
 
@@ -69,11 +71,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="the teacher's device (default cpu)")
     parser.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, {platform.machine()}")
+    parser.add_argument("--qids", type=Path, default=None,
+                        help="only these judged queries (e.g. configs/dl20-heldout.qids when the teacher trained on "
+                        "the other half)")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON (and a .md table beside)")
     args = parser.parse_args()
 
     topics = read_topics(SUBSET / "queries.dl20.tsv")
     qrels = read_qrels(SUBSET / "qrels.dl20.tsv", topics)
+    if args.qids:
+        keep = set(read_qids(args.qids))
+        qrels = {q: judged for q, judged in qrels.items() if q in keep}
     topics = {q: t for q, t in topics.items() if q in qrels}
     made = first_stage_runs(args.index, args.dense, topics, args.threads)
     docstore = DocStore(SUBSET / "collection.tsv")
