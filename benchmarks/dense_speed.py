@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -39,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.atomic import atomic_write  # noqa: E402
+from result_files import write_results  # noqa: E402
+
 from pipeline.faiss_index import FaissParams, build, configure  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset" / "collection.tsv"
@@ -273,10 +273,7 @@ def main() -> None:
     text = markdown(results)
     print(text)
     if args.out:
-        with atomic_write(args.out) as out:
-            json.dump(results, out, indent=2)
-        with atomic_write(args.out.with_suffix(".md")) as out:
-            out.write(text)
+        write_results(args.out, results, text)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ dense index (``--dense``, from ``distilrank encode``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.atomic import atomic_write  # noqa: E402
+from result_files import write_results  # noqa: E402
+
 from pipeline.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
 from pipeline.evaluate import evaluate_per_query  # noqa: E402
 from pipeline.significance import compare  # noqa: E402
@@ -112,10 +112,7 @@ def main() -> None:
     text = markdown(results)
     print(text)
     if args.out:
-        with atomic_write(args.out) as out:
-            json.dump(results, out, indent=2)
-        with atomic_write(args.out.with_suffix(".md")) as out:
-            out.write(text)
+        write_results(args.out, results, text)
 
 
 def markdown(results: dict) -> str:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
-import json
 import os
 import platform
 import sys
@@ -56,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.atomic import atomic_write  # noqa: E402
+from result_files import write_results  # noqa: E402
+
 from pipeline.cross_encoder import CrossEncoder  # noqa: E402
 from pipeline.data import DocStore  # noqa: E402
 from pipeline.engine import PairChunk, ScoringEngine  # noqa: E402
@@ -604,11 +604,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.time() - started, 1), "load_average": os.getloadavg()}
     print(f"done in {meta['seconds']}s (load average {meta['load_average'][0]:.1f})")
     if args.out:
-        with atomic_write(args.out) as out:
-            out.write(json.dumps({"meta": meta, "results": results}, indent=2, default=str) + "\n")
-        with atomic_write(args.out.with_suffix(".md")) as out:
-            out.write(markdown(results, meta))
-        print(f"results written to {args.out} and {args.out.with_suffix('.md')}")
+        table = write_results(args.out, {"meta": meta, "results": results}, markdown(results, meta))
+        print(f"results written to {args.out} and {table}")
     return 0
 
 

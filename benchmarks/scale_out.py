@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.atomic import atomic_write  # noqa: E402
+from result_files import write_results  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "msmarco-subset"
 
@@ -209,15 +209,11 @@ def main() -> None:
             f"byte-identical in every round: {record['byte_identical']}.")
     print(text)
     if args.out:
-        with atomic_write(args.out) as out:
-            json.dump(record, out, indent=2)
-            out.write("\n")
         m = record["machine"]
         header = (f"# scale_out (CPU: {m['cpu']}, {m['cores']} cores, one thread per process)\n\n"
                   f"{args.queries} dev-small queries x {args.per_query} passages = {record['pairs']} pairs, "
                   f"MiniLM 6L-384 teacher, chunks of {args.chunk_queries} queries. {args.note}\n\n")
-        with atomic_write(args.out.with_suffix(".md")) as out:
-            out.write(header + text + "\n")
+        write_results(args.out, record, header + text + "\n")
 
 
 if __name__ == "__main__":
