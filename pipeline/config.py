@@ -158,6 +158,8 @@ class FirstStageSection(Section):
         choices=FAISS_KINDS))
     ef_search: int | None = field(default=None, metadata=_help("HNSW search candidates (default: as built)", min=1))
     nprobe: int | None = field(default=None, metadata=_help("IVF lists searched (default: as built)", min=1))
+    refine: int | None = field(default=None, metadata=_help(
+        "re-score the top hits x refine exactly with the stored embeddings, for IVF-PQ (default: as built)", min=1))
     fusion: str = field(default=FUSIONS[0], metadata=_help(
         "hybrid fusion: interpolation (alpha x BM25 + dense, each normalised, as Pyserini's) or rrf",
         choices=FUSIONS))

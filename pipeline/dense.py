@@ -18,7 +18,7 @@ from .config import RERANK_DEPTH
 from .data import DocStore
 from .embeddings import DenseIndex, Encoder
 from .errors import InputError
-from .faiss_index import KINDS, FaissParams, configure, load
+from .faiss_index import KINDS, SEARCH_PARAMS, FaissParams, load, search
 from .hub import offline
 from .java import import_pyserini
 from .progress import bar as progress_bar
@@ -35,20 +35,22 @@ class DenseRetriever(Ranker):
     """Search a dense index folder with its encoder: ``DenseRetriever("indexes/NAME", BiEncoder(...))``.
 
     ``faiss``: which saved index to search (``flat``, ``hnsw`` or ``ivfpq``; default the first saved of these,
-    else an exact index built in memory); ``ef_search`` / ``nprobe`` override the values it was built with.
+    else an exact index built in memory); ``ef_search`` / ``nprobe`` / ``refine`` override the values it was
+    built with (``refine``: the top ``k x refine`` hits re-scored with the stored embeddings, for IVF-PQ).
     As a ``Ranker`` it reranks any first stage's candidates by their stored embeddings (the bi-encoder's cosine,
     with no passage encoded again).
     """
 
     def __init__(self, index_dir: str | Path, encoder: Encoder, faiss: str | None = None,
-                 ef_search: int | None = None, nprobe: int | None = None):
+                 ef_search: int | None = None, nprobe: int | None = None, refine: int | None = None):
         self.dense = DenseIndex.open(index_dir)
         self.dense.check_encoder(encoder)
         self.encoder = encoder
         built = self.dense.meta.get("faiss", {})
         self.kind = faiss or next((kind for kind in KINDS if kind in built), "flat")
-        recorded = {key: value for key, value in built.get(self.kind, {}).items() if key in ("ef_search", "nprobe")}
-        asked = {key: value for key, value in (("ef_search", ef_search), ("nprobe", nprobe)) if value is not None}
+        recorded = {key: value for key, value in built.get(self.kind, {}).items() if key in SEARCH_PARAMS}
+        asked = {key: value for key, value in zip(SEARCH_PARAMS, (ef_search, nprobe, refine), strict=True)
+                 if value is not None}
         self.params = FaissParams(**{**recorded, **asked}).resolve(self.dense.count, self.dense.dim)  # checked
         self.index = load(self.dense, self.kind)
 
@@ -67,8 +69,7 @@ class DenseRetriever(Ranker):
 
     def _search(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = self.encoder.embed(texts).cpu().numpy().astype(np.float32)
-        configure(self.index, self.kind, k, self.params)
-        return self.index.search(queries, min(int(k), self.count))
+        return search(self.index, self.kind, queries, min(int(k), self.count), self.params, self.dense.embeddings())
 
     def search(self, query: str, k: int = DEFAULT_HITS) -> list[tuple[str, float]]:
         """The top ``k`` (docid, score) for one query."""

@@ -9,6 +9,10 @@ Three kinds, all by inner product (the embeddings are normalised, so scores are 
   product-quantised into ``pq_m`` codes of ``pq_bits`` bits (default dim/8 bytes: 48 for the 384-d MiniLM,
   56 bytes with the id, so 8.8M passages take about 0.5 GB), searched in ``nprobe`` lists.
 
+``refine`` (any kind; meant for ``ivfpq``, whose quantised scores cap its recall): ``search`` fetches the top
+``k x refine`` approximate hits and re-scores them exactly against the memory-mapped fp16 embeddings, keeping
+the top ``k``, as faiss's ``IndexRefineFlat`` does with a float32 copy held in memory (``k_factor``).
+
 An index is saved as ``faiss.KIND`` in the dense index folder and noted, with the parameters it was built
 with, in ``meta.json``. Without a saved ``flat`` file, the exact index is built in memory when opened.
 """
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 KINDS = ("flat", "hnsw", "ivfpq")
 #: Rows converted to float32 and added at a time (bounds the memory beyond the index itself).
 ADD_ROWS = 65536
+#: Queries whose candidates ``rescore`` gathers at once (64 x 1,000 candidates x 384 floats: about 100 MB).
+RESCORE_QUERIES = 64
 #: k-means training points per centroid: faiss's minimum (it warns below), what IVF training draws, the most drawn.
 MIN_PER_CENTROID, TRAIN_PER_LIST, MAX_TRAIN = 39, 64, 500_000
 
@@ -47,6 +53,7 @@ class FaissParams:
     pq_m: int | None = None
     pq_bits: int | None = None
     nprobe: int = 32
+    refine: int = 1
     seed: int = 0
 
     def resolve(self, count: int, dim: int) -> FaissParams:
@@ -57,11 +64,12 @@ class FaissParams:
         if dim % pq_m:
             raise InputError(f"pq_m {pq_m} must divide the embedding width {dim}")
         for name, value in (("hnsw_m", self.hnsw_m), ("ef_construction", self.ef_construction),
-                            ("ef_search", self.ef_search), ("nprobe", self.nprobe), ("nlist", nlist)):
+                            ("ef_search", self.ef_search), ("nprobe", self.nprobe), ("nlist", nlist),
+                            ("refine", self.refine)):
             if value < 1:
                 raise InputError(f"faiss {name} must be at least 1, not {value}")
         return FaissParams(self.hnsw_m, self.ef_construction, self.ef_search, nlist, pq_m, pq_bits, self.nprobe,
-                           self.seed)
+                           self.refine, self.seed)
 
     def of(self, kind: str) -> dict[str, int | None]:
         """The parameters that matter to an index of ``kind`` (what ``meta.json`` records)."""
@@ -69,7 +77,9 @@ class FaissParams:
 
 
 _PARAMS_OF = {"flat": (), "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
-              "ivfpq": ("nlist", "pq_m", "pq_bits", "nprobe", "seed")}
+              "ivfpq": ("nlist", "pq_m", "pq_bits", "nprobe", "refine", "seed")}
+#: The parameters a search may override (the rest are fixed when an index is built).
+SEARCH_PARAMS = ("ef_search", "nprobe", "refine")
 
 
 def _faiss():
@@ -116,6 +126,33 @@ def configure(index, kind: str, k: int, params: FaissParams) -> None:
         index.hnsw.efSearch = max(params.ef_search, k)
     elif kind == "ivfpq":
         index.nprobe = min(params.nprobe, index.nlist)
+
+
+def search(index, kind: str, queries: np.ndarray, k: int, params: FaissParams,
+           embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` (scores, rows) of each float32 query row, rows -1 where fewer exist; with ``params.refine``
+    above 1 and the ``embeddings`` the index was built from, the top ``k x refine`` hits re-scored exactly."""
+    fetch = min(k * params.refine if embeddings is not None else k, index.ntotal)
+    configure(index, kind, fetch, params)
+    scores, rows = index.search(queries, fetch)
+    return rescore(embeddings, queries, rows, k) if fetch > k else (scores, rows)
+
+
+def rescore(embeddings: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of each query's candidate ``rows`` (-1: none) by exact inner product with ``embeddings`` (any
+    float dtype, e.g. the fp16 memory map), ``RESCORE_QUERIES`` queries at a time; ties keep the candidates' order."""
+    top_scores = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
+    top_rows = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(queries), RESCORE_QUERIES):
+        part, query = rows[start : start + RESCORE_QUERIES], queries[start : start + RESCORE_QUERIES]
+        valid = part >= 0
+        vectors = embeddings[np.where(valid, part, 0).ravel()].reshape(*part.shape, -1).astype(np.float32)
+        exact = np.where(valid, np.einsum("qcd,qd->qc", vectors, query.astype(np.float32)), -np.inf)
+        best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        found, span = np.take_along_axis(valid, best, axis=1), slice(start, start + len(part))
+        top_scores[span, : best.shape[1]] = np.where(found, np.take_along_axis(exact, best, axis=1), top_scores[0, 0])
+        top_rows[span, : best.shape[1]] = np.where(found, np.take_along_axis(part, best, axis=1), -1)
+    return top_scores, top_rows
 
 
 def index_file(dense: DenseIndex, kind: str) -> Path:

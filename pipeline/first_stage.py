@@ -97,7 +97,8 @@ class CachedFirstStage:
         cfg = self.section
         if self.collection is not None and self.collection.is_file():
             DenseIndex.open(cfg.dense).check_collection(self.collection)
-        return open_dense(cfg.dense, cfg.encoder, cfg.faiss, cfg.ef_search, cfg.nprobe, self.device, self.precision)
+        return open_dense(cfg.dense, cfg.encoder, cfg.faiss, cfg.ef_search, cfg.nprobe, self.device, self.precision,
+                          cfg.refine)
 
     def searcher(self):
         """The searcher of ``kind`` (built on first use: a cached run with a collection needs no Java or model)."""
@@ -127,7 +128,7 @@ class CachedFirstStage:
             meta = DenseIndex.open(cfg.dense).meta
             key["dense"] = {"path": str(cfg.dense), "encoder": meta["encoder"]["fingerprint"],
                             "collection": meta["collection"]["fingerprint"], "faiss": meta.get("faiss", {}),
-                            "search": [cfg.faiss, cfg.ef_search, cfg.nprobe]}
+                            "search": [cfg.faiss, cfg.ef_search, cfg.nprobe, cfg.refine]}
         if cfg.kind == "hybrid":
             key["fusion"] = [cfg.fusion, cfg.alpha if cfg.fusion == "interpolation" else cfg.rrf_k]
         return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)

@@ -30,7 +30,7 @@ def open_bm25(index: str | Path | None = None, prebuilt: str | None = None, k1: 
 
 def open_dense(dense: str | Path, encoder: str | Path | None = None, faiss: str | None = None,
                ef_search: int | None = None, nprobe: int | None = None, device: str = "auto",
-               precision: str | None = None) -> DenseRetriever | PrebuiltDense:
+               precision: str | None = None, refine: int | None = None) -> DenseRetriever | PrebuiltDense:
     """A dense index folder with its bi-encoder, or (a name that is no folder) a Pyserini prebuilt dense index."""
     if not (Path(dense) / META).is_file():
         if Path(dense).exists() or "/" in str(dense):
@@ -42,15 +42,15 @@ def open_dense(dense: str | Path, encoder: str | Path | None = None, faiss: str 
     recorded = DenseIndex.open(dense).meta["encoder"]
     model = BiEncoder(encoder or recorded["source"], device=device, precision=precision,
                       max_length=int(recorded["max_length"]))
-    return DenseRetriever(dense, model, faiss=faiss, ef_search=ef_search, nprobe=nprobe)
+    return DenseRetriever(dense, model, faiss=faiss, ef_search=ef_search, nprobe=nprobe, refine=refine)
 
 
 def open_retriever(kind: str, *, index: str | Path | None = None, prebuilt: str | None = None,
                    k1: float = DEFAULT_K1, b: float = DEFAULT_B, dense: str | Path | None = None,
                    encoder: str | Path | None = None, faiss: str | None = None, ef_search: int | None = None,
-                   nprobe: int | None = None, device: str = "auto", precision: str | None = None,
-                   fusion: str = "interpolation", alpha: float = DEFAULT_ALPHA, rrf_k: int = DEFAULT_RRF_K,
-                   depth: int | None = None):
+                   nprobe: int | None = None, refine: int | None = None, device: str = "auto",
+                   precision: str | None = None, fusion: str = "interpolation", alpha: float = DEFAULT_ALPHA,
+                   rrf_k: int = DEFAULT_RRF_K, depth: int | None = None):
     """The first stage ``kind`` (``bm25``, ``dense`` or ``hybrid``) from its options (see the module docstring)."""
     if kind not in FIRST_STAGES:
         raise InputError(f"unknown first stage {kind!r}; expected one of {', '.join(FIRST_STAGES)}")
@@ -61,9 +61,9 @@ def open_retriever(kind: str, *, index: str | Path | None = None, prebuilt: str 
     if kind == "bm25" and dense is not None:
         raise InputError("a BM25 first stage takes no dense index (use --dense or --hybrid)")
     if kind == "dense":
-        return open_dense(dense, encoder, faiss, ef_search, nprobe, device, precision)
+        return open_dense(dense, encoder, faiss, ef_search, nprobe, device, precision, refine)
     sparse = open_bm25(index, prebuilt, k1, b)
     if kind == "bm25":
         return sparse
-    return Hybrid(sparse, open_dense(dense, encoder, faiss, ef_search, nprobe, device, precision), fusion=fusion,
-                  alpha=alpha, rrf_k=rrf_k, depth=depth)
+    return Hybrid(sparse, open_dense(dense, encoder, faiss, ef_search, nprobe, device, precision, refine),
+                  fusion=fusion, alpha=alpha, rrf_k=rrf_k, depth=depth)

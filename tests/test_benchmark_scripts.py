@@ -34,3 +34,18 @@ def test_rerank_speed_cpu_rehearsal(tmp_path, texts):
     for key in ("assembly", "end_to_end", "int8"):
         assert results[key]["ratio"]["rounds"] == 2 and results[key]["ratio"]["median"] > 0
     assert "| end to end |" in out.with_suffix(".md").read_text()
+
+
+def test_dense_speed_cpu_rehearsal(tmp_path, subset_dir):
+    """Encode rate on real passages, then flat / HNSW / IVF-PQ (with and without exact re-scoring) over a few
+    thousand synthetic vectors, each timed batched and one query at a time."""
+    out = tmp_path / "dense.json"
+    done = run_benchmark("dense_speed.py", "--encode-sample", "8", "--vectors", "3000", "--queries", "20",
+                         "--ef-search", "100", "--ef-construction", "16", "--nlist", "16", "--nprobe", "4",
+                         "--refine", "1", "4", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["indexes"]
+    assert [r["index"] for r in rows] == ["flat", "hnsw", "ivfpq", "ivfpq"]
+    assert all(r["qps"] > 0 and r["qps_one"] > 0 for r in rows) and rows[0]["recall@100"] == 1.0
+    assert rows[3]["recall@100"] >= rows[2]["recall@100"]  # re-scoring 4 x 100 candidates exactly
+    assert "one at a time q/s" in out.with_suffix(".md").read_text()

@@ -18,7 +18,7 @@ from pipeline.dense import DenseRetriever
 from pipeline.embeddings import PROGRESS, DenseIndex, encode_collection
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate
-from pipeline.faiss_index import KINDS, FaissParams, build, build_beside, load
+from pipeline.faiss_index import KINDS, FaissParams, build, build_beside, load, rescore
 from pipeline.retrievers import open_dense
 from pipeline.runs import Run
 
@@ -82,6 +82,43 @@ def test_each_faiss_index_against_exact_search(encoded: DenseIndex, encoder: BiE
     assert overlap["ivfpq"] >= 0.5  # 12 bytes a vector: coarse, but far above chance (10/320)
     scores = DenseRetriever(encoded.path, encoder, faiss="flat").search(next(iter(topics.values())), k=3)
     np.testing.assert_allclose([s for _, s in scores], np.sort(exact[0])[::-1][:3], atol=1e-5)
+
+
+def test_refine_rescores_ivfpq_hits_exactly(encoded: DenseIndex, encoder: BiEncoder):
+    """refine fetches k x refine IVF-PQ hits and keeps the top k by the exact fp16-row score: every score is the
+    exact one, the order follows it, and recall against exact search does not fall (rises here)."""
+    topics = read_topics(SAMPLE / "queries.tsv")
+    queries = encoder.embed(list(topics.values())).numpy()
+    matrix = encoded.embeddings().astype(np.float32)
+    exact = queries @ matrix.T
+    truth = np.argsort(-exact, axis=1, kind="stable")[:, :10]
+    rows = {str(d): i for i, d in enumerate(encoded.docids)}
+
+    def found(refine: int | None) -> tuple[np.ndarray, np.ndarray]:
+        run = DenseRetriever(encoded.path, encoder, faiss="ivfpq", refine=refine).batch_search(topics, k=10,
+                                                                                                progress=False)
+        return (np.array([[rows[d] for d, _ in run[q]] for q in topics]),
+                np.array([[s for _, s in run[q]] for q in topics]))
+
+    plain, _ = found(None)
+    refined, scores = found(8)
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, refined, axis=1), atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+    def recall(rows_found: np.ndarray) -> float:
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows_found, truth, strict=True)]))
+
+    assert recall(refined) > recall(plain) and recall(refined) >= 0.9
+
+
+def test_rescore_keeps_the_exact_top_k_of_the_candidates():
+    embeddings = np.array([[1, 0], [0, 1], [0.6, 0.8], [0.8, 0.6]], dtype=np.float16)
+    queries = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    candidates = np.array([[1, 3, 2, -1], [0, 3, -1, -1]])  # -1: fewer candidates than asked (as faiss pads)
+    scores, rows = rescore(embeddings, queries, candidates, k=3)
+    np.testing.assert_array_equal(rows, [[3, 2, 1], [3, 0, -1]])
+    np.testing.assert_allclose(scores[0], [0.8, 0.6, 0.0], atol=1e-3)
+    np.testing.assert_allclose(scores[1, :2], [0.6, 0.0], atol=1e-3)
 
 
 def test_saved_index_searches_like_a_fresh_one(encoded: DenseIndex):
@@ -170,6 +207,19 @@ def test_cli_encode_builds_faiss_indexes_once(encoder_dir: Path, tmp_path: Path,
     assert main([*args[:-5], "--faiss", "ivfpq", "--nlist", "2", "--no-progress"]) == 0  # other parameters: rebuilt
     assert "already built" not in capsys.readouterr().out
     assert DenseIndex.open(output).meta["faiss"]["ivfpq"]["nlist"] == 2
+    built = (output / "faiss.ivfpq").stat().st_mtime_ns
+    assert main([*args[:-5], "--faiss", "ivfpq", "--nlist", "2", "--nprobe", "2", "--refine", "4",
+                 "--no-progress"]) == 0  # search defaults only: noted, not rebuilt
+    assert "search defaults now" in capsys.readouterr().out
+    noted = DenseIndex.open(output).meta["faiss"]["ivfpq"]
+    assert (noted["nlist"], noted["nprobe"], noted["refine"]) == (2, 2, 4) and "build_seconds" in noted
+    assert (output / "faiss.ivfpq").stat().st_mtime_ns == built
+    retriever = DenseRetriever(output, BiEncoder(encoder_dir, device="cpu"))
+    assert retriever.kind == "flat" and DenseRetriever(output, retriever.encoder, faiss="ivfpq").params.refine == 4
+    run = tmp_path / "refined.trec"
+    assert main(["retrieve", "--dense", str(output), "--faiss", "ivfpq", "--refine", "2", "--topics",
+                 str(SAMPLE / "queries.tsv"), "--output", str(run), "--hits", "20", "--device", "cpu"]) == 0
+    assert len(run.read_text().splitlines()) == 30 * 20
     assert main(["encode", "--model", str(encoder_dir), "--collection", str(COLLECTION), "--output",
                  str(tmp_path / "bad"), "--block", "0"]) == 2
 

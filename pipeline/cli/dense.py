@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pq-m", type=int, default=None, help="PQ bytes a passage (default dim / 8)")
     p.add_argument("--nprobe", type=int, default=defaults.nprobe,
                    help=f"IVF lists searched, recorded as the index's default (default {defaults.nprobe})")
+    p.add_argument("--refine", type=int, default=defaults.refine, metavar="FACTOR",
+                   help="IVF-PQ: re-score the top hits x FACTOR exactly with the stored embeddings, recorded as the "
+                   f"index's default (default {defaults.refine})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_encode)
 
@@ -55,12 +58,12 @@ def _encode(args: argparse.Namespace) -> int:
     from ..biencoder import BiEncoder
     from ..embeddings import encode_collection
     from ..errors import InputError
-    from ..faiss_index import FaissParams, build_beside, index_file
+    from ..faiss_index import SEARCH_PARAMS, FaissParams, build_beside, index_file
 
     if args.block is not None and args.block < 1:
         raise InputError("--block must be at least 1")
     params = FaissParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search,
-                         nlist=args.nlist, pq_m=args.pq_m, nprobe=args.nprobe)
+                         nlist=args.nlist, pq_m=args.pq_m, nprobe=args.nprobe, refine=args.refine)
     with claim_output(args.output, named_inputs(args, "model", "collection"), folder=True):
         encoder = BiEncoder(args.model, device=args.device, precision=args.precision, max_length=args.max_length,
                             batch_tokens=args.batch_tokens)
@@ -69,9 +72,13 @@ def _encode(args: argparse.Namespace) -> int:
         print(f"{index.count} passages x {index.dim} (fp16) in {args.output}")
         for kind in args.faiss:
             wanted = params.resolve(index.count, index.dim).of(kind)
-            recorded = {k: v for k, v in index.meta.get("faiss", {}).get(kind, {}).items() if k in wanted}
-            if index_file(index, kind).is_file() and recorded == wanted:
+            noted = index.meta.get("faiss", {}).get(kind, {})
+            built = {k: v for k, v in wanted.items() if k not in SEARCH_PARAMS}
+            if not index_file(index, kind).is_file() or any(noted.get(k) != v for k, v in built.items()):
+                print(f"faiss {kind}: {build_beside(index, kind, params)}")
+            elif any(noted.get(k) != v for k, v in wanted.items()):  # only search defaults changed: no rebuild
+                index.record_faiss(kind, {**noted, **wanted})
+                print(f"faiss {kind}: already built; search defaults now {wanted}")
+            else:
                 print(f"faiss {kind}: already built with these parameters")
-                continue
-            print(f"faiss {kind}: {build_beside(index, kind, params)}")
     return 0

@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        f"{', '.join(FAISS_KINDS)}; none built: exact search)")
     dense.add_argument("--ef-search", type=int, default=None, help="HNSW search candidates (default: as built)")
     dense.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: as built)")
+    dense.add_argument("--refine", type=int, default=None, metavar="FACTOR",
+                       help="re-score the top hits x FACTOR exactly with the stored embeddings, for IVF-PQ "
+                       "(default: as built)")
     dense.add_argument("--fusion", choices=FUSIONS, default=FUSIONS[0],
                        help="hybrid fusion (default interpolation: alpha x BM25 + dense, each normalised)")
     dense.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
@@ -124,8 +127,8 @@ def _retrieve(args: argparse.Namespace) -> int:
         b = args.b if args.b is not None else b
         retriever = open_retriever(kind, index=args.index, prebuilt=args.prebuilt, k1=k1, b=b, dense=args.dense,
                                    encoder=args.encoder, faiss=args.faiss, ef_search=args.ef_search,
-                                   nprobe=args.nprobe, device=args.device, fusion=args.fusion, alpha=args.alpha,
-                                   rrf_k=args.rrf_k, depth=args.fusion_depth)
+                                   nprobe=args.nprobe, refine=args.refine, device=args.device, fusion=args.fusion,
+                                   alpha=args.alpha, rrf_k=args.rrf_k, depth=args.fusion_depth)
         run = retriever.batch_search(topics, k=args.hits, threads=args.threads)
         run.write(args.output, fmt=args.format, tag=args.tag or kind)
     print(f"{len(run)} queries, {run.num_pairs} hits written to {args.output}",
