@@ -19,8 +19,8 @@
    is then one BLAS matrix product), and one query a call (online serving, and how ann-benchmarks times
    indexes: faiss gives a lone query one thread) on the first ``ONE_AT_A_TIME`` queries; recall@100 against
    flat's top 100; the bytes of the index at this size and projected to the 8,841,823 passages of MS MARCO
-   (per-vector bytes x N, plus the parts that do not grow with N). Targets (issue 15): HNSW at least 0.98 recall@100 at least 10x flat's
-   queries/s; IVF-PQ under 1 GB at 8.8M passages.
+   (per-vector bytes x N, plus the parts that do not grow with N). Targets (issue 15): HNSW at least 0.98
+   recall@100 at least 10x flat's queries/s; IVF-PQ under 1 GB at 8.8M passages.
 
     python benchmarks/dense_speed.py --index indexes/msmarco-subset.minilm --ef-search 256 512 768 1024 \
         --nprobe 32 128 --refine 1 4 --out benchmarks/results/dense_speed_cpu.json   # 25 min on 2 idle cores
