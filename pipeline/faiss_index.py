@@ -38,6 +38,8 @@ KINDS = ("flat", "hnsw", "ivfpq")
 ADD_ROWS = 65536
 #: Queries whose candidates ``rescore`` gathers at once (64 x 1,000 candidates x 384 floats: about 100 MB).
 RESCORE_QUERIES = 64
+#: The score of a missing hit (row -1), as faiss reports it for inner product.
+NO_SCORE = -np.finfo(np.float32).max
 #: k-means training points per centroid: faiss's minimum (it warns below), what IVF training draws, the most drawn.
 MIN_PER_CENTROID, TRAIN_PER_LIST, MAX_TRAIN = 39, 64, 500_000
 
@@ -141,7 +143,7 @@ def search(index, kind: str, queries: np.ndarray, k: int, params: FaissParams,
 def rescore(embeddings: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` of each query's candidate ``rows`` (-1: none) by exact inner product with ``embeddings`` (any
     float dtype, e.g. the fp16 memory map), ``RESCORE_QUERIES`` queries at a time; ties keep the candidates' order."""
-    top_scores = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
+    top_scores = np.full((len(queries), k), NO_SCORE, dtype=np.float32)
     top_rows = np.full((len(queries), k), -1, dtype=np.int64)
     for start in range(0, len(queries), RESCORE_QUERIES):
         part, query = rows[start : start + RESCORE_QUERIES], queries[start : start + RESCORE_QUERIES]
@@ -150,7 +152,7 @@ def rescore(embeddings: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: in
         exact = np.where(valid, np.einsum("qcd,qd->qc", vectors, query.astype(np.float32)), -np.inf)
         best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
         found, span = np.take_along_axis(valid, best, axis=1), slice(start, start + len(part))
-        top_scores[span, : best.shape[1]] = np.where(found, np.take_along_axis(exact, best, axis=1), top_scores[0, 0])
+        top_scores[span, : best.shape[1]] = np.where(found, np.take_along_axis(exact, best, axis=1), NO_SCORE)
         top_rows[span, : best.shape[1]] = np.where(found, np.take_along_axis(part, best, axis=1), -1)
     return top_scores, top_rows
 
