@@ -17,7 +17,7 @@
    ``distilrank retrieve --refine`` reads the stored fp16 embeddings). For each: build seconds, queries/s at
    k=100 two ways: all queries in one batch with faiss's threads (offline runs: ``batch_search``; exact search
    is then one BLAS matrix product), and one query a call (online serving, and how ann-benchmarks times
-   indexes: faiss gives a lone query one thread) on the first ``ONE_AT_A_TIME`` queries; recall@100 against
+   indexes; exact search is then a memory-bound scan) on the first ``ONE_AT_A_TIME`` queries; recall@100 against
    flat's top 100; the bytes of the index at this size and projected to the 8,841,823 passages of MS MARCO
    (per-vector bytes x N, plus the parts that do not grow with N). Targets (issue 15): HNSW at least 0.98
    recall@100 at least 10x flat's queries/s; IVF-PQ under 1 GB at 8.8M passages.
