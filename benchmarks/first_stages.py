@@ -3,8 +3,10 @@
 For each first stage (BM25 with the MS MARCO parameters; dense: the MiniLM bi-encoder, exact faiss search;
 hybrid: Pyserini's normalised interpolation with alpha = 1 and reciprocal rank fusion with k = 60, each fusing
 both retrievers' top 1000): R(rel=2)@100, R(rel=2)@1000 and nDCG@10 over the 54 judged DL20 queries, and the
-nDCG@10 of a reranker over each one's top 100 (``--qids``: only some of the queries, e.g.
-``configs/dl20-heldout.qids`` for a teacher trained on the other half). The reranker is ``--teacher`` (a
+nDCG@10 of a reranker over each one's top 100, with Judged@10 (the share of each top 10 that is judged) and
+the reranked nDCG@10 on judged passages only (condensed lists, ``pipeline.evaluate.judged_only``): a reranker
+that lifts passages outside the TREC judgment pool is counted wrong for them by plain nDCG. ``--qids``: only some of the
+queries, e.g. ``configs/dl20-heldout.qids`` for a teacher trained on the other half. The reranker is ``--teacher`` (a
 cross-encoder folder), or, when none is given, the zero-shot MiniLM bi-encoder (the same model as the dense
 stage, scoring with the dense index's stored passage embeddings: over the dense stage's own candidates it can
 only reproduce the dense ranking).
@@ -33,11 +35,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from result_files import write_results  # noqa: E402
 
 from pipeline.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
-from pipeline.evaluate import evaluate_per_query  # noqa: E402
+from pipeline.evaluate import evaluate_per_query, judged_only  # noqa: E402
 from pipeline.significance import compare  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
-MEASURES = ["R(rel=2)@100", "R(rel=2)@1000", "nDCG@10"]
+MEASURES = ["R(rel=2)@100", "R(rel=2)@1000", "nDCG@10", "Judged@10"]
+RERANKED = ["reranked nDCG@10", "reranked Judged@10", "reranked nDCG@10, judged only"]
 HITS, DEPTH = 1000, 100
 
 
@@ -99,7 +102,9 @@ def main() -> None:
         start = time.perf_counter()
         reranked = ranker.rerank(run, topics, docstore, depth=DEPTH)[0]
         rerank_s = time.perf_counter() - start
-        scores["reranked nDCG@10"] = evaluate_per_query(reranked, qrels, ["nDCG@10"])["nDCG@10"]
+        plain = evaluate_per_query(reranked, qrels, ["nDCG@10", "Judged@10"])
+        condensed = evaluate_per_query(judged_only(reranked, qrels), qrels, ["nDCG@10"])
+        scores.update(zip(RERANKED, (plain["nDCG@10"], plain["Judged@10"], condensed["nDCG@10"]), strict=True))
         per_query[name] = scores
         rows[name] = {m: sum(v.values()) / len(v) for m, v in scores.items()}
         rows[name].update(first_stage_s=made["seconds"][name], rerank_s=rerank_s)
@@ -117,7 +122,7 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     meta = results["meta"]
-    columns = [*MEASURES, "reranked nDCG@10"]
+    columns = [*MEASURES, *RERANKED]
     lines = [f"# First stages on the MS MARCO subset, TREC DL 2020 ({meta['machine']}, {meta['date']})", "",
              f"{meta['queries']} judged queries; each stage's top {meta['hits']}; reranker over each top "
              f"{meta['depth']}: {meta['reranker']}. p: paired t-test against BM25 (randomisation test in the JSON).",

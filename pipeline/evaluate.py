@@ -60,6 +60,14 @@ def mean_scores(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float
     return {name: (sum(values.values()) / len(values) if values else 0.0) for name, values in per_query.items()}
 
 
+def judged_only(run: Run, qrels: Mapping[str, Mapping[str, int]]) -> Run:
+    """The run without its unjudged passages (Sakai's condensed lists, ``trec_eval -J``). Where judgments are
+    incomplete, measures on it read unjudged passages optimistically (as if absent), the plain ones
+    pessimistically (as not relevant)."""
+    return Run({q: [(d, s) for d, s in ranking if d in qrels.get(q, {})] for q, ranking in run.rankings.items()},
+               name=run.name)
+
+
 def evaluate(
     run: Run, qrels: Mapping[str, Mapping[str, int]], measures: Iterable[str] | None = None
 ) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.evaluate import default_measures, evaluate, evaluate_per_query, msmarco_mrr10
+from pipeline.evaluate import default_measures, evaluate, evaluate_per_query, judged_only, msmarco_mrr10
 from pipeline.runs import Run
 
 QRELS = {"q1": {"a": 1}, "q2": {"x": 1, "y": 1}, "q3": {"m": 1}, "q4": {"z": 1}}
@@ -41,3 +41,12 @@ def test_graded_measures_use_rel_2():
 def test_unknown_measure():
     with pytest.raises(InputError, match="unknown measure"):
         evaluate(RUN, QRELS, ["Bogus@3"])
+
+
+def test_judged_only_drops_unjudged_passages_as_trec_eval_j_does():
+    """q1 ranks unjudged b over a; condensed, a moves to rank 1. Judged@10 counts the judged share of the top 10."""
+    condensed = judged_only(RUN, QRELS)
+    assert condensed["q1"] == [("a", 2.0)] and condensed["q3"] == [("m", 0.1)] and condensed["q5"] == []
+    assert evaluate(condensed, QRELS, ["RR@10"])["RR@10"] == pytest.approx((1 + 1 + 1 + 0) / 4)
+    judged = evaluate_per_query(RUN, QRELS, ["Judged@10"])["Judged@10"]
+    assert judged["q1"] == pytest.approx(0.5) and judged["q3"] == pytest.approx(0.0)
