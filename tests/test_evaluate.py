@@ -1,8 +1,11 @@
 """Evaluation through ir-measures, cross-checked against the official MS MARCO MRR@10 definition."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from pipeline.cli import main
 from pipeline.errors import InputError
 from pipeline.evaluate import default_measures, evaluate, evaluate_per_query, judged_only, msmarco_mrr10
 from pipeline.runs import Run
@@ -50,3 +53,14 @@ def test_judged_only_drops_unjudged_passages_as_trec_eval_j_does():
     assert evaluate(condensed, QRELS, ["RR@10"])["RR@10"] == pytest.approx((1 + 1 + 1 + 0) / 4)
     judged = evaluate_per_query(RUN, QRELS, ["Judged@10"])["Judged@10"]
     assert judged["q1"] == pytest.approx(0.5) and judged["q3"] == pytest.approx(0.0)
+
+
+def test_cli_judged_only(tmp_path, capsys):
+    run, qrels = tmp_path / "run.trec", tmp_path / "qrels.txt"
+    run.write_text("".join(f"{q} Q0 {d} {i + 1} {s} r\n" for q, ranking in RUN.rankings.items()
+                           for i, (d, s) in enumerate(ranking)))
+    qrels.write_text("".join(f"{q} 0 {d} {g}\n" for q, judged in QRELS.items() for d, g in judged.items()))
+    for extra, expected in (([], (1 / 2 + 1) / 4), (["-J"], 3 / 4)):
+        assert main(["evaluate", "--run", str(run), "--qrels", str(qrels), "--metrics", "RR@10", "--json",
+                     *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["RR@10"] == pytest.approx(expected)

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..atomic import is_stdout
 from ..data import read_qrels, read_topics
 from ..errors import InputError
-from ..evaluate import BINARY_MEASURES, GRADED_MEASURES, evaluate_per_query, mean_scores
+from ..evaluate import BINARY_MEASURES, GRADED_MEASURES, evaluate_per_query, judged_only, mean_scores
 from ..faiss_index import KINDS as FAISS_KINDS
 from ..fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS
 from ..outputs import claim_output, named_inputs
@@ -98,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ir-measures names, e.g. nDCG@10 RR@10 'RR(rel=2)@10' R@1000")
     p.add_argument("--json", action="store_true", help="print one JSON object {measure: value} on stdout")
     p.add_argument("--per-query", action="store_true", help="also print each query's values")
+    p.add_argument("-J", "--judged-only", action="store_true",
+                   help="evaluate on judged passages only, the run's unjudged ones removed (condensed lists, as "
+                   "trec_eval -J): where judgments are incomplete, an optimistic reading beside the plain one")
     p.set_defaults(func=_evaluate)
 
 
@@ -138,7 +141,7 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     qrels = read_qrels(args.qrels)
-    run = Run.read(args.run)
+    run = judged_only(Run.read(args.run), qrels) if args.judged_only else Run.read(args.run)
     per_query = evaluate_per_query(run, qrels, args.metrics)
     means = mean_scores(per_query)
     absent = sum(1 for qid in qrels if qid not in run)
