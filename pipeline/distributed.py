@@ -13,8 +13,8 @@
   rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
   joining the ranks' parts in rank order gives the single-process output.
 - **Output** (``write_output``): each rank writes its part atomically beside the output (``part_path``); after a
-  barrier rank 0 joins the parts into the final file (atomically) and removes them. A single process writes one
-  part too, copied into place by the default join.
+  barrier rank 0 joins the parts into the final file (atomically) and removes them. A single process with the
+  default join (concatenation) writes the output itself: its one part would be the output, copied.
 """
 from __future__ import annotations
 
@@ -200,9 +200,12 @@ def concatenate(parts: Sequence[Path], output: Path) -> None:
 def write_output(output: str | Path, write_part: Callable[[Path], Any],
                  join: Callable[[Sequence[Path], Path], Any] = concatenate, ctx: Context | None = None) -> Path:
     """Write ``output`` from every rank's share: ``write_part(path)`` writes this rank's part atomically, then rank
-    0 ``join``s the parts in rank order into ``output`` and removes them (a single process: one part); every rank
-    returns once the output exists."""
+    0 ``join``s the parts in rank order into ``output`` and removes them (a single process: one part, or with the
+    default join ``output`` itself, written by ``write_part``); every rank returns once the output exists."""
     output, ctx = Path(output), ctx or context()
+    if not ctx.distributed and join is concatenate:
+        write_part(output)
+        return output
     write_part(part_path(output, ctx))
     barrier(ctx)
     if ctx.is_main:

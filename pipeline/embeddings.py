@@ -62,11 +62,8 @@ def collection_fingerprint(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise InputError("collection file not found", path)
-    digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -32,31 +32,25 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 MAGIC = "distilrank-journal"
-BLOCK = 1 << 20
 
 
-def _sha1(path: Path, sha: Any) -> int:
-    size = 0
+def _sha1(path: Path) -> bytes:
     with open(path, "rb") as handle:
-        while block := handle.read(BLOCK):
-            sha.update(block)
-            size += len(block)
-    return size
+        return hashlib.file_digest(handle, "sha1").digest()
 
 
 def identity(path: str | Path) -> dict[str, Any]:
     """What names an input: its resolved path, its size in bytes and the SHA-1 of its content (a folder: of its
-    files' relative names and contents, in sorted order)."""
+    files' relative names and SHA-1s, in sorted order)."""
     path = Path(path)
     if not path.exists():
         raise InputError("not found", path)
+    if not path.is_dir():
+        return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha1": _sha1(path).hex()}
     sha, size = hashlib.sha1(), 0
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            sha.update(str(file.relative_to(path)).encode() + b"\0")
-            size += _sha1(file, sha)
-    else:
-        size = _sha1(path, sha)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        sha.update(str(file.relative_to(path)).encode() + b"\0" + _sha1(file))
+        size += file.stat().st_size
     return {"path": str(path.resolve()), "bytes": size, "sha1": sha.hexdigest()}
 
 

@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -138,39 +138,46 @@ def head_size(ranking: Ranking, depth: int, gone: set[str] | tuple) -> int:
     return sum(1 for d, _ in ranking[:depth] if d not in gone)
 
 
-def plan_chunks(run: Run, depth: int, missing: Mapping[str, set[str]], chunk_pairs: int) -> list[list[str]]:
+class Chunk(NamedTuple):
+    """A chunk of whole queries (``plan_chunks``) and the pairs it scores."""
+
+    qids: list[str]
+    pairs: int
+
+
+def plan_chunks(run: Run, depth: int, missing: Mapping[str, set[str]], chunk_pairs: int) -> list[Chunk]:
     """The run's queries cut into chunks of whole queries, in run order, about ``chunk_pairs`` pairs each (a chunk
     closes before the query that would take it past ``chunk_pairs``). The plan depends on the run and the options
     alone, so every rank of a distributed run, and a resumed run, cuts the same chunks: each is scored in the same
     batches, hence to the same bits."""
-    chunks: list[list[str]] = []
+    chunks: list[Chunk] = []
     current: list[str] = []
     pairs = 0
     for qid, ranking in run.items():
         size = head_size(ranking, depth, missing.get(qid, ()))
         if current and pairs + size > chunk_pairs:
-            chunks.append(current)
+            chunks.append(Chunk(current, pairs))
             current, pairs = [], 0
         current.append(qid)
         pairs += size
     if current:
-        chunks.append(current)
+        chunks.append(Chunk(current, pairs))
     return chunks
 
 
 def candidate_chunks(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int,
-                     missing: Mapping[str, set[str]], skip_missing: bool, chunks: Iterable[list[str]],
+                     missing: Mapping[str, set[str]], skip_missing: bool, chunks: Iterable[Chunk],
                      token_cache: TokenCache | None = None, passage_limit: int | None = None) -> Iterator[PairChunk]:
-    """The planned ``chunks`` (lists of query ids) with their passages (text, or with ``token_cache`` their token
+    """The planned ``chunks`` (``plan_chunks``) with their passages (text, or with ``token_cache`` their token
     ids cut at ``passage_limit``, gathered once per chunk); each chunk's ``meta`` lists its ``QueryCandidates`` in
     run order. Runs in the engine's background thread, so passages are read while the model scores the previous
     chunk."""
-    for qids in chunks:
+    for chunk in chunks:
         queries: list[str] = []
         query_of_pair: list[int] = []
         passages: list = []  # texts, or arrays of token cache rows
         meta: list[QueryCandidates] = []
-        for qid in qids:
+        for qid in chunk.qids:
             candidates, found = query_candidates(qid, run[qid], depth, missing.get(qid, ()), docstore, skip_missing,
                                                  token_cache)
             query_of_pair.extend([len(queries)] * len(candidates.head))
@@ -223,14 +230,16 @@ class Reranker(Ranker):
 
     def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
                name: str | None = None, missing: Mapping[str, set[str]] | None = None,
-               journal: Journal | None = None, share: Sequence[int] | None = None) -> tuple[Run, StageTiming]:
+               journal: Journal | None = None, share: Sequence[int] | None = None,
+               plan: list[Chunk] | None = None) -> tuple[Run, StageTiming]:
         """Rerank the top ``depth`` candidates of every query of ``run``; the run (named ``name``, by default
         ``RUN.rerank``) and its timing. ``missing``: what ``check_inputs`` returned when the caller ran it.
 
         ``share``: the indices of the ``plan_chunks`` chunks to rerank (a rank's share; default all of them): the
-        run returned has their queries only. ``journal``: chunks it records are restored instead of scored, and
-        each chunk scored is recorded in it (see ``pipeline.journal``). The timing counts the work done here;
-        restored queries and pairs are in its ``resumed_queries`` and ``resumed_pairs``."""
+        run returned has their queries only. ``plan``: that plan, when the caller made it. ``journal``: chunks it
+        records are restored instead of scored, and each chunk scored is recorded in it (see ``pipeline.journal``).
+        The timing counts the work done here; restored queries and pairs are in its ``resumed_queries`` and
+        ``resumed_pairs``."""
         if depth < 1:
             raise InputError(f"depth must be at least 1, got {depth}")
         if self.token_cache is not None and getattr(docstore, "path", None) != self.token_cache.docstore.path:
@@ -238,16 +247,17 @@ class Reranker(Ranker):
         start = time.perf_counter()
         if missing is None:
             missing = check_inputs(run, topics, docstore, depth, self.skip_missing)
-        plan = plan_chunks(run, depth, missing, self.engine.chunk_pairs)
+        if plan is None:
+            plan = plan_chunks(run, depth, missing, self.engine.chunk_pairs)
         share = range(len(plan)) if share is None else share
         rankings: dict[str, Ranking] = {}
-        totals = Counter(missing=sum(len(missing.get(q, ())) for i in share for q in plan[i]))
+        totals = Counter(missing=sum(len(missing.get(q, ())) for i in share for q in plan[i].qids))
         done = self._restore(journal, run, depth, missing, rankings, totals) if journal is not None else set()
         todo = [i for i in share if i not in done]
         chunks = candidate_chunks(run, topics, docstore, depth, missing, self.skip_missing, (plan[i] for i in todo),
                                   self.token_cache, self.encoder.passage_limit)
         latencies: list[float] = []
-        with bar(total=sum(len(plan[i]) for i in share), initial=totals["resumed_queries"], unit="query",
+        with bar(total=sum(len(plan[i].qids) for i in share), initial=totals["resumed_queries"], unit="query",
                  desc="rerank", enabled=self.progress) as progress:
             for index, result in zip(todo, self.engine.stream(chunks), strict=True):
                 chunk_latencies = self._rank_chunk(result, rankings)
@@ -262,7 +272,7 @@ class Reranker(Ranker):
         wall = time.perf_counter() - start
         if totals["missing"] or totals["empty"]:
             log.warning("skipped %d missing and %d empty passages", totals["missing"], totals["empty"])
-        ordered = {qid: rankings[qid] for i in share for qid in plan[i]}
+        ordered = {qid: rankings[qid] for i in share for qid in plan[i].qids}
         timing = StageTiming("rerank", wall, len(ordered) - totals["resumed_queries"], totals["pairs"], latencies,
                              device=str(self.encoder.device), extra=self._timing_extra(depth, totals))
         return Run(ordered, name or f"{run.name}.rerank"), timing
@@ -351,14 +361,13 @@ def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstor
     if missing is None:
         missing = check_inputs(run, topics, docstore, depth, reranker.skip_missing)
     plan = plan_chunks(run, depth, missing, reranker.engine.chunk_pairs)
-    sizes = [sum(head_size(run[qid], depth, missing.get(qid, ())) for qid in chunk) for chunk in plan]
-    share = distributed.balanced_ranges(sizes, ctx.world_size)[ctx.rank]
+    share = distributed.balanced_ranges([chunk.pairs for chunk in plan], ctx.world_size)[ctx.rank]
     header = {"command": "rerank", "model": source_identity(reranker.encoder.source),
               "inputs": {name: identity(path) for name, path in (sources or {}).items()}, **reranker.settings(depth)}
     journal = open_journal(output, header, resume, ctx.rank, ctx.world_size)
     with journal.dropped_on_bad_input():
         reranked, timing = reranker.rerank(run, topics, docstore, depth, name=output.stem, missing=missing,
-                                           journal=journal, share=share)
+                                           journal=journal, share=share, plan=plan)
     timing.extra["candidates"] = reranked.num_pairs
     distributed.write_output(output, lambda part: reranked.write(part, fmt=fmt, tag=tag or output.stem), ctx=ctx)
     total = combine_ranks(distributed.gather(timing, ctx), SUMMED)

@@ -52,7 +52,7 @@ def test_one_device_rule(monkeypatch):
         local_device("cuda", Context(2, 3, 2, launched=True))
 
 
-def test_write_output_in_one_process_writes_one_part_and_joins_it(tmp_path):
+def test_write_output_in_one_process_writes_the_output_or_one_part_it_joins(tmp_path):
     out = write_output(tmp_path / "run.trec", lambda path: path.write_text("q1 Q0 d1 1 1.0 t\n"))
     assert out.read_text() == "q1 Q0 d1 1 1.0 t\n"
     assert part_path(out, Context(1, 2)).name == "run.trec.part1-of-2"
