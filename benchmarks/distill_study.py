@@ -92,6 +92,7 @@ class Scale:
     batch_size: int = 16
     max_length: int = 128
     bootstrap_epochs: int = 2
+    lce_epochs: int = 1  # the teacher's LCE epochs over the labeled half
     student_epochs: int = 1
     student_lr: float = 1.5e-4
     finetune_epochs: int = 10
@@ -267,9 +268,9 @@ class Study:
     def __init__(self, args: argparse.Namespace, state: State):
         import torch
 
-        from pipeline.data import DocStore, read_qids, read_qrels, read_topics
-        from pipeline.devices import resolve_device
-        from pipeline.runs import Run
+        from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics
+        from pipeline.io.runs import Run
+        from pipeline.runtime.devices import resolve_device
         from pipeline.train.groups import iter_run_lists
         from pipeline.train.recipes import Inputs
 
@@ -347,9 +348,9 @@ class Study:
 
     def evaluate_folder(self, folder: Path) -> dict:
         """Held-out measures of a saved ranker and its rerank pairs/s (a small rerank: per-call overheads in)."""
-        from pipeline.cross_encoder import CrossEncoder
-        from pipeline.evaluate import evaluate
-        from pipeline.rerank import Reranker
+        from pipeline.eval.evaluate import evaluate
+        from pipeline.rerank.cross_encoder import CrossEncoder
+        from pipeline.rerank.stage import Reranker
 
         reranker = Reranker(CrossEncoder(folder, device=self.device))
         reranker.rerank(self.held_run.subset(list(self.held_q)[:2]), self.held_q, self.docstore)  # warm-up
@@ -386,8 +387,8 @@ class Study:
 
     def phase_speed(self) -> None:
         """Training and scoring pairs/s per shape, and the truncation share at max length 128 (and 256)."""
-        from pipeline.cross_encoder import CrossEncoder
-        from pipeline.engine import ScoringEngine
+        from pipeline.rerank.cross_encoder import CrossEncoder
+        from pipeline.rerank.engine import ScoringEngine
         from pipeline.train.recipes import load_encoder
         from pipeline.train.students import make_student
         from pipeline.train.trainer import autocast_dtype
@@ -461,9 +462,9 @@ class Study:
         return iter_run_lists(path, depth)
 
     def phase_references(self) -> None:
-        from pipeline.biencoder import BiEncoder
-        from pipeline.evaluate import evaluate
-        from pipeline.runs import Run
+        from pipeline.eval.evaluate import evaluate
+        from pipeline.io.runs import Run
+        from pipeline.retrieval.biencoder import BiEncoder
 
         self.state.save_row("ref-bm25", {"system": "BM25 (k1=0.82, b=0.68)", "layers": "-",
                                          **evaluate(self.held_run, self.held_qrels, MEASURES)})
@@ -498,7 +499,8 @@ class Study:
                              docstore=self.docstore)
         start = time.perf_counter()
         try:
-            train_teacher(self.minilm, inputs, folder, self.train(batch_size=s.batch_size, lr=BOOTSTRAPPED_LR),
+            train_teacher(self.minilm, inputs, folder, self.train(epochs=s.lce_epochs, batch_size=s.batch_size,
+                                                                 lr=BOOTSTRAPPED_LR),
                           device=str(self.device), bootstrap=boot, max_length=s.max_length,
                           resume=holds_files(folder), heldout=self.heldout())
         finally:  # a call stopped by its time limit counts too

@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--fetches", type=int, default=100_000)
     args = parser.parse_args()
 
-    from pipeline.data import DocStore
+    from pipeline.io.data import DocStore
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DISTILRANK_CACHE"] = tmp  # measure a cold build too

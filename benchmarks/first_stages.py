@@ -4,7 +4,7 @@ For each first stage (BM25 with the MS MARCO parameters; dense: the MiniLM bi-en
 hybrid: Pyserini's normalised interpolation with alpha = 1 and reciprocal rank fusion with k = 60, each fusing
 both retrievers' top 1000): R(rel=2)@100, R(rel=2)@1000 and nDCG@10 over the 54 judged DL20 queries, and the
 nDCG@10 of a reranker over each one's top 100, with Judged@10 (the share of each top 10 that is judged) and
-the reranked nDCG@10 on judged passages only (condensed lists, ``pipeline.evaluate.judged_only``): a reranker
+the reranked nDCG@10 on judged passages only (condensed lists, ``pipeline.eval.evaluate.judged_only``): a reranker
 that lifts passages outside the TREC judgment pool is counted wrong for them by plain nDCG. ``--qids``: only some of the
 queries, e.g. ``configs/dl20-heldout.qids`` for a teacher trained on the other half. The reranker is ``--teacher`` (a
 cross-encoder folder), or, when none is given, the zero-shot MiniLM bi-encoder (the same model as the dense
@@ -34,9 +34,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from result_files import write_results  # noqa: E402
 
-from pipeline.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
-from pipeline.evaluate import evaluate_per_query, judged_only  # noqa: E402
-from pipeline.significance import compare  # noqa: E402
+from pipeline.eval.evaluate import evaluate_per_query, judged_only  # noqa: E402
+from pipeline.eval.significance import compare  # noqa: E402
+from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
 MEASURES = ["R(rel=2)@100", "R(rel=2)@1000", "nDCG@10", "Judged@10"]
@@ -46,9 +46,10 @@ HITS, DEPTH = 1000, 100
 
 def first_stage_runs(index: Path, dense: Path, topics: dict[str, str], threads: int) -> dict:
     """Each first stage's run over ``topics`` and its seconds."""
-    from pipeline.fusion import Hybrid
-    from pipeline.retrieve import MSMARCO_B, MSMARCO_K1, build_index
-    from pipeline.retrievers import open_bm25, open_dense
+    from pipeline.defaults import MSMARCO_B, MSMARCO_K1
+    from pipeline.retrieval.bm25 import build_index
+    from pipeline.retrieval.factory import open_bm25, open_dense
+    from pipeline.retrieval.fusion import Hybrid
 
     if not index.is_dir():
         build_index(SUBSET / "collection.tsv", index, threads=threads)
@@ -89,8 +90,8 @@ def main() -> None:
     made = first_stage_runs(args.index, args.dense, topics, args.threads)
     docstore = DocStore(SUBSET / "collection.tsv")
     if args.teacher:
-        from pipeline.cross_encoder import CrossEncoder
-        from pipeline.rerank import Reranker
+        from pipeline.rerank.cross_encoder import CrossEncoder
+        from pipeline.rerank.stage import Reranker
 
         ranker, reranker = Reranker(CrossEncoder(args.teacher, device=args.device)), f"teacher `{args.teacher.name}`"
     else:

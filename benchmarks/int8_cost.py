@@ -6,7 +6,7 @@ its linear layers), both through the rerank stage with the token cache, in inter
 block of queries, goes through both precisions in a rotating order). Reported: nDCG@10 of each and of BM25
 (target: int8 within 0.005 of fp32), the paired t-test between them, how closely int8 follows fp32 (per
 query: Spearman correlation of the two precisions' scores over the reranked candidates, overlap of their top
-10), and the speedup of int8 over fp32 per round (median and interval, ``pipeline.speedups``; target >= 1.5x).
+10), and the speedup of int8 over fp32 per round (median and interval, ``pipeline.eval.speedups``; target >= 1.5x).
 
     python benchmarks/int8_cost.py --model models/subset-teacher --run runs/dl20.bm25.trec \\
         --out benchmarks/results/int8_cpu.md
@@ -30,14 +30,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.atomic import atomic_write  # noqa: E402
-from pipeline.cross_encoder import CrossEncoder  # noqa: E402
-from pipeline.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
-from pipeline.evaluate import evaluate_per_query, mean_scores  # noqa: E402
-from pipeline.rerank import Reranker  # noqa: E402
-from pipeline.runs import Run  # noqa: E402
-from pipeline.significance import compare  # noqa: E402
-from pipeline.speedups import speedup  # noqa: E402
+from pipeline.eval.evaluate import evaluate_per_query, mean_scores  # noqa: E402
+from pipeline.eval.significance import compare  # noqa: E402
+from pipeline.eval.speedups import speedup  # noqa: E402
+from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
+from pipeline.io.runs import Run  # noqa: E402
+from pipeline.rerank.cross_encoder import CrossEncoder  # noqa: E402
+from pipeline.rerank.stage import Reranker  # noqa: E402
+from pipeline.runtime.atomic import atomic_write  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
 MEASURE = "nDCG@10"

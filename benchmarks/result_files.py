@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.atomic import atomic_write
+from pipeline.runtime.atomic import atomic_write
 
 
 def write_results(path: Path, record: dict, markdown: str) -> Path:

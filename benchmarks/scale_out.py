@@ -71,7 +71,7 @@ def make_teacher(source: str, folder: Path, seed: int) -> str:
     """``source`` saved with a ranking head (seeded when new), so every process scores with the same weights."""
     import torch
 
-    from pipeline.cross_encoder import CrossEncoder
+    from pipeline.rerank.cross_encoder import CrossEncoder
 
     torch.manual_seed(seed)
     CrossEncoder(source, device="cpu").save_pretrained(folder)

@@ -65,10 +65,10 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from pipeline.biencoder import BiEncoder
-    from pipeline.data import DocStore, read_qids, read_qrels, read_topics
-    from pipeline.evaluate import evaluate
-    from pipeline.runs import Run
+    from pipeline.eval.evaluate import evaluate
+    from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics
+    from pipeline.io.runs import Run
+    from pipeline.retrieval.biencoder import BiEncoder
     from pipeline.train.curves import eval_points, plot_curves
     from pipeline.train.groups import iter_run_lists
     from pipeline.train.heldout import HeldOut

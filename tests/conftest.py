@@ -47,7 +47,7 @@ def subset_dir() -> Path:
 @pytest.fixture(scope="session")
 def subset_index(subset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Lucene index of the whole 31,362-passage subset, built once per test session."""
-    from pipeline.retrieve import build_index
+    from pipeline.retrieval.bm25 import build_index
 
     return build_index(subset_dir / "collection.tsv", tmp_path_factory.mktemp("indexes") / "msmarco-subset", threads=2)
 
@@ -55,7 +55,7 @@ def subset_index(subset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Lucene index of the embedded sample's 320 passages, built once per test session."""
-    from pipeline.retrieve import build_index
+    from pipeline.retrieval.bm25 import build_index
 
     return build_index(SAMPLE / "passages.tsv", tmp_path_factory.mktemp("indexes") / "sample")
 
@@ -70,9 +70,9 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def sample_dense(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded sample's 320 passages encoded with the MiniLM (a dense index folder, HNSW built too)."""
-    from pipeline.biencoder import BiEncoder
-    from pipeline.embeddings import encode_collection
-    from pipeline.faiss_index import build_beside
+    from pipeline.retrieval.biencoder import BiEncoder
+    from pipeline.retrieval.embeddings import encode_collection
+    from pipeline.retrieval.faiss_index import build_beside
 
     index = encode_collection(BiEncoder(minilm_path, device="cpu"), SAMPLE / "passages.tsv",
                               tmp_path_factory.mktemp("dense") / "sample.minilm", progress=False)

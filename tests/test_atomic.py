@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.atomic import atomic_write, replace_dir, scratch_dir
-from pipeline.interrupts import Interrupted, exit_code, signals_raise
+from pipeline.runtime.atomic import atomic_write, replace_dir, scratch_dir
+from pipeline.runtime.interrupts import Interrupted, exit_code, signals_raise
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.attention import ATTENTION, takes_sdpa_mask, use_attention
-from pipeline.cuda_graphs import GraphedForward
+from pipeline.rerank.attention import ATTENTION, takes_sdpa_mask, use_attention
+from pipeline.rerank.cuda_graphs import GraphedForward
 
 
 def _model(hidden: int, heads: int):

@@ -98,7 +98,7 @@ def world(tmp_path_factory, tiny_bert, tiny_data) -> World:
     w["meta"] = str(root / "meta.json")
     w["config"] = str(root / "compare.toml")
     Path(w["config"]).write_text(config_text(w))
-    from pipeline.retrieve import build_index
+    from pipeline.retrieval.bm25 import build_index
 
     w["index"] = str(build_index(w["c"], root / "index"))
     w["scores"] = str(root / "teacher.scores")
@@ -683,13 +683,13 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def leftovers(*folders: Path) -> list[str]:
-    """Temporary, lock and partial files, and hidden temporary folders (``pipeline.atomic`` names)."""
+    """Temporary, lock and partial files, and hidden temporary folders (``pipeline.runtime.atomic`` names)."""
     return [str(p) for folder in folders for p in folder.rglob("*") if TEMPORARY.search(p.name)]
 
 
 def wrong_modes(folder: Path, before: dict[str, str]) -> list[str]:
     """New files and folders whose permissions are not the umask's (0644 and 0755 under umask 022)."""
-    from pipeline.atomic import default_mode
+    from pipeline.runtime.atomic import default_mode
 
     return [f"{p}: {oct(stat.S_IMODE(p.stat().st_mode))}" for p in folder.rglob("*")
             if not p.is_symlink() and str(p.relative_to(folder)) not in before
@@ -742,7 +742,7 @@ def result_bytes(command: str, t: Path) -> bytes:
     if path is None:
         return b""
     if command == "index":
-        from pipeline.retrieve import IndexDocStore
+        from pipeline.retrieval.bm25 import IndexDocStore
 
         store = IndexDocStore.open(path)
         return json.dumps([len(store), "0" in store, store.get("0") if "0" in store else None]).encode()
@@ -846,7 +846,7 @@ def argv_of(command: str, w: World, t: Path, **flags: str) -> list[str]:
 
 def test_two_writers_then_sigterm(world: World, tmp_path: Path, capsys):
     """A second rerank into the same output fails at once naming the first; SIGTERM stops the first cleanly."""
-    first = harness(argv_of("rerank", world, tmp_path), "pipeline.runs", "atomic_write", "context", "block")
+    first = harness(argv_of("rerank", world, tmp_path), "pipeline.io.runs", "atomic_write", "context", "block")
     try:
         assert first.stdout.readline() == "ready\n", first.stderr.read()
         assert any(tmp_path.glob(".out.trec.*.tmp"))  # the first is writing its temporary file
@@ -865,7 +865,7 @@ def test_two_writers_then_sigterm(world: World, tmp_path: Path, capsys):
 def test_kill_9_leaves_what_the_next_run_removes(world: World, tmp_path: Path, capsys):
     """kill -9 while the output is written leaves a temporary file, the lock and the journal; a fresh run
     refuses to start over the journal, and --resume sweeps the leftovers and writes the output."""
-    killed = harness(argv_of("rerank", world, tmp_path), "pipeline.runs", "atomic_write", "context",
+    killed = harness(argv_of("rerank", world, tmp_path), "pipeline.io.runs", "atomic_write", "context",
                      str(int(signal.SIGKILL)))
     assert killed.wait(timeout=120) == -signal.SIGKILL
     assert sorted(p.name.split(".")[-1] for p in tmp_path.iterdir()) == ["journal", "lock", "tmp"]
@@ -894,7 +894,7 @@ def test_two_trainers_then_ctrl_c(world: World, tmp_path: Path, capsys):
 
 def test_ctrl_c_while_retrieve_starts(world: World, tmp_path: Path):
     """Ctrl-C while pyserini and the JVM start: one line, exit 130, no output."""
-    starting = harness(argv_of("retrieve", world, tmp_path), "pipeline.retrieve", "import_pyserini", "call",
+    starting = harness(argv_of("retrieve", world, tmp_path), "pipeline.retrieval.bm25", "import_pyserini", "call",
                        f"later:{int(signal.SIGINT)}")
     assert starting.wait(timeout=120) == 130
     stderr = starting.stderr.read()
@@ -909,7 +909,7 @@ def test_ctrl_c_while_java_indexes(world: World, tmp_path: Path):
                                             for i in range(20000)))
     argv = argv_of("index", world, tmp_path, **{"--collection": str(tmp_path / "c.tsv")})
     started = time.perf_counter()
-    indexing = harness(argv, "pipeline.retrieve", "import_pyserini", "return", f"later:{int(signal.SIGINT)}")
+    indexing = harness(argv, "pipeline.retrieval.bm25", "import_pyserini", "return", f"later:{int(signal.SIGINT)}")
     assert indexing.wait(timeout=120) == 130, indexing.stderr.read()  # Ctrl-C while Lucene indexes
     assert "Traceback" not in indexing.stderr.read() and time.perf_counter() - started < 60
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tsv"]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pipeline.biencoder import BiEncoder
+from pipeline.retrieval.biencoder import BiEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,9 +32,9 @@ def test_biencoder_scores_candidate_lists(minilm_path):
 
 
 def test_biencoder_is_a_ranker_like_the_cross_encoder_stage(minilm_path):
-    from pipeline.ranker import Ranker
-    from pipeline.runs import Run
-    from pipeline.timing import StageTiming
+    from pipeline.eval.timing import StageTiming
+    from pipeline.io.runs import Run
+    from pipeline.rerank.ranker import Ranker
 
     passages = {"a": "volcano lava eruption", "b": "piano keys music", "c": "a glacier of ice"}
 

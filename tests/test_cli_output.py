@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from pipeline import progress
 from pipeline.cli import main, setup_output
+from pipeline.runtime import progress
 
 
 @pytest.fixture
@@ -35,8 +35,8 @@ def test_log_level_follows_the_flags_and_the_terminal(output_settings, monkeypat
 
 def test_messages_go_to_the_current_stderr(output_settings, capsys):
     setup_output(verbose=1)
-    logging.getLogger("pipeline.compare").info("reranking 3 queries")
-    assert "pipeline.compare: reranking 3 queries" in capsys.readouterr().err
+    logging.getLogger("pipeline.experiment.compare").info("reranking 3 queries")
+    assert "pipeline.experiment.compare: reranking 3 queries" in capsys.readouterr().err
 
 
 def test_bars_on_a_terminal_or_when_asked(output_settings, monkeypatch):

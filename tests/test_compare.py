@@ -8,11 +8,11 @@ import ir_measures
 import pytest
 
 from pipeline.cli import main
-from pipeline.compare import compare
-from pipeline.data import read_qrels
 from pipeline.errors import InputError
-from pipeline.runs import Run
-from pipeline.significance import compare as paired
+from pipeline.eval.significance import compare as paired
+from pipeline.experiment.compare import compare
+from pipeline.io.data import read_qrels
+from pipeline.io.runs import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "pipeline" / "resources" / "sample"
@@ -134,7 +134,7 @@ def test_same_candidates_speed_and_context(comparison):
 
 
 def test_bm25_is_cached_and_an_interruption_leaves_no_report(comparison, tiny_models, sample_index, monkeypatch):
-    from pipeline.rerank import Reranker
+    from pipeline.rerank.stage import Reranker
 
     out = comparison.output
     config = write_config(out.parent, tiny_models, sample_index)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import (
+from pipeline.errors import InputError
+from pipeline.experiment.config import (
     Config,
     EvaluationSection,
     FirstStageSection,
@@ -17,7 +18,6 @@ from pipeline.config import (
     load_config,
     sections,
 )
-from pipeline.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "pipeline" / "resources" / "sample"

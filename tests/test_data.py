@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import DocStore, is_graded, iter_collection, read_qrels, read_topics
 from pipeline.errors import InputError
+from pipeline.io.data import DocStore, is_graded, iter_collection, read_qrels, read_topics
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ def test_bad_qrels(tmp_path: Path, content: str, message: str):
 
 def test_named_topics_fail_fast_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
-    import pipeline.data as data
+    import pipeline.io.data as data
 
     def offline(*_):
         raise InputError("could not load named topics 'dl20-passage'; offline, pass the file instead: queries.dl20.tsv")
@@ -120,7 +120,7 @@ def test_docstore_on_the_real_subset(subset_dir: Path):
 
 
 def test_read_qids_from_id_lists_and_tsv(tmp_path: Path):
-    from pipeline.data import read_qids
+    from pipeline.io.data import read_qids
 
     assert read_qids(write(tmp_path / "ids.txt", "# held out\n7\n3\n7\n\n")) == ["7", "3"]
     assert read_qids(write(tmp_path / "q.tsv", "5\tfirst query\n2\tsecond\n")) == ["5", "2"]

@@ -5,9 +5,9 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.data import DocStore
-from pipeline.demo import SAMPLE_DIR as SAMPLE
-from pipeline.demo import DemoSettings, run_demo
+from pipeline.experiment.demo import SAMPLE_DIR as SAMPLE
+from pipeline.experiment.demo import DemoSettings, run_demo
+from pipeline.io.data import DocStore
 
 
 def test_demo_trains_both_models_and_writes_the_report(tmp_path: Path, minilm_path: Path, private_cache: Path, caplog):

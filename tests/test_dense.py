@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from conftest import ROOT, SAMPLE
 
-from pipeline.biencoder import BiEncoder
 from pipeline.cli import main
-from pipeline.data import DocStore, read_qrels, read_topics
-from pipeline.dense import DenseRetriever
-from pipeline.embeddings import PROGRESS, DenseIndex, encode_collection
 from pipeline.errors import InputError
-from pipeline.evaluate import evaluate
-from pipeline.faiss_index import KINDS, FaissParams, build, build_beside, load, rescore
-from pipeline.retrievers import open_dense
-from pipeline.runs import Run
+from pipeline.eval.evaluate import evaluate
+from pipeline.io.data import DocStore, read_qrels, read_topics
+from pipeline.io.runs import Run
+from pipeline.retrieval.biencoder import BiEncoder
+from pipeline.retrieval.dense import DenseRetriever
+from pipeline.retrieval.embeddings import PROGRESS, DenseIndex, encode_collection
+from pipeline.retrieval.factory import open_dense
+from pipeline.retrieval.faiss_index import KINDS, FaissParams, build, build_beside, load, rescore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,8 +152,8 @@ def test_a_mismatched_encoder_or_collection_is_refused(encoded: DenseIndex, tiny
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import torch
-    from pipeline.biencoder import BiEncoder
-    from pipeline.embeddings import encode_collection
+    from pipeline.retrieval.biencoder import BiEncoder
+    from pipeline.retrieval.embeddings import encode_collection
 
     class KilledOnThirdBlock(BiEncoder):
         calls = 0

@@ -91,6 +91,6 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
     assert study.main(["--state", str(restored), "--unpack", str(parts)]) == 0
     assert {p.name for p in (restored / "rows").iterdir()} == {p.name for p in (state / "rows").iterdir()}
     assert (restored / "teacher" / "model.safetensors").is_file() and (restored / "scores" / "teacher.scores").is_file()
-    from pipeline.cross_encoder import CrossEncoder
+    from pipeline.rerank.cross_encoder import CrossEncoder
 
     CrossEncoder(restored / "teacher", device="cpu")  # the bf16 teacher loads

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import distributed
-from pipeline.distributed import Context, balanced_ranges, context, local_device, part_path, write_output
 from pipeline.errors import InputError
+from pipeline.runtime import distributed
+from pipeline.runtime.distributed import Context, balanced_ranges, context, local_device, part_path, write_output
 
 
 def test_balanced_ranges_are_contiguous_deterministic_and_even():

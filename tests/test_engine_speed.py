@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.batching import bucket_rows
-from pipeline.cross_encoder import CrossEncoder
-from pipeline.devices import resolve_dtype
-from pipeline.engine import PairChunk, ScoringEngine
 from pipeline.errors import InputError
+from pipeline.rerank.batching import bucket_rows
+from pipeline.rerank.cross_encoder import CrossEncoder
+from pipeline.rerank.engine import PairChunk, ScoringEngine
+from pipeline.runtime.devices import resolve_dtype
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_out_of_memory_halves_the_budget_and_retries_with_one_warning(tiny, chun
 
     monkeypatch.setattr(encoder, "score", fails_when_large)
     engine = ScoringEngine(encoder, batch_tokens=2048)
-    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.rerank.engine"):
         got = next(engine.stream([chunk])).scores
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     warnings = [r for r in caplog.records if "out of memory" in r.getMessage()]

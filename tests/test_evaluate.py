@@ -7,8 +7,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import InputError
-from pipeline.evaluate import default_measures, evaluate, evaluate_per_query, judged_only, msmarco_mrr10
-from pipeline.runs import Run
+from pipeline.eval.evaluate import default_measures, evaluate, evaluate_per_query, judged_only, msmarco_mrr10
+from pipeline.io.runs import Run
 
 QRELS = {"q1": {"a": 1}, "q2": {"x": 1, "y": 1}, "q3": {"m": 1}, "q4": {"z": 1}}
 RUN = Run(

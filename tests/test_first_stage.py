@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import FirstStageSection
-from pipeline.data import DocStore, read_topics
 from pipeline.errors import InputError
-from pipeline.first_stage import RUN_FILE, CachedFirstStage, timed_search
-from pipeline.retrieve import BM25, IndexDocStore, index_present
-from pipeline.runs import Run
+from pipeline.experiment.config import FirstStageSection
+from pipeline.experiment.first_stage import RUN_FILE, CachedFirstStage, timed_search
+from pipeline.io.data import DocStore, read_topics
+from pipeline.io.runs import Run
+from pipeline.retrieval.bm25 import BM25, IndexDocStore, index_present
 
 SAMPLE = Path(__file__).resolve().parent.parent / "pipeline" / "resources" / "sample"
 BM25_RUN = RUN_FILE.format("bm25")

@@ -7,11 +7,11 @@ import pytest
 from conftest import SAMPLE
 
 from pipeline.cli import main
-from pipeline.data import read_qrels, read_topics
 from pipeline.errors import InputError
-from pipeline.evaluate import evaluate
-from pipeline.fusion import Hybrid, interpolate, reciprocal_rank
-from pipeline.runs import Run
+from pipeline.eval.evaluate import evaluate
+from pipeline.io.data import read_qrels, read_topics
+from pipeline.io.runs import Run
+from pipeline.retrieval.fusion import Hybrid, interpolate, reciprocal_rank
 
 SPARSE = [("a", 10.0), ("b", 8.0), ("c", 6.0)]
 DENSE = [("b", 0.9), ("d", 0.7), ("a", 0.5)]
@@ -86,10 +86,10 @@ def test_cli_hybrid_on_the_sample(sample_index: Path, sample_dense: Path, tmp_pa
 
 def test_a_pipeline_over_hybrid_candidates(sample_index: Path, sample_dense: Path, minilm_path: Path):
     """``Pipeline`` takes the Hybrid stage as its first stage (passages from the Lucene index), any Ranker after it."""
-    from pipeline.biencoder import BiEncoder
-    from pipeline.dense import DenseRetriever
-    from pipeline.rerank import Pipeline
-    from pipeline.retrieve import BM25
+    from pipeline.rerank.stage import Pipeline
+    from pipeline.retrieval.biencoder import BiEncoder
+    from pipeline.retrieval.bm25 import BM25
+    from pipeline.retrieval.dense import DenseRetriever
 
     dense = DenseRetriever(sample_dense, BiEncoder(minilm_path, device="cpu"))
     pipeline = Pipeline(Hybrid(BM25.msmarco(sample_index), dense, fusion="rrf"), dense, depth=20, k=50)

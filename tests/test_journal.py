@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.journal import Journal, identity, journal_path, open_journal
+from pipeline.runtime.journal import Journal, identity, journal_path, open_journal
 
 
 def test_records_come_back_in_order_and_a_torn_last_line_is_cut_off(tmp_path):

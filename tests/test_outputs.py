@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.outputs import claim_output, lock_path
+from pipeline.runtime.outputs import claim_output, lock_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def test_failure_removes_the_folders_it_made_and_stale_temporaries_are_swept(fil
 
 def test_a_second_writer_fails_at_once_naming_the_first(files: Path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pipeline.outputs import claim_output\n"
+        [sys.executable, "-c", "import sys, time\nfrom pipeline.runtime.outputs import claim_output\n"
          f"with claim_output({str(files / 'run.trec')!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -103,11 +103,12 @@ def test_a_second_writer_fails_at_once_naming_the_first(files: Path):
 def test_building_waits_for_the_process_building_the_same_file(tmp_path: Path):
     """The processes of a torchrun job that all open an unbuilt cache: the second waits for the first, then finds
     the file built; no lock file is left."""
-    from pipeline.outputs import building
+    from pipeline.runtime.outputs import building
 
     cache = tmp_path / "cache" / "x.npz"
     builder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom pipeline.outputs import building\n"
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from pipeline.runtime.outputs import building\n"
          f"with building({str(cache)!r}):\n    print('building', flush=True)\n    time.sleep(1.5)\n"
          f"    Path({str(cache)!r}).write_text('built')\n"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

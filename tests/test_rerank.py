@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cross_encoder import CrossEncoder
-from pipeline.devices import resolve_device, resolve_dtype
-from pipeline.engine import PairChunk, ScoringEngine
 from pipeline.errors import InputError
-from pipeline.ranker import Ranker
-from pipeline.rerank import Pipeline, Reranker, rerank_run
-from pipeline.runs import Run
-from pipeline.timing import StageTiming, timing_path, write_timings
+from pipeline.eval.timing import StageTiming, timing_path, write_timings
+from pipeline.io.runs import Run
+from pipeline.rerank.cross_encoder import CrossEncoder
+from pipeline.rerank.engine import PairChunk, ScoringEngine
+from pipeline.rerank.ranker import Ranker
+from pipeline.rerank.stage import Pipeline, Reranker, rerank_run
+from pipeline.runtime.devices import resolve_device, resolve_dtype
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_other_heads_are_refused(tmp_path, tiny_bert):
 
 def test_encoder_without_head_loads_as_one_logit_ranker(tmp_path, tiny_bert, caplog):
     path = tiny_bert(tmp_path / "bare", labels=None)
-    with caplog.at_level(logging.WARNING, logger="pipeline.cross_encoder"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.rerank.cross_encoder"):
         bare = CrossEncoder(path, device="cpu")
     assert bare.num_labels == 1 and bare.new_head
     assert "newly initialised" in caplog.text

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.runs import Run
+from pipeline.io.runs import Run
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_rerank_cli_skip_missing_counts(files, tmp_path):
 def judged_candidates(subset_dir: Path, queries: int = 3, per_query: int = 30) -> tuple[Run, dict, dict]:
     """A TREC-like candidate list for a few DL20 queries: judged passages present in the collection plus
     random others, shuffled, with BM25-like decreasing scores."""
-    from pipeline.data import DocStore, read_qrels, read_topics
+    from pipeline.io.data import DocStore, read_qrels, read_topics
 
     qrels = read_qrels(subset_dir / "qrels.dl20.tsv")
     topics = read_topics(subset_dir / "queries.dl20.tsv")
@@ -112,10 +112,10 @@ def judged_candidates(subset_dir: Path, queries: int = 3, per_query: int = 30) -
 
 @pytest.mark.slow
 def test_minilm_loads_as_one_logit_ranker_and_reranks_subset_candidates(subset_dir, minilm_path, tmp_path):
-    from pipeline.cross_encoder import CrossEncoder
-    from pipeline.data import DocStore
-    from pipeline.engine import ScoringEngine
-    from pipeline.rerank import rerank_run
+    from pipeline.io.data import DocStore
+    from pipeline.rerank.cross_encoder import CrossEncoder
+    from pipeline.rerank.engine import ScoringEngine
+    from pipeline.rerank.stage import rerank_run
 
     run, topics, _ = judged_candidates(subset_dir)
     store = DocStore(subset_dir / "collection.tsv")
@@ -148,10 +148,10 @@ def test_minilm_cli_on_subset(subset_dir, minilm_path, tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_bm25_then_minilm_on_subset(subset_dir, subset_index, minilm_path):
-    from pipeline.cross_encoder import CrossEncoder
-    from pipeline.data import read_topics
-    from pipeline.rerank import Pipeline
-    from pipeline.retrieve import BM25
+    from pipeline.io.data import read_topics
+    from pipeline.rerank.cross_encoder import CrossEncoder
+    from pipeline.rerank.stage import Pipeline
+    from pipeline.retrieval.bm25 import BM25
 
     topics = dict(list(read_topics(subset_dir / "queries.dl20.tsv").items())[:2])
     bm25 = BM25(subset_index)

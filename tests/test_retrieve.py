@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.data import read_qrels, read_topics
 from pipeline.errors import InputError
-from pipeline.evaluate import evaluate
-from pipeline.retrieve import BM25, IndexDocStore, build_index
-from pipeline.runs import Run
+from pipeline.eval.evaluate import evaluate
+from pipeline.io.data import read_qrels, read_topics
+from pipeline.io.runs import Run
+from pipeline.retrieval.bm25 import BM25, IndexDocStore, build_index
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +108,7 @@ def test_cli_help_is_complete():
 
 def test_prebuilt_index_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
     """Offline, Pyserini prints and returns None; we raise one clear error instead."""
-    from pipeline.java import import_pyserini
+    from pipeline.runtime.java import import_pyserini
 
     lucene = import_pyserini()
     monkeypatch.setattr(lucene.LuceneSearcher, "from_prebuilt_index", classmethod(lambda cls, name: None))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.runs import Run
+from pipeline.io.runs import Run
 
 
 def test_from_scores_sorts_descending_and_keeps_ties_in_input_order():
@@ -81,7 +81,7 @@ def test_top_and_subset():
 
 @pytest.mark.parametrize("fmt", ["trec", "msmarco"])
 def test_a_run_scanned_in_byte_ranges_gives_the_spans_of_the_whole_file(tmp_path: Path, fmt: str):
-    from pipeline.runs import iter_run_rows, join_spans, query_spans
+    from pipeline.io.runs import iter_run_rows, join_spans, query_spans
 
     run = Run.from_scores({q: [(f"d{q}{i}", float(-i)) for i in range(n)] for q, n in (("7", 3), ("10", 1),
                                                                                         ("2", 4), ("31", 2))})

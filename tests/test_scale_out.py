@@ -147,7 +147,7 @@ def test_a_stopped_or_killed_rerank_resumes_to_the_same_bytes(tmp_path, tiny_ber
 def test_an_interrupted_score_resumes_to_the_same_bytes(tmp_path, tiny_bert, tiny_data, monkeypatch, capsys):
     """Ctrl-C while the third chunk is journaled (token cache on): exit 130, one line, the journal kept and no
     output; --resume writes the bytes of an uninterrupted run."""
-    from pipeline.journal import Journal
+    from pipeline.runtime.journal import Journal
 
     data = tiny_data(tmp_path / "data", queries=6, per_query=10)
     model = tiny_bert(tmp_path / "model")

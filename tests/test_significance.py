@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.significance import compare, paired_t_test, randomisation_test
+from pipeline.eval.significance import compare, paired_t_test, randomisation_test
 
 A = np.array([0.50, 0.20, 0.90, 0.40, 0.70, 0.10, 0.30])
 B = np.array([0.30, 0.25, 0.60, 0.40, 0.50, 0.20, 0.10])

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.speedups import MAX_SPREAD, median_interval, speedup
+from pipeline.eval.speedups import MAX_SPREAD, median_interval, speedup
 
 
 def test_median_interval_uses_binomial_order_statistics():

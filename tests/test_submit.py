@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.data import read_qrels
 from pipeline.errors import InputError
-from pipeline.evaluate import evaluate
-from pipeline.runs import Run
-from pipeline.submit import load_metadata, placeholder_fields, validate_run, write_submission
+from pipeline.eval.evaluate import evaluate
+from pipeline.io.data import read_qrels
+from pipeline.io.runs import Run
+from pipeline.io.submit import load_metadata, placeholder_fields, validate_run, write_submission
 
 TOPICS = {"1": "first query", "2": "second query", "3": "third query"}
 

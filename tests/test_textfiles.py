@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.textfiles import iter_lines, read_text
+from pipeline.io.textfiles import iter_lines, read_text
 
 
 def test_bom_dropped_and_crlf_handled_lone_cr_kept(tmp_path: Path):

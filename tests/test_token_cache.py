@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import DocStore
 from pipeline.errors import InputError
-from pipeline.token_cache import MAX_TOKENS, TokenCache
+from pipeline.io.data import DocStore
+from pipeline.rerank.token_cache import MAX_TOKENS, TokenCache
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_a_corrupt_cache_is_an_input_error(tmp_path, texts, minilm_tokenizer, da
 @pytest.fixture(scope="module")
 def reranking(tmp_path_factory, tiny_bert, texts) -> dict:
     """A tiny model, a collection (one blank passage), topics and a first-stage run over it."""
-    from pipeline.runs import Run
+    from pipeline.io.runs import Run
 
     root = tmp_path_factory.mktemp("cached")
     passages = texts(30, seed=7, low=3, high=90)
@@ -147,9 +147,9 @@ def reranking(tmp_path_factory, tiny_bert, texts) -> dict:
 
 
 def test_reranking_from_the_cache_gives_the_same_scores(reranking):
-    from pipeline.cross_encoder import CrossEncoder
-    from pipeline.data import read_topics
-    from pipeline.rerank import Reranker
+    from pipeline.io.data import read_topics
+    from pipeline.rerank.cross_encoder import CrossEncoder
+    from pipeline.rerank.stage import Reranker
 
     encoder = CrossEncoder(reranking["model"], device="cpu")
     store, topics, run = DocStore(reranking["collection"]), read_topics(reranking["topics"]), reranking["run"]

@@ -45,8 +45,8 @@ def test_bootstrapped_teacher(teacher):
     header = (teacher / "bootstrap" / "biencoder.scores").read_text().splitlines()[0]
     assert '"depth": 8' in header and '"pairs": 48' in header
     assert (teacher / "model.safetensors").is_file() and not (teacher / "checkpoint").exists()
-    from pipeline.cross_encoder import CrossEncoder
-    from pipeline.engine import ScoringEngine
+    from pipeline.rerank.cross_encoder import CrossEncoder
+    from pipeline.rerank.engine import ScoringEngine
 
     encoder = CrossEncoder(teacher, device="cpu")
     assert encoder.max_length == 48  # the saved setting of the training

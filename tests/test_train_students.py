@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from pipeline.cross_encoder import CrossEncoder
-from pipeline.data import DocStore, read_qrels, read_topics
-from pipeline.engine import ScoringEngine
 from pipeline.errors import InputError
-from pipeline.heads import HEAD_KEY, MeanPoolBertForSequenceClassification, mean_of_tokens, with_head
-from pipeline.runs import Run
+from pipeline.io.data import DocStore, read_qrels, read_topics
+from pipeline.io.runs import Run
+from pipeline.rerank.cross_encoder import CrossEncoder
+from pipeline.rerank.engine import ScoringEngine
+from pipeline.rerank.heads import HEAD_KEY, MeanPoolBertForSequenceClassification, mean_of_tokens, with_head
 from pipeline.train.curves import eval_points, plot_curves
 from pipeline.train.groups import LabeledGroups, ScoredGroups, random_passages
 from pipeline.train.heldout import HeldOut

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.data import DocStore, read_qrels, read_topics
 from pipeline.errors import InputError
+from pipeline.io.data import DocStore, read_qrels, read_topics
 from pipeline.train.groups import LabeledGroups
 from pipeline.train.options import TrainConfig
 from pipeline.train.recipes import load_encoder

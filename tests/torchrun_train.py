@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.data import DocStore, read_qrels, read_topics
+from pipeline.io.data import DocStore, read_qrels, read_topics
 from pipeline.train.groups import LabeledGroups
 from pipeline.train.recipes import load_encoder
 from pipeline.train.tasks import RankerTask

@@ -22,11 +22,11 @@ import os
 import sys
 from collections.abc import Iterator
 
-from .. import distributed, progress
 from ..errors import InputError
-from ..interrupts import exit_code, signals_raise
+from ..runtime import distributed, progress
+from ..runtime.interrupts import exit_code, signals_raise
 
-COMMAND_MODULES = ("first_stage", "dense", "submission", "token_cache", "rerank", "train", "compare")
+COMMAND_MODULES = ("retrieve", "encode", "submission", "tokenize", "rerank", "train", "compare")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from ..outputs import claim_output
+from ..runtime.outputs import claim_output
 
 EXAMPLE_COMPARE = "distilrank compare --config configs/msmarco-subset.toml"
 
@@ -13,7 +13,7 @@ class _ListKeys(argparse.Action):
     """``--keys``: print every config key with its default and help, then exit (like ``--version``)."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from ..config import describe_keys
+        from ..experiment.config import describe_keys
 
         print(describe_keys())
         parser.exit()
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _show(comparison) -> None:
-    from ..report import REPORT_FILES, terminal_table
+    from ..experiment.report import REPORT_FILES, terminal_table
 
     print()
     print(terminal_table(comparison))
@@ -59,8 +59,8 @@ def _show(comparison) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..compare import compare, written_files
-    from ..config import load_config
+    from ..experiment.compare import compare, written_files
+    from ..experiment.config import load_config
 
     config = load_config(args.config, args.output)
     with claim_output(config.output, config.input_paths(), folder=True, also=written_files(config)):
@@ -69,7 +69,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..experiment.demo import run_demo
 
     with contextlib.ExitStack() as claims:
         for folder in (args.output, args.models):

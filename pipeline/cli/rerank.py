@@ -5,11 +5,11 @@ import argparse
 import math
 import sys
 
-from ..atomic import is_stdout
-from ..config import MAX_LENGTH, RERANK_DEPTH
-from ..devices import PRECISIONS
+from ..defaults import MAX_LENGTH, RERANK_DEPTH
 from ..errors import InputError
-from ..outputs import claim_output, named_inputs
+from ..runtime.atomic import is_stdout
+from ..runtime.devices import PRECISIONS
+from ..runtime.outputs import claim_output, named_inputs
 
 EXAMPLE = ("distilrank rerank --run runs/dl20.bm25.trec --topics queries.dl20.tsv --collection collection.tsv "
            "--model models/teacher --depth 100 --output runs/dl20.teacher.trec")
@@ -60,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def speed_options(p: argparse.ArgumentParser) -> None:
     """The options of how a ranker runs, shared by the commands that score (rerank, score)."""
-    from ..attention import ATTENTION
-    from ..devices import COMPILE_MODES
+    from ..rerank.attention import ATTENTION
+    from ..runtime.devices import COMPILE_MODES
 
     p.add_argument("--no-token-cache", action="store_true",
                    help="tokenize passage text while scoring instead of reading token ids from the token cache "
@@ -87,11 +87,11 @@ def open_token_cache(args: argparse.Namespace, encoder, docstore):
 def _rerank(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..cross_encoder import CrossEncoder
-    from ..data import DocStore, read_topics
-    from ..rerank import Reranker, check_inputs, rerank_file
-    from ..runs import Run
-    from ..timing import timing_path
+    from ..eval.timing import timing_path
+    from ..io.data import DocStore, read_topics
+    from ..io.runs import Run
+    from ..rerank.cross_encoder import CrossEncoder
+    from ..rerank.stage import Reranker, check_inputs, rerank_file
 
     if args.depth < 1:
         raise InputError("--depth must be at least 1")
@@ -108,7 +108,7 @@ def _rerank(args: argparse.Namespace) -> int:
         if args.collection:
             docstore = DocStore(args.collection)
         else:
-            from ..retrieve import IndexDocStore
+            from ..retrieval.bm25 import IndexDocStore
 
             docstore = IndexDocStore.open(args.index)
         missing = check_inputs(run, topics, docstore, args.depth, args.skip_missing,  # before the model loads

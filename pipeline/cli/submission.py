@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..outputs import claim_output
+from ..runtime.outputs import claim_output
 
 EXAMPLE_SUBMIT = "distilrank submit --run runs/dev/student.trec --out submissions/20261126-myteam --metadata meta.json"
 EXAMPLE_VALIDATE = ("distilrank validate --run submissions/20261126-myteam/dev.txt.bz2 --topics queries.dev.small.tsv "
@@ -39,8 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from ..runs import Run
-    from ..submit import is_inline, load_metadata, placeholder_fields, submission_paths, validate_run, write_submission
+    from ..io.runs import Run
+    from ..io.submit import (
+        is_inline,
+        load_metadata,
+        placeholder_fields,
+        submission_paths,
+        validate_run,
+        write_submission,
+    )
 
     metadata = load_metadata(args.metadata)  # bad metadata fails before anything is written
     inputs = {"--run": args.run, "--metadata": None if is_inline(args.metadata) else args.metadata}
@@ -56,8 +63,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ..data import read_qrels, read_topics
-    from ..submit import validate_run
+    from ..io.data import read_qrels, read_topics
+    from ..io.submit import validate_run
 
     topics = read_topics(args.topics) if args.topics else None
     qrels = read_qrels(args.qrels) if args.qrels else None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import MAX_LENGTH, RERANK_DEPTH
-from ..devices import PRECISIONS
+from ..defaults import MAX_LENGTH, RERANK_DEPTH
 from ..errors import InputError
-from ..heads import HEADS
-from ..outputs import claim_output, named_inputs
+from ..rerank.heads import HEADS
+from ..runtime.devices import PRECISIONS
+from ..runtime.outputs import claim_output, named_inputs
 from ..train import PROCEDURES
 from ..train.options import (
     BOOTSTRAP_TRAINING,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ..runtime.atomic import atomic_write
 
 
 def eval_points(log: str | Path, measure: str = "nDCG@10") -> list[tuple[int, int, float]]:

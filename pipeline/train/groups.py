@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..runs import iter_run_rows, rank_rows
+from ..io.runs import iter_run_rows, rank_rows
 from .options import GROUP_SIZE, NEGATIVES, NEGATIVES_DEPTH, SEED
 
 #: A ranked candidate list: (docid, score) best first.

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from ..cross_encoder import CrossEncoder
-from ..data import read_qids, read_qrels, read_topics
-from ..engine import ScoringEngine
 from ..errors import InputError
-from ..evaluate import default_measures, evaluate
-from ..runs import Run
+from ..eval.evaluate import default_measures, evaluate
+from ..io.data import read_qids, read_qrels, read_topics
+from ..io.runs import Run
+from ..rerank.cross_encoder import CrossEncoder
+from ..rerank.engine import ScoringEngine
 
 
 class HeldOut:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..cross_encoder import CrossEncoder
 from ..errors import InputError
+from ..rerank.cross_encoder import CrossEncoder
 from .groups import Group, GroupStats, iter_run_lists, query_rng, shuffled
 from .losses import attention_loss, hidden_state_loss
 from .options import SEED

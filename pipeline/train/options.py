@@ -5,7 +5,7 @@
 and the command line share. Plain dataclasses without torch, so the CLI reads its defaults here cheaply.
 
 Depths of training, each named for what it means (the rerank depth and the first-stage hits are
-``pipeline.config.RERANK_DEPTH`` and ``pipeline.retrieve.DEFAULT_HITS``):
+``pipeline.defaults.RERANK_DEPTH`` and ``pipeline.defaults.DEFAULT_HITS``):
 ``NEGATIVES_DEPTH``, the run's top-K hard negatives are drawn from; ``SCORE_DEPTH``, the candidates per query a
 teacher scores for distillation (LM-distillation pairs are drawn from the same top-K).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..config import MAX_LENGTH
+from ..defaults import MAX_LENGTH
 
 #: Hard negatives per LCE group (1 positive + NEGATIVES), drawn from the run's top-NEGATIVES_DEPTH.
 NEGATIVES = 7

@@ -23,19 +23,20 @@ from pathlib import Path
 
 import torch
 
-from .. import distributed, runs
-from ..atomic import atomic_write, is_stdout
-from ..config import MAX_LENGTH
-from ..cross_encoder import CrossEncoder
-from ..data import DocStore, read_qids, read_qrels, read_topics
-from ..devices import resolve_device
-from ..engine import ChunkResult, PairChunk, ScoringEngine
+from ..defaults import MAX_LENGTH
 from ..errors import InputError
-from ..heads import with_head
-from ..journal import Journal, identity, open_journal, source_identity
-from ..textfiles import read_text
-from ..timing import StageTiming, combine_ranks, sync, timing_path, write_timings
-from ..token_cache import TokenCache
+from ..eval.timing import StageTiming, combine_ranks, sync, timing_path, write_timings
+from ..io import runs
+from ..io.data import DocStore, read_qids, read_qrels, read_topics
+from ..io.textfiles import read_text
+from ..rerank.cross_encoder import CrossEncoder
+from ..rerank.engine import ChunkResult, PairChunk, ScoringEngine
+from ..rerank.heads import with_head
+from ..rerank.token_cache import TokenCache
+from ..runtime import distributed
+from ..runtime.atomic import atomic_write, is_stdout
+from ..runtime.devices import resolve_device
+from ..runtime.journal import Journal, identity, open_journal, source_identity
 from . import PROCEDURES
 from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists, random_passages
 from .heldout import HeldOut
@@ -345,7 +346,7 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
 
 def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int, device: str) -> ScoreFile:
     """Score the run's top-``depth`` with the zero-shot bi-encoder into ``path`` (reused when it matches)."""
-    from ..biencoder import BiEncoder
+    from ..retrieval.biencoder import BiEncoder
 
     if path.is_file():
         existing = ScoreFile(path)

@@ -24,9 +24,9 @@ import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ..atomic import atomic_write, scratch_dir
 from ..errors import InputError
-from ..textfiles import iter_lines
+from ..io.textfiles import iter_lines
+from ..runtime.atomic import atomic_write, scratch_dir
 from .groups import Ranking, iter_run_lists
 
 MAGIC = "# distilrank-scores "

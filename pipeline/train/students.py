@@ -12,7 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
 from ..errors import InputError
-from ..heads import ranker_class
+from ..rerank.heads import ranker_class
 
 
 def evenly_spaced_layers(num_teacher: int, num_student: int) -> list[int]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..cross_encoder import CrossEncoder
 from ..errors import InputError
-from ..token_cache import TokenCache
+from ..rerank.cross_encoder import CrossEncoder
+from ..rerank.token_cache import TokenCache
 from .groups import Group, shuffled
 from .losses import lce_loss, listwise_kl_loss, margin_mse_loss, pointwise_mse_loss, soft_label_ce_loss
 from .options import SEED

@@ -35,10 +35,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .. import distributed
-from ..devices import is_int8, resolve_device, resolve_dtype
 from ..errors import InputError
-from ..progress import bar as progress_bar
+from ..runtime import distributed
+from ..runtime.devices import is_int8, resolve_device, resolve_dtype
+from ..runtime.progress import bar as progress_bar
 from .options import TrainConfig
 
 CHECKPOINT = "checkpoint"

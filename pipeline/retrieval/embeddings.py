@@ -1,0 +1,232 @@
+"""Passage embeddings on disk: encoded once (resumable), stored fp16 and memory-mapped, with what made them.
+
+A dense index folder (``distilrank encode --output indexes/NAME``) holds:
+
+- ``embeddings.f16``: ``count x dim`` float16, L2-normalised; row ``i`` is the passage ``docids[i]``;
+- ``docids.npy``: the passage ids in row order (the collection's ids sorted, as ``DocStore`` keeps them;
+  int64 when every id is a plain integer);
+- ``meta.json``: the encoder (name, fingerprint, max_length), the collection (path, fingerprint, passages),
+  dim, whether encoding is complete, the encode time, and the faiss indexes built beside (``faiss.KIND``);
+- ``progress.json`` while encoding: the rows done. Rows are encoded in blocks; after each block the memory
+  map is flushed to disk, then the progress is written atomically, so a killed encode resumes at the last
+  finished block and never trusts rows that were not flushed.
+
+An existing folder made with another encoder (fingerprint of its files) or another collection (fingerprint
+of its bytes) is refused with an ``InputError``: an index is only ever searched with its own encoder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.data import DocStore, key_positions
+from ..runtime.atomic import atomic_write
+from ..runtime.progress import bar as progress_bar
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS, DOCIDS, META, PROGRESS = "embeddings.f16", "docids.npy", "meta.json", "progress.json"
+#: Passages encoded between two checkpoints (what a kill can cost), per device type.
+CPU_BLOCK, GPU_BLOCK = 1024, 16384
+
+
+class Encoder(Protocol):
+    """What encoding and dense search need of a bi-encoder (``pipeline.biencoder.BiEncoder``)."""
+
+    name: str
+    source: Path
+    max_length: int
+    device: Any
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def embed(self, texts: list[str]) -> Any: ...  # a float32 torch tensor, one normalised row a text
+
+
+def collection_fingerprint(path: str | Path) -> str:
+    """A digest of the collection file's bytes (what the embeddings were computed from)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("collection file not found", path)
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_write(path) as out:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"unreadable ({type(exc).__name__}); re-encode into a new folder", path) from None
+
+
+@dataclass
+class DenseIndex:
+    """An encoded collection (see the module docstring): its metadata, ids and memory-mapped embeddings."""
+
+    path: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, path: str | Path, complete: bool = True) -> DenseIndex:
+        """Open ``path``; with ``complete``, an encode that has not finished is an ``InputError``."""
+        path = Path(path)
+        if not (path / META).is_file():
+            raise InputError("no dense index in this folder (make one with 'distilrank encode')", path)
+        index = cls(path, _read_json(path / META))
+        if complete and not index.complete:
+            raise InputError(f"encoding is not finished ({index.progress()[0]} of {index.count} passages); "
+                             "rerun the same 'distilrank encode' to resume it", path)
+        return index
+
+    @property
+    def count(self) -> int:
+        return int(self.meta["collection"]["passages"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete"))
+
+    def progress(self) -> tuple[int, float]:
+        """Rows encoded and flushed (all of them once complete), and the seconds spent encoding them."""
+        if self.complete:
+            return self.count, float(self.meta["encode_seconds"])
+        progress = self.path / PROGRESS
+        if not progress.is_file():
+            return 0, 0.0
+        recorded = _read_json(progress)
+        return int(recorded["done"]), float(recorded["encode_seconds"])
+
+    @property
+    def collection(self) -> Path:
+        """The collection the passages were read from (as recorded; it may have moved since)."""
+        return Path(self.meta["collection"]["path"])
+
+    @cached_property
+    def docids(self) -> np.ndarray:
+        """Passage ids in row order (int64 or str)."""
+        return np.load(self.path / DOCIDS, allow_pickle=False)
+
+    def embeddings(self, mode: str = "r") -> np.memmap:
+        """The ``count x dim`` float16 embeddings, memory-mapped."""
+        return np.memmap(self.path / EMBEDDINGS, dtype=np.float16, mode=mode, shape=(self.count, self.dim))
+
+    def docid(self, row: int) -> str:
+        return str(self.docids[row])
+
+    def rows(self, docids: list[str]) -> np.ndarray:
+        """The rows of ``docids``; -1 where the index lacks one."""
+        return key_positions(self.docids, docids)
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        """The index was encoded with this encoder (same files, same max_length), or an ``InputError``."""
+        recorded = self.meta["encoder"]
+        if recorded["fingerprint"] != encoder.fingerprint:
+            raise InputError(f"encoded with {recorded['name']!r} (max_length {recorded['max_length']}), not with "
+                             f"{encoder.name!r} from {encoder.source} (max_length {encoder.max_length}); "
+                             "search it with its own encoder or encode the collection again", self.path)
+
+    def check_collection(self, collection: str | Path) -> None:
+        """The index was encoded from this collection (same bytes), or an ``InputError``."""
+        if collection_fingerprint(collection) != self.meta["collection"]["fingerprint"]:
+            raise InputError(f"encoded from another collection ({self.meta['collection']['path']}, "
+                             f"{self.count} passages), not from {collection}", self.path)
+
+    def record_faiss(self, kind: str, params: dict) -> None:
+        """Note a faiss index built beside the embeddings (``meta.json``'s ``faiss``)."""
+        self.meta.setdefault("faiss", {})[kind] = params
+        _write_json(self.path / META, self.meta)
+
+
+def _start(encoder: Encoder, store: DocStore, collection: Path, fingerprint: str, output: Path) -> DenseIndex:
+    """A new folder: ids, a preallocated embeddings file, and the metadata (not complete)."""
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output / DOCIDS, "wb") as out:
+        np.save(out, store.keys, allow_pickle=False)
+    np.memmap(output / EMBEDDINGS, dtype=np.float16, mode="w+", shape=(len(store), encoder.dim)).flush()
+    meta = {
+        "format": 1,
+        "encoder": {"name": encoder.name, "source": str(Path(encoder.source).resolve()),
+                    "fingerprint": encoder.fingerprint, "max_length": encoder.max_length},
+        "collection": {"path": str(collection.resolve()), "fingerprint": fingerprint, "passages": len(store)},
+        "dim": encoder.dim, "dtype": "float16", "normalized": True, "complete": False, "encode_seconds": 0.0,
+    }
+    _write_json(output / META, meta)
+    return DenseIndex(output, meta)
+
+
+def encode_collection(encoder: Encoder, collection: str | Path, output: str | Path, block: int | None = None,
+                      progress: bool | None = None) -> DenseIndex:
+    """Embed every passage of ``collection`` (TSV or JSONL file) into the dense index folder ``output``.
+
+    Resumes a folder left by a killed encode of the same encoder and collection; a finished one is returned
+    as it is; a folder made with another encoder or collection is an ``InputError``.
+    """
+    collection, output = Path(collection), Path(output)
+    with DocStore(collection) as store:  # validates the collection (ids, duplicates) before any work
+        fingerprint = collection_fingerprint(collection)
+        if (output / META).is_file():
+            index = DenseIndex.open(output, complete=False)
+            index.check_encoder(encoder)
+            if index.meta["collection"]["fingerprint"] != fingerprint:
+                raise InputError(f"this folder holds the embeddings of another collection "
+                                 f"({index.meta['collection']['path']}); choose a new --output", output)
+        elif output.exists() and any(output.iterdir()):
+            raise InputError("output folder exists and is not a dense index; choose a new --output", output)
+        else:
+            index = _start(encoder, store, collection, fingerprint, output)
+        if index.complete:
+            log.info("%s: already encoded (%d passages)", output, index.count)
+            return index
+        _encode_rows(encoder, store, index, int(block or (GPU_BLOCK if encoder.device.type == "cuda" else CPU_BLOCK)),
+                     progress)
+    return index
+
+
+def _encode_rows(encoder: Encoder, store: DocStore, index: DenseIndex, block: int, progress: bool | None) -> None:
+    """Encode the rows not done yet, a block at a time (flush, then checkpoint); mark the index complete."""
+    done, seconds = index.progress()
+    if done:
+        log.info("%s: resuming at passage %d of %d", index.path, done, index.count)
+    matrix = index.embeddings("r+")
+    with progress_bar(total=index.count, initial=done, desc="encode", unit=" passages", enabled=progress,
+                      mininterval=1) as bar:
+        while done < index.count:
+            start = time.perf_counter()
+            end = min(done + block, index.count)
+            texts = store.get_many([str(k) for k in store.keys[done:end]])
+            matrix[done:end] = encoder.embed(texts).cpu().numpy().astype(np.float16)
+            matrix.flush()
+            seconds += time.perf_counter() - start
+            _write_json(index.path / PROGRESS, {"done": end, "encode_seconds": seconds})
+            bar.update(end - done)
+            done = end
+    del matrix
+    log.info("%s: %d passages encoded in %.1f s (%.1f passages/s)", index.path, index.count, seconds,
+             index.count / max(seconds, 1e-9))
+    index.meta.update(complete=True, encode_seconds=seconds)
+    _write_json(index.path / META, index.meta)
+    os.unlink(index.path / PROGRESS)

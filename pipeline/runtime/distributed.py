@@ -1,0 +1,220 @@
+"""One command on many processes (``torchrun``): the rules, written once.
+
+- **Who**: rank, world size and local rank come from the variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
+  ``LOCAL_RANK``); without them a process is rank 0 of 1 and every function here is a no-op, so nothing changes
+  outside ``torchrun``.
+- **Device** (``local_device``): under ``torchrun``, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK`` where CUDA
+  exists; ``auto`` means CPU otherwise. ``cuda:N`` is refused in a run of several processes (they would share
+  one GPU). ``devices.resolve_device`` applies this rule, so every model of the package follows it.
+- **Process group** (``start``): made on first need; gloo carries CPU tensors, NCCL CUDA tensors where the
+  device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``) only move small CPU objects. torch is
+  imported only there, so the command line reads the context cheaply.
+- **Split** (``balanced_ranges``): units of work (chunks of whole queries) are cut into one contiguous range per
+  rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
+  joining the ranks' parts in rank order gives the single-process output.
+- **Output** (``write_output``): each rank writes its part atomically beside the output (``part_path``); after a
+  barrier rank 0 joins the parts into the final file (atomically) and removes them. A single process with the
+  default join (concatenation) writes the output itself: its one part would be the output, copied.
+"""
+from __future__ import annotations
+
+import atexit
+import bisect
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .atomic import atomic_write
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: How long a rank waits for the others at a collective: ranks finish their shares at different times, and rank
+#: 0 joins the parts while the others wait. A dead rank is noticed by torchrun, which stops the group.
+TIMEOUT = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the run: rank ``rank`` of ``world_size`` (``local_rank`` on its machine)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    launched: bool = False  # started by torchrun (even a run of one process)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether there is more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that logs, saves and joins the parts."""
+        return self.rank == 0
+
+
+def _env_int(name: str) -> int:
+    value = os.environ[name]
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+
+
+def context() -> Context:
+    """The process's ``Context`` from torchrun's environment (rank 0 of 1 without it)."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return Context()
+    rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
+    local = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else rank
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"RANK={rank} WORLD_SIZE={world}: not a valid place in a run")
+    return Context(rank, world, local, launched=True)
+
+
+def local_device(name: str, ctx: Context | None = None) -> str:
+    """The device name ``name`` (already normalised: ``auto``, ``cpu``, ``cuda``, ``cuda:N``) means for this
+    process (see the module docstring); outside torchrun, ``name`` itself."""
+    ctx = ctx or context()
+    if not ctx.launched or name == "cpu":
+        return name
+    import torch
+    if name.startswith("cuda:") and ctx.distributed:
+        raise InputError(f"--device {name} in a run of {ctx.world_size} processes: each process takes "
+                         "cuda:LOCAL_RANK; use --device cuda (or auto)")
+    if name in ("auto", "cuda"):
+        if not torch.cuda.is_available():
+            return "cpu" if name == "auto" else name  # plain 'cuda' without CUDA: refused by the caller
+        if ctx.local_rank >= torch.cuda.device_count():
+            raise InputError(f"local rank {ctx.local_rank} but {torch.cuda.device_count()} GPUs on this machine: "
+                             "start at most one process per GPU (--nproc-per-node)")
+        return f"cuda:{ctx.local_rank}"
+    return name
+
+
+def start(device: str | torch.device | None = None, ctx: Context | None = None) -> Context:
+    """Join the process group (once) when there are several processes; returns the context. ``device``: where
+    this process computes (default: ``local_device('auto')``); a GPU adds NCCL for CUDA tensors."""
+    import torch
+
+    ctx = ctx or context()
+    if not ctx.distributed or torch.distributed.is_initialized():
+        return ctx
+    device = torch.device(device if device is not None else local_device("auto", ctx))
+    backend = "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        backend = "cpu:gloo,cuda:nccl"
+    torch.distributed.init_process_group(backend=backend, timeout=TIMEOUT)
+    atexit.register(stop)
+    log.info("rank %d of %d joined the process group (%s, device %s)", ctx.rank, ctx.world_size, backend, device)
+    return ctx
+
+
+def stop() -> None:
+    """Leave the process group (registered to run at exit by ``start``)."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def barrier(ctx: Context | None = None) -> None:
+    """Wait until every rank gets here (an all-reduce of a CPU tensor: gloo, whatever the device)."""
+    ctx = start(ctx=ctx)
+    if ctx.distributed:
+        import torch
+
+        torch.distributed.all_reduce(torch.zeros(1))
+
+
+def all_sum(values: Sequence[float], ctx: Context | None = None) -> list[float]:
+    """The element-wise sum of ``values`` over the ranks (float64, on CPU)."""
+    ctx = start(ctx=ctx)
+    if not ctx.distributed:
+        return [float(v) for v in values]
+    import torch
+
+    tensor = torch.tensor(list(values), dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gather(obj: Any, ctx: Context | None = None) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    ctx = start(ctx=ctx)
+    if not ctx.distributed:
+        return [obj]
+    import torch
+
+    objects: list[Any] = [None] * ctx.world_size
+    torch.distributed.all_gather_object(objects, obj)
+    return objects
+
+
+def balanced_ranges(weights: Sequence[int], parts: int) -> list[range]:
+    """``parts`` contiguous ranges of unit indices covering ``weights`` in order, each range's total weight as
+    close to ``sum / parts`` as whole units allow (every cut at the prefix sum nearest its target); some ranges
+    are empty when there are fewer units than parts."""
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, got {parts}")
+    prefix = [0]
+    for weight in weights:
+        prefix.append(prefix[-1] + int(weight))
+    total, cuts = prefix[-1], [0]
+    for r in range(1, parts):
+        target = total * r / parts
+        at = bisect.bisect_left(prefix, target)
+        if at > 0 and (at == len(prefix) or target - prefix[at - 1] <= prefix[at] - target):
+            at -= 1  # the nearer of the two prefix sums around the target (ties: the earlier cut)
+        cuts.append(min(max(at, cuts[-1]), len(weights)))
+    cuts.append(len(weights))
+    return [range(cuts[i], cuts[i + 1]) for i in range(parts)]
+
+
+def part_path(output: str | Path, ctx: Context) -> Path:
+    """Where rank ``ctx.rank`` writes its part of ``output``: beside it, named for the rank and world size."""
+    output = Path(output)
+    return output.with_name(f"{output.name}.part{ctx.rank}-of-{ctx.world_size}")
+
+
+def concatenate(parts: Sequence[Path], output: Path) -> None:
+    """Join ``parts`` byte for byte, in order, into ``output`` by ``atomic_write`` (its rules: a link written
+    through, a replaced file's mode kept)."""
+    with atomic_write(output, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+def write_output(output: str | Path, write_part: Callable[[Path], Any],
+                 join: Callable[[Sequence[Path], Path], Any] = concatenate, ctx: Context | None = None) -> Path:
+    """Write ``output`` from every rank's share: ``write_part(path)`` writes this rank's part atomically, then rank
+    0 ``join``s the parts in rank order into ``output`` and removes them (a single process: one part, or with the
+    default join ``output`` itself, written by ``write_part``); every rank returns once the output exists."""
+    output, ctx = Path(output), ctx or context()
+    if not ctx.distributed and join is concatenate:
+        write_part(output)
+        return output
+    write_part(part_path(output, ctx))
+    barrier(ctx)
+    if ctx.is_main:
+        parts = [part_path(output, Context(r, ctx.world_size, launched=ctx.launched)) for r in range(ctx.world_size)]
+        try:
+            join(parts, output)
+        finally:
+            for part in parts:
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+    barrier(ctx)
+    return output
