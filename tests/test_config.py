@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.experiment.config import (
+    PRESET_DIR,
     Config,
     EvaluationSection,
     FirstStageSection,
@@ -59,22 +60,33 @@ model = "./student"
 """
 
 
-def test_presets_are_shipped_and_load():
-    assert {"demo", "msmarco-subset", "msmarco-dev"} <= set(available_presets())
+def test_presets_are_shipped_and_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    assert set(available_presets()) == {"demo", "msmarco-subset", "msmarco-subset-hybrid", "msmarco-dev"}
+    monkeypatch.chdir(tmp_path)  # a preset's paths are relative to the current folder, package: ones to the package
     demo = load_config("demo")
-    assert demo.source == ROOT / "configs" / "demo.toml"
-    assert demo.data.topics == str(SAMPLE / "queries.tsv")  # relative to the config file
-    assert demo.first_stage.index == ROOT / "indexes" / "demo-sample"
+    assert demo.source == PRESET_DIR / "demo.toml" and PRESET_DIR == ROOT / "pipeline" / "resources" / "configs"
+    assert demo.data.topics == str(SAMPLE / "queries.tsv")  # package:sample/queries.tsv
+    assert demo.first_stage.index == tmp_path / "indexes" / "demo-sample"
+    assert demo.teacher.model == str(tmp_path / "models" / "demo-teacher") and not demo.teacher.is_hub_name
     assert demo.rerank.depth == 30 and demo.first_stage.hits == 100
     assert demo.evaluation.significance_level == 0.05
     assert [s.name for s in demo.rerankers] == ["teacher-6L", "student-2L"]
-    assert load_config(ROOT / "configs" / "demo.toml") == demo
+    assert load_config(PRESET_DIR / "demo.toml") == demo  # the file itself: still a preset
     dev = load_config("msmarco-dev")
     assert dev.first_stage.prebuilt == "msmarco-v1-passage" and dev.rerank.depth == 1000
     assert dev.data.topics == "msmarco-passage-dev-subset"  # a named set stays a name
     assert dev.teacher.model == "castorini/monobert-large-msmarco" and dev.teacher.is_hub_name
+    monkeypatch.chdir(ROOT)  # the subset's presets name the project's files: run from the project root
     subset = load_config("msmarco-subset")
-    assert subset.data.qids is not None and subset.data.qids.name.endswith(".qids")
+    assert subset.data.qids == ROOT / "configs" / "dl20-heldout.qids" and subset.data.qids.is_file()
+    assert subset.data.collection == ROOT.parent / "shared" / "data" / "msmarco-subset" / "collection.tsv"
+    hybrid = load_config("msmarco-subset-hybrid")
+    assert hybrid.first_stage.dense == ROOT / "indexes" / "msmarco-subset.minilm" and hybrid.data == subset.data
+
+
+def test_package_paths_name_the_shipped_files_in_any_config(tmp_path: Path):
+    text = BASE.replace(f'"{SAMPLE / "queries.tsv"}"', '"package:sample/queries.tsv"')
+    assert load_config(_config(tmp_path, text)).data.topics == str(SAMPLE / "queries.tsv")
 
 
 def test_relative_paths_defaults_and_output(tmp_path: Path):
@@ -104,7 +116,7 @@ def test_a_config_can_start_from_a_preset(tmp_path: Path):
     path = _config(tmp_path, 'name = "mine"\npreset = "demo"\n[rerank]\ndepth = 10\n[[students]]\nmodel = "./s2"\n')
     config = load_config(path)
     assert config.name == "mine" and config.rerank.depth == 10 and config.first_stage.hits == 100
-    assert config.data.topics == str(SAMPLE / "queries.tsv")  # from the preset, relative to the preset's file
+    assert config.data.topics == str(SAMPLE / "queries.tsv")  # from the preset (a package: path)
     assert [s.name for s in config.students] == ["s2"] and config.students[0].model == str(tmp_path / "s2")
 
 
@@ -140,6 +152,7 @@ def test_bad_configs_are_refused(tmp_path: Path, change: str, message: str):
         ('index = "idx"', 'index = "idx"\nkind = "hybrid"', r"kind = \"hybrid\" needs 'dense'"),
         ('index = "idx"', 'index = "idx"\nkind = "hybrid"\ndense = "d"\nfusion = "max"', r"fusion must be one of"),
         ('index = "idx"', 'index = "idx"\nkind = "hybrid"\ndense = "d"\nfaiss = "lsh"', r"faiss must be one of"),
+        ('index = "idx"', 'index = "idx"\nalpha = 0.5', r"\[first_stage\] 'alpha' is now called 'fusion_weight'"),
         ('name = "small"', 'name = "teacher"', r"unique; repeated: \['teacher'\]"),
         ('name = "small"', 'name = "hybrid"', r"\[students\[0\]\] name 'hybrid' is a first stage's"),
         ('name = "small"', 'name = "bm25"', r"\[students\[0\]\] name 'bm25' is a first stage's"),
@@ -186,7 +199,7 @@ def test_sections_validate_themselves_when_built_in_code():
     with pytest.raises(InputError, match="needs exactly one of"):
         FirstStageSection()
     hybrid = FirstStageSection(kind="hybrid", index="idx", dense="d", fusion="rrf")
-    assert (hybrid.label, hybrid.rrf_k, hybrid.alpha) == ("Hybrid", 60, 1.0)
+    assert (hybrid.label, hybrid.rrf_k, hybrid.fusion_weight) == ("Hybrid", 60, 1.0)
     assert "fused by rrf (k=60)" in hybrid.description
     assert FirstStageSection(kind="dense", run="given.trec").description == "the run file `given.trec`"
     config = load_config("demo")

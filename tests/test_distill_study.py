@@ -1,7 +1,8 @@
 """The distillation study's phases on a tiny 6-layer BERT and generated data: every phase writes its row into the
 state, a second call skips what is finished, ``--budget`` stops between phases, the table is written, and the
-packed state (what a later GPU call needs) unpacks to the same rows."""
-import importlib.util
+packed state (what a later GPU call needs) unpacks to the same rows. The report's target lines follow the
+study's design data (``benchmarks/study/design.py``)."""
+import importlib
 import json
 import shutil
 import sys
@@ -10,18 +11,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("distill_study", ROOT / "benchmarks" / "distill_study.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["distill_study"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["distill_study"]
+    """``benchmarks/distill_study.py`` imported as a script sees its folder: ``common`` and ``study`` with it."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("distill_study")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        for name in [n for n in sys.modules if n in ("distill_study", "common", "study") or n.startswith("study.")]:
+            del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +85,8 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
 
     assert study.main(_args(layout, "--phases", "table", "--results", str(results))) == 0
     report = results.read_text()
-    assert "2L-mean-head" in report and "Target: teacher >= BM25 + 0.10" in report
+    gain = sys.modules["study.design"].TARGETS.teacher_gain
+    assert "2L-mean-head" in report and f"Target: teacher >= BM25 + {gain:.2f} nDCG@10" in report
     assert (root / "results" / "study_levers.png").is_file()
 
     parts = root / "parts"
@@ -94,3 +99,48 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
     from pipeline.rerank.cross_encoder import CrossEncoder
 
     CrossEncoder(restored / "teacher", device="cpu")  # the bf16 teacher loads
+
+
+def _row(system: str, layers, ndcg: float, pairs_per_s: float | None = None) -> dict:
+    row = {"system": system, "layers": layers, "nDCG@10": ndcg, "RR(rel=2)@10": ndcg, "R(rel=2)@100": ndcg}
+    return {**row, "pairs/s": pairs_per_s} if pairs_per_s else row
+
+
+def test_report_targets_come_from_the_design(study, tmp_path):
+    """A state of rows alone: BM25 0.50, teacher 0.60 (gain 0.10 >= 0.08); best 2-layer student 0.59 (90% of the
+    gain kept: met at 80%) at 2.4x the teacher's pairs/s (NOT met at 2.5x); best 3-layer 0.585 (85%: NOT met at
+    90%) at 1.9x (met at 1.8x); lm-distill+ranker-distill beats fine-tune at 2 layers, not at 3."""
+    from study.design import TARGETS
+    from study.report import write_table
+    from study.state import State
+
+    assert (TARGETS.teacher_gain, TARGETS.kept_share, TARGETS.speedup) == (0.08, {2: 0.8, 3: 0.9}, {2: 2.5, 3: 1.8})
+    assert TARGETS.better == ("lm-distill+ranker-distill", "fine-tune")
+    state = State(tmp_path / "state")
+    rows = {
+        "ref-bm25": _row("BM25", "-", 0.50),
+        "teacher": _row("teacher", 6, 0.60, 1000),
+        "student-2L": _row("student 2L", 2, 0.55, 2600),
+        "student-2L-lm-distill+ranker-distill": _row("student", 2, 0.59, 2400),
+        "student-2L-fine-tune": _row("student", 2, 0.52, 2500),
+        "student-3L-lm-distill+ranker-distill": _row("student", 3, 0.57, 2000),
+        "student-3L-fine-tune": _row("student", 3, 0.585, 1900),
+    }
+    for name, row in rows.items():
+        state.save_row(name, row)
+    results = tmp_path / "report.md"
+    write_table(state, results, "a test CPU", held=4, labeled=4, dev=8)
+    lines = [line for line in results.read_text().splitlines() if line.startswith("- Target:")]
+    assert lines == [
+        "- Target: teacher >= BM25 + 0.08 nDCG@10: 0.6000 vs 0.5000 + 0.08: met.",
+        "- Target: the best 2-layer student (2L-lm-distill+ranker-distill) keeps >= 80% of the teacher's gain over "
+        "BM25: 90% (met).",
+        "- Target: the best 2-layer student (2L-lm-distill+ranker-distill) reranks >= 2.5x as fast as the teacher: "
+        "2,400 vs 1,000 pairs/s, 2.40x (NOT met).",
+        "- Target: the best 3-layer student (3L-fine-tune) keeps >= 90% of the teacher's gain over BM25: 85% "
+        "(NOT met).",
+        "- Target: the best 3-layer student (3L-fine-tune) reranks >= 1.8x as fast as the teacher: 1,900 vs 1,000 "
+        "pairs/s, 1.90x (met).",
+        "- Target: 2L lm-distill+ranker-distill >= fine-tune: 0.5900 vs 0.5200 (met).",
+        "- Target: 3L lm-distill+ranker-distill >= fine-tune: 0.5700 vs 0.5850 (NOT met).",
+    ]

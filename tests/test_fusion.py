@@ -20,12 +20,12 @@ DENSE = [("b", 0.9), ("d", 0.7), ("a", 0.5)]
 def test_interpolation_by_hand():
     # sparse: min 6, max 10 -> (s - 8) / 4: a 0.5, b 0, c -0.5, and d (absent) takes the min: -0.5
     # dense: min 0.5, max 0.9 -> (s - 0.7) / 0.4: b 0.5, d 0, a -0.5, and c (absent) takes the min: -0.5
-    fused = dict(interpolate(SPARSE, DENSE, alpha=0.5))  # 0.5 x sparse + dense
+    fused = dict(interpolate(SPARSE, DENSE, fusion_weight=0.5))  # 0.5 x sparse + dense
     assert fused == pytest.approx({"a": 0.25 - 0.5, "b": 0.0 + 0.5, "c": -0.25 - 0.5, "d": -0.25 + 0.0})
     # a and d tie at -0.25: the tie keeps first appearance (the sparse list first)
-    assert [d for d, _ in interpolate(SPARSE, DENSE, alpha=0.5)] == ["b", "a", "d", "c"]
-    assert [d for d, _ in interpolate(SPARSE, DENSE, alpha=10.0)] == ["a", "b", "d", "c"]  # BM25 dominates
-    assert [d for d, _ in interpolate(SPARSE, DENSE, alpha=0.0)] == ["b", "d", "a", "c"]  # dense alone
+    assert [d for d, _ in interpolate(SPARSE, DENSE, fusion_weight=0.5)] == ["b", "a", "d", "c"]
+    assert [d for d, _ in interpolate(SPARSE, DENSE, fusion_weight=10.0)] == ["a", "b", "d", "c"]  # BM25 dominates
+    assert [d for d, _ in interpolate(SPARSE, DENSE, fusion_weight=0.0)] == ["b", "d", "a", "c"]  # dense alone
 
 
 def test_interpolation_edge_cases():
@@ -82,6 +82,25 @@ def test_cli_hybrid_on_the_sample(sample_index: Path, sample_dense: Path, tmp_pa
     for fused in ("interpolation", "rrf"):
         assert results[fused]["R(rel=2)@10"] >= min(results["bm25"]["R(rel=2)@10"], results["dense"]["R(rel=2)@10"])
     assert all(r["nDCG@10"] > 0.5 for r in results.values()), results
+
+
+def test_the_old_fusion_flag_is_refused_with_its_new_name(tmp_path: Path, capsys):
+    """``--alpha`` was the BM25 weight here and the cross-encoder's weight on ``rerank``: now each has its own name."""
+    out = tmp_path / "run.trec"
+    code = main(["retrieve", "--hybrid", "--index", "idx", "--dense", "dense", "--topics", str(SAMPLE / "queries.tsv"),
+                 "--output", str(out), "--alpha", "0.5"])
+    assert code == 2 and not out.exists()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "distilrank: error: '--alpha' is now called '--fusion-weight': interpolation: the weight W of BM25's "
+        "normalised score against the dense one's (default 1: equal weights)"]
+
+
+def test_fused_run_names_its_fusion():
+    sparse, dense = Fixed({"1": SPARSE}), Fixed({"1": DENSE})
+    assert Hybrid(sparse, dense, fusion_weight=0.5).batch_search({"1": "q"}, k=2).name == "hybrid-interpolation0.5"
+    assert Hybrid(sparse, dense, fusion="rrf").batch_search({"1": "q"}, k=2).name == "hybrid-rrf60"
+    with pytest.raises(InputError, match="fusion_weight >= 0"):
+        Hybrid(sparse, dense, fusion_weight=-1)
 
 
 def test_a_pipeline_over_hybrid_candidates(sample_index: Path, sample_dense: Path, minilm_path: Path):

@@ -126,7 +126,7 @@ def test_other_heads_are_refused(tmp_path, tiny_bert):
 
 def test_encoder_without_head_loads_as_one_logit_ranker(tmp_path, tiny_bert, caplog):
     path = tiny_bert(tmp_path / "bare", labels=None)
-    with caplog.at_level(logging.WARNING, logger="pipeline.rerank.cross_encoder"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.rerank.model"):
         bare = CrossEncoder(path, device="cpu")
     assert bare.num_labels == 1 and bare.new_head
     assert "newly initialised" in caplog.text
@@ -236,7 +236,10 @@ def test_interpolation_of_normalised_scores(ce, corpus):
     assert [d for d, _ in full["q1"]] == [d for d, _ in pure["q1"]]
     half, _ = rerank_run(ce, first, topics, store, depth=8, interpolation=0.5)
     docs = [d for d, _ in first["q1"]]
-    ce_scores = predict(ce, [(topics["q1"], store.passages[d]) for d in docs]).astype(np.float64)
+    # the cross-encoder's scores as the stage batched them: the tiny model scores pairs nearly alike, and min-max
+    # normalisation magnifies the last bits that another batching (another chunk) changes
+    pure_scores = dict(pure["q1"])
+    ce_scores = np.array([pure_scores[d] for d in docs])
     bm = np.array([s for _, s in first["q1"]])
     norm = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
     expected = dict(zip(docs, 0.5 * norm(ce_scores) + 0.5 * norm(bm), strict=True))

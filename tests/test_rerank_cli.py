@@ -44,13 +44,21 @@ def test_rerank_cli_writes_run_and_timing(files, tmp_path, capsys):
     assert "pairs/s" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag", ["--interpolation", "--alpha"])
-def test_rerank_cli_msmarco_format_and_interpolation(files, tmp_path, flag):
+def test_rerank_cli_msmarco_format_and_interpolation(files, tmp_path):
     output = tmp_path / "kept.tsv"
-    assert main(args(files, output, flag, "0", "--format", "msmarco")) == 0
+    assert main(args(files, output, "--interpolation", "0", "--format", "msmarco")) == 0
     lines = output.read_text().splitlines()
     assert lines[0].split("\t") == ["1", "p0", "1"]  # weight 0 keeps the first stage's order
     assert [line.split("\t")[1] for line in lines[:10]] == [f"p{i}" for i in range(10)]
+
+
+def test_rerank_cli_refuses_the_old_flag_with_its_new_name(files, tmp_path, capsys):
+    """``--alpha`` meant the BM25 weight on ``retrieve``: here it is ``--interpolation``, refused before any work."""
+    output = tmp_path / "out.trec"
+    assert main(args(files, output, "--alpha", "0")) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("distilrank: error: '--alpha' is now called '--interpolation': the cross-encoder's weight")
+    assert not output.exists()
 
 
 @pytest.mark.parametrize("change, message", [

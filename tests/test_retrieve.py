@@ -114,3 +114,33 @@ def test_prebuilt_index_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(lucene.LuceneSearcher, "from_prebuilt_index", classmethod(lambda cls, name: None))
     with pytest.raises(InputError, match="could not be downloaded .* 'distilrank index'"):
         BM25.from_prebuilt("msmarco-v1-passage")
+
+
+class FakeLucene:
+    """A stand-in for Pyserini's LuceneSearcher: no Java, no network; it records the BM25 parameters it is given."""
+
+    def __init__(self, index_dir: str | None = None):
+        self.bm25: tuple[float, float] | None = None
+
+    @classmethod
+    def from_prebuilt_index(cls, name: str) -> FakeLucene:
+        return cls()
+
+    def set_bm25(self, k1: float, b: float) -> None:
+        self.bm25 = (k1, b)
+
+
+def test_prebuilt_bm25_defaults_to_the_local_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``BM25.from_prebuilt`` and ``BM25()`` share their k1/b (Pyserini's); ``msmarco_tuned`` gives the tuned ones."""
+    from types import SimpleNamespace
+
+    from pipeline.defaults import DEFAULT_B, DEFAULT_K1, MSMARCO_B, MSMARCO_K1
+    from pipeline.retrieval import bm25
+
+    monkeypatch.setattr(bm25, "import_pyserini", lambda *_: SimpleNamespace(LuceneSearcher=FakeLucene))
+    (tmp_path / "segments_1").touch()  # a local index, as far as BM25() checks
+    local, prebuilt = BM25(tmp_path), BM25.from_prebuilt("msmarco-v1-passage")
+    assert local._searcher.bm25 == prebuilt._searcher.bm25 == (DEFAULT_K1, DEFAULT_B) == (prebuilt.k1, prebuilt.b)
+    tuned = BM25.from_prebuilt("msmarco-v1-passage", msmarco_tuned=True)
+    assert tuned._searcher.bm25 == BM25.msmarco(tmp_path)._searcher.bm25 == (MSMARCO_K1, MSMARCO_B)
+    assert BM25.from_prebuilt("msmarco-v1-passage", k1=1.2, msmarco_tuned=True)._searcher.bm25 == (1.2, MSMARCO_B)

@@ -46,7 +46,7 @@ def test_two_processes_write_the_bytes_of_one(tmp_path, tiny_bert, tiny_data):
     model = tiny_bert(tmp_path / "model")
     rerank = ["rerank", *_inputs(data), "--model", str(model), "--depth", "10", "--chunk-pairs", "20",
               "--device", "cpu", "--no-progress"]
-    score = ["score", *_inputs(data), "--model", str(model), "--depth", "10", "--chunk-queries", "2",
+    score = ["score", *_inputs(data), "--model", str(model), "--score-depth", "10", "--chunk-queries", "2",
              "--device", "cpu"]
     for folder in ("one", "two"):
         (tmp_path / folder).mkdir()
@@ -151,7 +151,8 @@ def test_an_interrupted_score_resumes_to_the_same_bytes(tmp_path, tiny_bert, tin
 
     data = tiny_data(tmp_path / "data", queries=6, per_query=10)
     model = tiny_bert(tmp_path / "model")
-    args = ["score", *_inputs(data), "--model", str(model), "--depth", "8", "--chunk-queries", "1", "--device", "cpu"]
+    args = ["score", *_inputs(data), "--model", str(model), "--score-depth", "8", "--chunk-queries", "1",
+            "--device", "cpu"]
     assert main([*args, "--output", str(tmp_path / "straight.scores")]) == 0
     appended, real = [], Journal.append
 
@@ -187,7 +188,7 @@ def test_bad_input_found_while_scoring_drops_the_journal(tmp_path, tiny_bert, ti
                                    for line in lines))
     model = tiny_bert(tmp_path / "model")
     output = tmp_path / "out.scores"
-    assert main(["score", *_inputs(data), "--model", str(model), "--depth", "8", "--chunk-queries", "1",
+    assert main(["score", *_inputs(data), "--model", str(model), "--score-depth", "8", "--chunk-queries", "1",
                  "--device", "cpu", "--output", str(output)]) == 2
     assert "not in the collection" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.train.recipes import PROCEDURES
+from pipeline.train import PROCEDURES, uses_lm_distill
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["--max-length", "48", "--no-progress", "--device", "cpu"]
@@ -72,8 +72,8 @@ def test_train_resume_skips_finished_phases(teacher, env, caplog):
 def scores(env, teacher):
     root, data, _ = env
     path = root / "teacher.scores"
-    assert main(["score", "--model", str(teacher), *_inputs(data), "--output", str(path), "--depth", "8",
-                 "--device", "cpu"]) == 0
+    assert main(["score", "--model", str(teacher), *_inputs(data), "--output", str(path), "--score-depth",
+                 "8", "--device", "cpu"]) == 0
     return path
 
 
@@ -83,7 +83,7 @@ def test_each_procedure_end_to_end(procedure, env, teacher, scores):
     out = root / f"student-{procedure}"
     args = ["distill", "--procedure", procedure, "--teacher", str(teacher), "--layers", "2", "--output", str(out),
             *_inputs(data), "--scores", str(scores), "--qrels", str(data["qrels"]), "--group-size", "4",
-            "--depth", "8", "--batch-size", "4", "--lm-batch-size", "16", "--lm-pairs-per-query", "4",
+            "--score-depth", "8", "--batch-size", "4", "--lm-batch-size", "16", "--lm-pairs-per-query", "4",
             "--max-steps", "2", *FAST]
     if procedure == "lm-distill+ranker-distill":
         args += ["--hidden-weight", "0.5"]
@@ -94,8 +94,8 @@ def test_each_procedure_end_to_end(procedure, env, teacher, scores):
     assert config.num_hidden_layers == 2 and config.num_labels == 1
     info = json.loads((out / "distilrank_train.json").read_text())
     assert info["procedure"] == procedure
-    assert ("lm-distill" in info["summaries"]) == procedure.startswith("lm-distill")
-    if procedure.startswith("lm-distill"):
+    assert ("lm-distill" in info["summaries"]) == uses_lm_distill(procedure)
+    if uses_lm_distill(procedure):
         assert (out / "lm-distill" / "model.safetensors").is_file()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["event"] == "end" and log[-1]["steps"] >= 1
@@ -128,8 +128,8 @@ def test_hidden_state_matching_refuses_another_tokenizer(env, teacher, scores, c
     other = tiny_bert(root / "other-vocab", layers=1,
                       vocab=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "is", "a", "the"))
     common = ["--teacher", str(teacher), "--layers", "1", *_inputs(data), "--scores", str(scores), "--init-from",
-              str(other), "--qrels", str(data["qrels"]), "--group-size", "4", "--depth", "8", "--max-steps", "1",
-              "--batch-size", "4", *FAST]
+              str(other), "--qrels", str(data["qrels"]), "--group-size", "4", "--score-depth", "8",
+              "--max-steps", "1", "--batch-size", "4", *FAST]
     code = main(["distill", "--procedure", "lm-distill+ranker-distill", "--output", str(root / "s1"), *common])
     assert code == 2 and "needs the student to use the teacher's tokenizer" in capsys.readouterr().err
     # score-only distillation works across tokenizers
@@ -146,3 +146,64 @@ def test_train_excludes_held_out_queries(env):
     info = json.loads((out / "distilrank_train.json").read_text())
     assert info["groups"] == "4 groups from 6 queries, 2 not in topics"
     assert info["bootstrap"] is None and info["summaries"]["lce"]["steps"] == 1
+
+
+def test_dropped_layers_follow_the_teacher_stage_by_stage():
+    from pipeline.train.students import dropped_layers
+
+    assert dropped_layers(6, [4, 3, 2]) == [[1, 2, 3, 5], [1, 3, 5], [3, 5]]
+    assert dropped_layers(6, [2]) == [[2, 5]]
+
+
+def test_progressive_dropping_with_hidden_state_matching(env, teacher, scores):
+    """Ranker distillation with every student layer and attention map matched to its trained-teacher layer,
+    dropping 4 -> 3 -> 2 layers: each stage starts from the last one's trained model."""
+    from transformers import AutoConfig
+
+    from pipeline.train.options import DistillConfig, TrainConfig
+    from pipeline.train.recipes import Inputs, distill, read_info
+
+    root, data, _ = env
+    out = root / "student-progressive"
+    cfg = DistillConfig(procedure="ranker-distill", layers=2, init_from="teacher", progressive=(3,),
+                        progressive_steps=2, hidden_weight=0.5, attention_weight=0.5, group_size=4, score_depth=8,
+                        max_length=48, rank=TrainConfig(batch_size=4, max_steps=2, progress=False))
+    inputs = Inputs.load(data["topics"], data["run"], data["collection"], data["qrels"])
+    distill(teacher, inputs, out, cfg, scores=scores, device="cpu")
+    assert set(read_info(out)["summaries"]) == {"ranker-distill-3L", "ranker-distill"}
+    assert AutoConfig.from_pretrained(str(out / "stage-3L")).num_hidden_layers == 3
+    assert AutoConfig.from_pretrained(str(out)).num_hidden_layers == 2
+    for folder in (out / "stage-3L", out):
+        log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+        assert any("hidden_loss" in r for r in log) and log[-1]["event"] == "end" and log[-1]["steps"] == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"procedure": "fine-tune"}, "trains on labels alone"),
+    ({"init_from": "base"}, "needs --init-from teacher"),
+    ({"progressive": (2,)}, "the stages must shrink"),
+])
+def test_progressive_dropping_refusals(env, teacher, scores, change, message):
+    from pipeline.errors import InputError
+    from pipeline.train.options import DistillConfig
+    from pipeline.train.recipes import Inputs, distill
+
+    root, data, _ = env
+    cfg = DistillConfig(**{"procedure": "ranker-distill", "layers": 2, "init_from": "teacher", "progressive": (3,),
+                           **change})
+    inputs = Inputs.load(data["topics"], data["run"], data["collection"], data["qrels"])
+    with pytest.raises(InputError, match=message):
+        distill(teacher, inputs, root / "refused-progressive", cfg, scores=scores, device="cpu")
+    assert not (root / "refused-progressive").exists()
+
+
+def test_procedures_name_their_phases():
+    from pipeline.errors import InputError
+    from pipeline.train import is_fine_tune, procedure_phases
+
+    assert [procedure_phases(p) for p in PROCEDURES] == [
+        ("fine-tune",), ("ranker-distill",), ("lm-distill", "fine-tune"), ("lm-distill", "ranker-distill")]
+    assert [uses_lm_distill(p) for p in PROCEDURES] == [False, False, True, True]
+    assert [is_fine_tune(p) for p in PROCEDURES] == [True, False, True, False]
+    with pytest.raises(InputError, match="unknown procedure 'lm-distill'; expected one of fine-tune, "):
+        uses_lm_distill("lm-distill")

@@ -95,15 +95,22 @@ def _results_from_rank_0() -> Iterator[None]:
         yield
 
 
+def _refuse(err: InputError) -> int:
+    print(f"distilrank: error: {err}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except InputError as err:  # a renamed option (``flags.refuse``)
+        return _refuse(err)
     setup_output(args.verbose, args.quiet, args.progress)
     try:
         with signals_raise(), _results_from_rank_0():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files go
             return int(args.func(args) or 0)
     except InputError as err:
-        print(f"distilrank: error: {err}", file=sys.stderr)
-        return 2
+        return _refuse(err)
     except KeyboardInterrupt as exc:
         kept = "; finished work is kept: the same command with --resume continues it" if hasattr(args, "resume") else ""
         print(f"distilrank: {'interrupted' if exit_code(exc) == 130 else f'terminated ({exc})'}{kept}",

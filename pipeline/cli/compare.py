@@ -6,7 +6,7 @@ import contextlib
 
 from ..runtime.outputs import claim_output
 
-EXAMPLE_COMPARE = "distilrank compare --config configs/msmarco-subset.toml"
+EXAMPLE_COMPARE = "distilrank compare --config msmarco-subset"
 
 
 class _ListKeys(argparse.Action):
@@ -22,13 +22,15 @@ class _ListKeys(argparse.Action):
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare", help="compare BM25 + teacher with BM25 + each student: effectiveness, significance, speed",
-        description="Run the comparison of a TOML config (configs/*.toml, or a preset name: demo, msmarco-subset, "
-        "msmarco-dev): one cached BM25 pass, every reranker over the same candidates (warm-up, then timed in "
-        "interleaved rounds), ir-measures metrics, paired t-test and randomisation test of each student against "
-        "the teacher and BM25, speed (pairs/s, p50/p95 latency, time per stage, speedup). Writes report.md, "
-        "report.json and effectiveness_vs_speed.png into runs/NAME/ (or --output). All inputs are checked "
-        "before any work starts.", epilog=f"example: {EXAMPLE_COMPARE}")
-    p.add_argument("--config", required=True, help="a TOML config file or a preset name")
+        description="Run the comparison of a TOML config (a file, or a preset shipped with distilrank: demo, "
+        "msmarco-subset, msmarco-subset-hybrid, msmarco-dev; see configs/README.md): one cached BM25 pass, every "
+        "reranker over the same candidates (warm-up, then timed in interleaved rounds), ir-measures metrics, "
+        "paired t-test and randomisation test of each student against the teacher and BM25, speed (pairs/s, "
+        "p50/p95 latency, time per stage, speedup). Writes report.md, report.json and effectiveness_vs_speed.png "
+        "into runs/NAME/ (or --output). All inputs are checked before any work starts.",
+        epilog=f"example: {EXAMPLE_COMPARE}")
+    p.add_argument("--config", required=True, help="a TOML config file or a preset name (its paths relative to the "
+                   "current folder)")
     p.add_argument("--keys", nargs=0, action=_ListKeys, help="list every config key, its default and help, and exit")
     p.add_argument("--output", default=None, help="folder for runs and reports (default: the config's, runs/NAME)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -38,10 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="the whole job on the embedded sample: index, BM25, teacher, 2-layer student, compare",
         description="On the embedded sample collection (pipeline/resources/sample): build the index, BM25, fine-tune "
         "a teacher from the packaged pretrained MiniLM, distil a 2-layer student from it, then compare them "
-        "(configs/demo.toml) and print the table and where the report is. Minutes on a laptop CPU; trained "
+        "(the demo preset) and print the table and where the report is. Minutes on a laptop CPU; trained "
         "models are reused on later runs unless --retrain.")
     p.add_argument("--output", default=None, help="folder for runs and reports (default runs/demo)")
-    p.add_argument("--models", default=None, help="folder for the two trained models (default models/)")
+    p.add_argument("--models", default=None,
+                   help="folder for the two trained models (default models/ under the current folder)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
     p.add_argument("--retrain", action="store_true", help="train the teacher and the student again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

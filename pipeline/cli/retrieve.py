@@ -12,11 +12,12 @@ from ..errors import InputError
 from ..eval.evaluate import BINARY_MEASURES, GRADED_MEASURES, evaluate_per_query, judged_only, mean_scores
 from ..io.data import read_qrels, read_topics
 from ..io.runs import Run
-from ..retrieval.bm25 import build_index
+from ..retrieval.bm25 import bm25_parameters, build_index
 from ..retrieval.faiss_index import KINDS as FAISS_KINDS
-from ..retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS
+from ..retrieval.fusion import DEFAULT_FUSION_WEIGHT, DEFAULT_RRF_K, FUSIONS
 from ..runtime.atomic import is_stdout
 from ..runtime.outputs import claim_output, named_inputs
+from .flags import refuse
 
 log = logging.getLogger(__name__)
 EXAMPLE_INDEX = "distilrank index --collection collection.tsv --index indexes/msmarco-subset --threads 2"
@@ -69,9 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="re-score the top hits x FACTOR exactly with the stored embeddings, for IVF-PQ "
                        "(default: as built)")
     dense.add_argument("--fusion", choices=FUSIONS, default=FUSIONS[0],
-                       help="hybrid fusion (default interpolation: alpha x BM25 + dense, each normalised)")
-    dense.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                       help=f"interpolation weight of BM25 (default {DEFAULT_ALPHA:g}: equal weights)")
+                       help="hybrid fusion (default interpolation: W x BM25 + dense, each normalised)")
+    dense.add_argument("--fusion-weight", type=float, default=DEFAULT_FUSION_WEIGHT, metavar="W",
+                       help=f"interpolation: the weight W of BM25's normalised score against the dense one's "
+                       f"(default {DEFAULT_FUSION_WEIGHT:g}: equal weights)")
+    refuse(p, "--alpha", "--fusion-weight")
     dense.add_argument("--rrf-k", type=int, default=DEFAULT_RRF_K, help=f"RRF constant (default {DEFAULT_RRF_K})")
     dense.add_argument("--fusion-depth", type=int, default=None,
                        help="hits of each retriever that are fused (default: --hits)")
@@ -126,13 +129,11 @@ def _retrieve(args: argparse.Namespace) -> int:
         raise InputError(f"{'--hybrid' if args.hybrid else 'BM25'} needs --index or --prebuilt")
     with claim_output(args.output, named_inputs(args, "topics", "index", "dense", "encoder")):
         topics = read_topics(args.topics)  # before the index: bad topics fail fast
-        k1, b = (MSMARCO_K1, MSMARCO_B) if args.msmarco_tuned else (DEFAULT_K1, DEFAULT_B)
-        k1 = args.k1 if args.k1 is not None else k1
-        b = args.b if args.b is not None else b
+        k1, b = bm25_parameters(args.k1, args.b, args.msmarco_tuned)
         retriever = open_retriever(kind, index=args.index, prebuilt=args.prebuilt, k1=k1, b=b, dense=args.dense,
                                    encoder=args.encoder, faiss=args.faiss, ef_search=args.ef_search,
                                    nprobe=args.nprobe, refine=args.refine, device=args.device, fusion=args.fusion,
-                                   alpha=args.alpha, rrf_k=args.rrf_k, depth=args.fusion_depth)
+                                   fusion_weight=args.fusion_weight, rrf_k=args.rrf_k, depth=args.fusion_depth)
         run = retriever.batch_search(topics, k=args.hits, threads=args.threads)
         run.write(args.output, fmt=args.format, tag=args.tag or kind)
     print(f"{len(run)} queries, {run.num_pairs} hits written to {args.output}",

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _tokenize(args: argparse.Namespace) -> int:
     from ..io.data import DocStore
-    from ..rerank.cross_encoder import load_tokenizer
+    from ..rerank.model import load_tokenizer
     from ..rerank.token_cache import TokenCache
 
     store = DocStore(args.collection)

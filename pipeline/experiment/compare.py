@@ -101,11 +101,7 @@ def written_files(config: Config) -> list[Path]:
 def rerankers_for(encoders: Mapping[str, Any], docstore, config: Config) -> dict[str, Reranker]:
     """One rerank stage per model, kept for every round (CUDA graphs captured once); token caches built now,
     before anything is timed."""
-    rerank = config.rerank
-    return {name: Reranker(encoder, batch_tokens=rerank.batch_tokens, bucket=rerank.bucket,
-                           cuda_graphs=rerank.cuda_graphs,
-                           token_cache=encoder.passage_cache(docstore) if rerank.token_cache else None)
-            for name, encoder in encoders.items()}
+    return {name: Reranker.from_options(encoder, config.rerank, docstore) for name, encoder in encoders.items()}
 
 
 def rerank_interleaved(

@@ -3,7 +3,7 @@
 A config names the data, the first stage, the teacher and the students, and how to evaluate::
 
     name = "msmarco-subset"            # reports go to runs/NAME/ (under the current folder; or set output)
-    preset = "msmarco-subset"          # optional: start from configs/PRESET.toml and override keys
+    preset = "msmarco-subset"          # optional: start from a preset (available_presets) and override keys
 
     [data]
     collection = "../../shared/data/msmarco-subset/collection.tsv"   # optional with a prebuilt index
@@ -20,7 +20,7 @@ A config names the data, the first stage, the teacher and the students, and how 
     hits = 1000
     # kind = "hybrid"                     # or "dense"; default "bm25"
     # dense = "../indexes/msmarco-subset.minilm"   # a dense index folder (distilrank encode)
-    # fusion = "rrf"                      # or "interpolation" (alpha x BM25 + dense, each normalised)
+    # fusion = "rrf"                      # or "interpolation" (fusion_weight x BM25 + dense, each normalised)
 
     [rerank]
     depth = 100
@@ -44,7 +44,10 @@ is made (``Section``: types and the field metadata ``min``, ``choices``, ``check
 between fields), so a config built in code is held to the same rules as one read from TOML.
 
 Relative paths are relative to the folder of the config file, except the default output folder
-``runs/NAME``, which is under the current folder (``output = "..."`` or ``--output`` change it).
+``runs/NAME``, which is under the current folder (``output = "..."`` or ``--output`` change it). The presets ship
+inside the package (``PRESET_DIR``): their relative paths are relative to the current folder, where the indexes,
+models and runs of a project are. In any config, ``package:REST`` names a file shipped with the package
+(``RESOURCES``, e.g. ``package:sample/passages.tsv``, the embedded sample).
 A model is a local folder or a Hugging Face hub name (``pipeline.hub.is_hub_name``; online or already in the
 local cache). ``Config.check_inputs`` checks that every file, folder and model exists (and that the network
 is there when the config needs it), so that a comparison fails before any work starts.
@@ -61,21 +64,25 @@ from pathlib import Path
 from typing import Any
 
 from ..defaults import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, RERANK_DEPTH
-from ..errors import InputError
+from ..errors import InputError, renamed
 from ..eval.evaluate import default_measures, parse_measures
 from ..eval.significance import DEFAULT_PERMUTATIONS, DEFAULT_SEED
 from ..io.data import NAMED_QRELS, NAMED_TOPICS
 from ..io.textfiles import read_text
-from ..rerank.attention import ATTENTION
+from ..rerank.options import RuntimeOptions
 from ..retrieval.bm25 import index_present
 from ..retrieval.embeddings import META as DENSE_META
 from ..retrieval.faiss_index import KINDS as FAISS_KINDS
-from ..retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS
-from ..runtime.devices import COMPILE_MODES, device_name, precision_name
+from ..retrieval.fusion import DEFAULT_FUSION_WEIGHT, DEFAULT_RRF_K, FUSIONS
+from ..runtime.devices import precision_name
 from ..runtime.hub import hub_cached, is_hub_name, online
 
-#: Where the presets live: ``configs/`` at the project root.
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: The files shipped with the package (package data): the embedded sample and the presets. A config's path
+#: ``package:REST`` names ``RESOURCES / REST``.
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+PACKAGE_PATH = "package:"
+#: Where the presets live: ``PRESET_DIR / NAME.toml`` is the preset ``NAME``.
+PRESET_DIR = RESOURCES / "configs"
 SIGNIFICANCE_TESTS = ("t-test", "randomisation")
 #: The first stages (``first_stage.kind``; ``pipeline.retrievers`` opens them) and how reports name them.
 FIRST_STAGES = ("bm25", "dense", "hybrid")
@@ -154,9 +161,11 @@ class FirstStageSection(Section):
     refine: int | None = field(default=None, metadata=_help(
         "re-score the top hits x refine exactly with the stored embeddings, for IVF-PQ (default: as built)", min=1))
     fusion: str = field(default=FUSIONS[0], metadata=_help(
-        "hybrid fusion: interpolation (alpha x BM25 + dense, each normalised, as Pyserini's) or rrf",
+        "hybrid fusion: interpolation (fusion_weight x BM25 + dense, each normalised, as Pyserini's) or rrf",
         choices=FUSIONS))
-    alpha: float = field(default=DEFAULT_ALPHA, metadata=_help("hybrid interpolation weight of BM25", min=0))
+    fusion_weight: float = field(default=DEFAULT_FUSION_WEIGHT, metadata=_help(
+        "hybrid interpolation: the weight of BM25's normalised score against the dense one's", min=0,
+        formerly="alpha"))
     rrf_k: int = field(default=DEFAULT_RRF_K, metadata=_help("reciprocal rank fusion constant", min=0))
     hits: int = field(default=DEFAULT_HITS, metadata=_help("first-stage hits (candidates) kept per query", min=1))
     threads: int = field(default=1, metadata=_help("BM25 search and indexing threads, faiss search threads", min=1))
@@ -189,37 +198,24 @@ class FirstStageSection(Section):
             return f"the run file `{self.run.name}`"
         bm25 = f"BM25 (k1={self.k1}, b={self.b}) from `{Path(str(self.prebuilt or self.index)).name}`"
         dense = f"dense retrieval from `{self.dense.name if self.dense else ''}` (faiss {self.faiss or 'as built'})"
-        fusion = f"alpha={self.alpha}" if self.fusion == "interpolation" else f"k={self.rrf_k}"
+        fusion = f"weight {self.fusion_weight:g}" if self.fusion == "interpolation" else f"k={self.rrf_k}"
         return {"bm25": bm25, "dense": dense, "hybrid": f"{bm25} and {dense} fused by {self.fusion} ({fusion})"}[
             self.kind]
 
 
 @dataclass(frozen=True, kw_only=True)
-class RerankSection(Section):
-    """[rerank]: how every reranker runs (the same for all, so their speeds compare)."""
+class RerankSection(Section, RuntimeOptions):
+    """[rerank]: how every reranker runs (the same for all, so their speeds compare): the runtime options
+    (``RuntimeOptions``: device, precision, batch_tokens, compile, attention, bucket, cuda_graphs, token_cache;
+    token caches are built before the timed rounds) and the keys below."""
 
     depth: int = field(default=RERANK_DEPTH, metadata=_help(
         "rerank depth: candidates reranked per query (the rest keep their first-stage order)", min=1))
-    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N", check=device_name))
-    precision: str | None = field(default=None, metadata=_help(
-        "fp32, bf16, fp16 or int8 (CPU only: linear layers dynamically quantized); default bf16 on CUDA, fp32 on CPU",
-        check=precision_name))
-    batch_tokens: int | None = field(default=None, metadata=_help(
-        "padded tokens per batch (default: the engine's for the device)", min=1))
     max_length: int | None = field(default=None, metadata=_help(
         "tokens per (query, passage) pair (default: each model's saved setting)", min=1))
     warmup_queries: int = field(default=2, metadata=_help("queries through each reranker before timing", min=0))
     chunk_queries: int = field(default=0, metadata=_help(
         "queries per interleaved round (0: about one engine chunk of pairs, at least 10 rounds)", min=0))
-    token_cache: bool = field(default=True, metadata=_help(
-        "read passages as token ids from the collection's token cache (built before the timed rounds)"))
-    attention: str = field(default="sdpa", metadata=_help(
-        "sdpa, or sdpa-padded (heads zero-padded to a multiple of 8 for the fused kernels)", choices=ATTENTION))
-    compile: str | None = field(default=None, metadata=_help(
-        "torch.compile the models: dynamic or static shapes (default: not compiled)", choices=COMPILE_MODES))
-    bucket: int | None = field(default=None, metadata=_help(
-        "static batch shapes: lengths rounded up to this multiple (for cuda_graphs and compile = static)", min=1))
-    cuda_graphs: bool = field(default=False, metadata=_help("replay each batch shape from a CUDA graph (CUDA)"))
 
     def check(self) -> None:
         if self.device == "cpu" and self.cuda_graphs:
@@ -347,7 +343,7 @@ class Config(Section):
             problems.append(
                 "this config needs the network for " + ", ".join(remote) + ", but this machine is offline "
                 "(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set, or huggingface.co cannot be reached); use local "
-                "files instead, e.g. configs/msmarco-subset.toml or configs/demo.toml"
+                "files instead, e.g. the presets msmarco-subset or demo"
             )
         for label, value, names in (("topics", data.topics, NAMED_TOPICS), ("qrels", data.qrels, NAMED_QRELS)):
             if value not in names and not Path(value).is_file():
@@ -466,10 +462,10 @@ def _build(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, Mapping):
         raise InputError(f"{label} must be a table")
     keys = _keys(cls)
-    renamed = {f.metadata["formerly"]: name for name, f in keys.items() if "formerly" in f.metadata}
+    new_names = {f.metadata["formerly"]: name for name, f in keys.items() if "formerly" in f.metadata}
     for key in table:
-        if key in renamed:
-            raise InputError(f"{label} {key!r} is now called {renamed[key]!r}: {keys[renamed[key]].metadata['help']}")
+        if key in new_names:
+            raise InputError(f"{label} {renamed(key, new_names[key], keys[new_names[key]].metadata['help'])}")
     unknown = sorted(set(table) - set(keys))
     if unknown:
         raise InputError(f"unknown key(s) {unknown} in {label}; allowed: {sorted(keys)}")
@@ -526,12 +522,12 @@ def describe_keys() -> str:
 
 
 def available_presets() -> list[str]:
-    """The preset names: the ``configs/*.toml`` files of the project."""
+    """The preset names: the ``PRESET_DIR/*.toml`` files shipped with the package."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml")) if PRESET_DIR.is_dir() else []
 
 
 def preset_path(name: str) -> Path:
-    """``configs/NAME.toml``; an unknown name is an error listing the presets."""
+    """``PRESET_DIR/NAME.toml``; an unknown name is an error listing the presets."""
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
         raise InputError(f"unknown preset {name!r}; available presets: {', '.join(available_presets()) or 'none'}")
@@ -559,12 +555,22 @@ def _local_looking(model: str, folder: Path) -> bool:
     return (folder / model).exists() or model.startswith((".", "/", "~")) or not is_hub_name(model)
 
 
+def _paths_base(path: Path) -> Path:
+    """Where the relative paths of the config file ``path`` (resolved) start: its own folder, or for a preset the
+    current folder (the module docstring says why)."""
+    return Path.cwd() if path.parent == PRESET_DIR else path.parent
+
+
 def _resolve_table(table: dict, cls: type, folder: Path) -> dict:
-    """The relative paths of one table made absolute against ``folder``, following each field's ``path`` rule."""
+    """The relative paths of one table made absolute against ``folder`` (``package:REST``: against ``RESOURCES``),
+    following each field's ``path`` rule."""
     table = dict(table)
     for name, f in _keys(cls).items():
         rule, value = f.metadata.get("path"), table.get(name)
         if rule is None or not isinstance(value, str):
+            continue
+        if value.startswith(PACKAGE_PATH):
+            table[name] = str((RESOURCES / value.removeprefix(PACKAGE_PATH)).resolve())
             continue
         if rule == "model" and not _local_looking(value, folder):
             continue
@@ -575,7 +581,7 @@ def _resolve_table(table: dict, cls: type, folder: Path) -> dict:
 
 
 def _resolve_paths(raw: dict, folder: Path) -> dict:
-    """Relative paths of a config file made absolute against the file's folder (before merging)."""
+    """Relative paths of a config file made absolute against ``folder`` (``_paths_base``; before merging)."""
     raw = _resolve_table(raw, Config, folder)
     for name, cls in sections().items():
         value = raw.get(name)
@@ -592,7 +598,7 @@ def load_raw(path: str | Path) -> tuple[dict, Path]:
     if not path.exists() and path.suffix != ".toml" and "/" not in str(path):
         path = preset_path(str(path))
     path = path.resolve()
-    raw = _resolve_paths(_read_toml(path), path.parent)
+    raw = _resolve_paths(_read_toml(path), _paths_base(path))
     seen = {path}
     while "preset" in raw:
         preset = raw.pop("preset")
@@ -602,7 +608,7 @@ def load_raw(path: str | Path) -> tuple[dict, Path]:
         if base_path in seen:
             raise InputError(f"preset {preset!r} includes itself", path)
         seen.add(base_path)
-        base = _resolve_paths(_read_toml(base_path), base_path.parent)
+        base = _resolve_paths(_read_toml(base_path), _paths_base(base_path))
         students = raw.get("students")
         raw = _merge(base, raw)
         if students is not None:

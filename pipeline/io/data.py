@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..runtime.atomic import atomic_write
 from ..runtime.outputs import building
 from .textfiles import BOM, NOT_UTF8, iter_lines
@@ -47,9 +47,8 @@ def _pyserini_named(name: str, kind: str, instead: str):
     try:
         loaded = search.get_topics(name) if kind == "topics" else search.get_qrels(name)
     except Exception as exc:  # pyserini raises many kinds when offline
-        reason = (str(exc).strip().splitlines() or [""])[0][:160]  # Java errors carry whole stack traces
         raise InputError(
-            f"could not load named {kind} {name!r} through Pyserini ({type(exc).__name__}: {reason}); "
+            f"could not load named {kind} {name!r} through Pyserini ({one_line(exc, 160)}); "
             f"offline, pass the file instead: {instead}"
         ) from None
     if not loaded:

@@ -1,6 +1,6 @@
 """The one ranking type of the pipeline, ``Run``, and its TREC and MS MARCO file formats.
 
-A run maps a query id to a ranked list of ``(docid, score)``. The order of that list *is* the
+A run maps a query id to a ``Ranking``, a ranked list of ``(docid, score)``. The order of that list *is* the
 ranking: evaluation, writing and reranking all follow it, so ties are never re-broken by a tool
 downstream. Rankings built from scores are sorted by score (descending) with ties kept in their
 input order (a stable sort), so the same input always gives the same ranking.
@@ -18,6 +18,8 @@ from ..runtime.atomic import atomic_write
 from .textfiles import BOM, iter_lines
 
 FORMATS = ("trec", "msmarco")
+#: One query's ranking: its (docid, score) list, best first.
+Ranking = list[tuple[str, float]]
 log = logging.getLogger(__name__)
 
 
@@ -125,7 +127,7 @@ def join_spans(parts: Iterable[list[QuerySpan]], path: str | Path) -> tuple[int,
     return blank, joined
 
 
-def rank_rows(entries: list[tuple[int, str, float, int]]) -> list[tuple[str, float]]:
+def rank_rows(entries: list[tuple[int, str, float, int]]) -> Ranking:
     """One query's ``(rank, docid, score, lineno)`` rows as a ranking: by rank, then score, then file order."""
     entries.sort(key=lambda e: (e[0], -e[2], e[3]))
     return [(docid, score) for _, docid, score, _ in entries]
@@ -134,8 +136,8 @@ def rank_rows(entries: list[tuple[int, str, float, int]]) -> list[tuple[str, flo
 class Run:
     """Query id -> ranked list of (docid, score), best first."""
 
-    def __init__(self, rankings: Mapping[str, list[tuple[str, float]]] | None = None, name: str = "run"):
-        self.rankings: dict[str, list[tuple[str, float]]] = dict(rankings or {})
+    def __init__(self, rankings: Mapping[str, Ranking] | None = None, name: str = "run"):
+        self.rankings: dict[str, Ranking] = dict(rankings or {})
         self.name = name
 
     @classmethod
@@ -152,7 +154,7 @@ class Run:
     def __contains__(self, qid: object) -> bool:
         return qid in self.rankings
 
-    def __getitem__(self, qid: str) -> list[tuple[str, float]]:
+    def __getitem__(self, qid: str) -> Ranking:
         return self.rankings[qid]
 
     def items(self):

@@ -10,14 +10,14 @@ For each chunk of pairs (whole queries, about ``chunk_pairs`` pairs):
    int32 tensors (pinned on CUDA) with vectorised numpy (no Python loop per pair); it runs up to
    ``prefetch`` batches ahead of the model;
 2. the calling thread copies a batch to the device (``non_blocking``), where the cross-encoder builds the
-   attention mask and token types from the row lengths (``CrossEncoder.score``), runs the model under
+   attention mask and token types from the row lengths (``CrossEncoderModel.score``), runs the model under
    ``torch.inference_mode`` and keeps the scores on the device: no synchronisation per batch. At the end of a
    chunk its scores are copied back without blocking and collected once the next chunk's first batch is queued,
    so the device never waits for the host;
 3. the scores are put back in the chunk's original pair order.
 
 Memory is bounded by the chunk size and the prefetch depth, never by the number of candidates. The pairs are
-laid out by the cross-encoder's encoding rule (``CrossEncoder.pair_tokens``), the one training uses too.
+laid out by the cross-encoder's encoding rule (``CrossEncoderModel.pair_tokens``), the one training uses too.
 
 Static shapes (``bucket``): lengths are rounded up to a multiple of ``bucket`` and a batch holds the pairs of
 one rounded length, its rows padded (with copies of its first row, whose scores are dropped) up to the budget's
@@ -42,8 +42,8 @@ import torch
 
 from ..errors import InputError
 from .batching import GRAPH_BUCKET, MAX_PADDING, bucket_rows, default_batch_tokens, plan_batches, plan_buckets
-from .cross_encoder import CrossEncoder, PairTokens
 from .cuda_graphs import GraphedForward
+from .model import CrossEncoderModel, PairTokens
 from .token_cache import PassageTokens
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class PairChunk:
     """A group of (query, passage) pairs scored together; ``meta`` travels with it untouched.
 
     Passages are given as text (``passages``) or as token ids without special tokens (``passage_tokens``: from
-    the token cache or ``CrossEncoder.tokenize_passages``).
+    the token cache or ``CrossEncoderModel.tokenize_passages``).
     """
 
     queries: list[str]
@@ -133,13 +133,13 @@ class _Pending:
 
 
 class ScoringEngine:
-    """Scores pair chunks with a ``CrossEncoder``: length-sorted token-budget batches, overlapped tokenization;
+    """Scores pair chunks with a cross-encoder model: length-sorted token-budget batches, overlapped tokenization;
     ``bucket`` for static shapes, ``cuda_graphs`` to replay each shape from a CUDA graph (see the module
     docstring)."""
 
     def __init__(
         self,
-        encoder: CrossEncoder,
+        encoder: CrossEncoderModel,
         batch_tokens: int | None = None,
         chunk_pairs: int | None = None,
         pad_multiple: int | None = None,
@@ -170,13 +170,13 @@ class ScoringEngine:
         self.out_of_memory = False  # set (and warned about) on the first CUDA out-of-memory error
 
     def settings(self) -> dict[str, Any]:
-        """Every option of the model and the engine that can change the bits of a score (what a journal's header
-        names, so that a resumed run scores as the killed one did)."""
+        """Every option of the model (a fresh head's seed too) and the engine that can change the bits of a score
+        (what a journal's header names, so that a resumed run scores as the killed one did)."""
         encoder = self.encoder
-        return {"precision": encoder.precision, "device": self.device.type, "max_length": encoder.max_length,
-                "query_max_length": encoder.query_max_length, "attention": encoder.attention,
-                "compile": encoder.compile, "batch_tokens": self.batch_tokens, "chunk_pairs": self.chunk_pairs,
-                "bucket": self.bucket, "cuda_graphs": self.graphed is not None}
+        return {"head": encoder.head_init, "precision": encoder.precision, "device": self.device.type,
+                "max_length": encoder.max_length, "query_max_length": encoder.query_max_length,
+                "attention": encoder.attention, "compile": encoder.compile, "batch_tokens": self.batch_tokens,
+                "chunk_pairs": self.chunk_pairs, "bucket": self.bucket, "cuda_graphs": self.graphed is not None}
 
     # ---- host side: tokenize, sort, batch (background thread) --------------------------------
 
@@ -337,5 +337,16 @@ class ScoringEngine:
         """Scores of the pairs ``(queries[i], passages[i])`` in input order."""
         if len(queries) != len(passages):
             raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
-        parts = [r.scores for r in self.stream(self.chunks_of_pairs(queries, passages))]
+        return self.scores(self.chunks_of_pairs(queries, passages))
+
+    def score_query(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Scores of one query's ``passages`` in input order (the query tokenized once a chunk); the pairs are
+        batched as the rerank stage batches a query's candidates, so the scores are the same."""
+        step = self.chunk_pairs
+        return self.scores(PairChunk([query], np.zeros(len(part), dtype=np.int64), passages=part)
+                           for part in (list(passages[i : i + step]) for i in range(0, len(passages), step)))
+
+    def scores(self, chunks: Iterable[PairChunk]) -> np.ndarray:
+        """The scores of ``chunks``, concatenated in order."""
+        parts = [r.scores for r in self.stream(chunks)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

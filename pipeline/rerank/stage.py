@@ -38,14 +38,15 @@ import numpy as np
 from ..defaults import DEFAULT_HITS, RERANK_DEPTH
 from ..errors import InputError
 from ..eval.timing import StageTiming, combine_ranks, sync, timed_search, timing_path, write_timings
-from ..io.runs import Run
+from ..io.runs import Ranking, Run
 from ..runtime import distributed
 from ..runtime.atomic import is_stdout
 from ..runtime.journal import Journal, identity, open_journal, source_identity
 from ..runtime.progress import bar
 from .cross_encoder import CrossEncoder
 from .engine import ChunkResult, PairChunk, ScoringEngine
-from .ranker import Passages, Ranker, Ranking, merge
+from .options import RuntimeOptions
+from .ranker import Passages, Ranker, Retriever, merge
 from .token_cache import TokenCache
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,15 @@ class Reranker(Ranker):
         self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs, bucket=bucket,
                                     cuda_graphs=cuda_graphs)
 
+    @classmethod
+    def from_options(cls, encoder: CrossEncoder, options: RuntimeOptions, docstore: Passages | None = None,
+                     **stage: Any) -> Reranker:
+        """A rerank stage whose engine runs as ``options`` say, reading ``docstore``'s passages from its token
+        cache (built now when absent) when ``options.token_cache`` is on; ``stage``: the other arguments of
+        ``Reranker`` (``interpolation``, ``skip_missing``, ``chunk_pairs``, ``progress``)."""
+        token_cache = None if docstore is None else options.passage_cache(encoder, docstore)
+        return cls(encoder, token_cache=token_cache, **options.engine_kwargs(), **stage)
+
     def rerank(self, run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
                name: str | None = None, missing: Mapping[str, set[str]] | None = None,
                journal: Journal | None = None, share: Sequence[int] | None = None,
@@ -274,6 +284,12 @@ class Reranker(Ranker):
         timing = StageTiming("rerank", wall, len(ordered) - totals["resumed_queries"], totals["pairs"], latencies,
                              device=str(self.encoder.device), extra=self._timing_extra(depth, totals))
         return Run(ordered, name or f"{run.name}.rerank"), timing
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """The cross-encoder's scores of one query's ``passages`` (text), batched by this stage's engine as
+        ``rerank`` batches a query's candidates: the same scores (no interpolation: there are no first-stage
+        scores)."""
+        return self.engine.score_query(query, passages)
 
     def _rank_chunk(self, result: ChunkResult, rankings: dict[str, Ranking]) -> list[float]:
         """Rank each query of a scored chunk into ``rankings``; each query's share of the chunk's seconds."""
@@ -377,26 +393,26 @@ def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstor
 
 
 def rerank_run(encoder: CrossEncoder, run: Run, topics: Mapping[str, str], docstore: Passages,
-               depth: int = RERANK_DEPTH, interpolation: float | None = None, skip_missing: bool = False,
-               batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False,
-               name: str | None = None, missing: Mapping[str, set[str]] | None = None,
-               token_cache: TokenCache | None = None) -> tuple[Run, StageTiming]:
-    """``Reranker(encoder, ...).rerank(run, topics, docstore, depth, ...)`` in one call."""
-    reranker = Reranker(encoder, interpolation, skip_missing, batch_tokens, chunk_pairs, progress, token_cache)
+               depth: int = RERANK_DEPTH, *, name: str | None = None, missing: Mapping[str, set[str]] | None = None,
+               options: RuntimeOptions | None = None, **stage: Any) -> tuple[Run, StageTiming]:
+    """``Reranker(encoder, **stage).rerank(run, topics, docstore, depth, ...)`` in one call; with ``options``, the
+    stage is ``Reranker.from_options(encoder, options, docstore, **stage)``."""
+    reranker = Reranker(encoder, **stage) if options is None else Reranker.from_options(encoder, options, docstore,
+                                                                                        **stage)
     return reranker.rerank(run, topics, docstore, depth, name=name, missing=missing)
 
 
 class Pipeline:
     """First stage -> rerank of the top ``depth``: ``Pipeline(bm25, CrossEncoder(dir), depth=100).run(topics)``.
 
-    ``first_stage`` is anything with ``batch_search(topics, k=...) -> Run`` (BM25) or a ``Run`` already made
-    (its queries are filtered to ``topics``). ``ranker`` is any ``Ranker``; a ``CrossEncoder`` is reranked by
-    ``Reranker(encoder)`` (build the ``Reranker`` yourself for its options). Passage text comes from
-    ``docstore`` or ``first_stage.docstore``. After ``run``, ``timings`` holds a ``StageTiming`` per stage
-    (the first stage's only when it ran here).
+    ``first_stage`` is a ``Retriever`` (``BM25``, ``DenseRetriever``, ``Hybrid``: ``batch_search(topics, k=...)
+    -> Run``) or a ``Run`` already made (its queries are filtered to ``topics``). ``ranker`` is any ``Ranker``;
+    a ``CrossEncoder`` is reranked by ``Reranker(encoder)`` (build the ``Reranker`` yourself for its options).
+    Passage text comes from ``docstore`` or ``first_stage.docstore``. After ``run``, ``timings`` holds a
+    ``StageTiming`` per stage (the first stage's only when it ran here).
     """
 
-    def __init__(self, first_stage, ranker: Ranker | CrossEncoder, depth: int = RERANK_DEPTH,
+    def __init__(self, first_stage: Retriever | Run, ranker: Ranker | CrossEncoder, depth: int = RERANK_DEPTH,
                  docstore: Passages | None = None, k: int = DEFAULT_HITS):
         self.first_stage = first_stage
         self.ranker = Reranker(ranker) if isinstance(ranker, CrossEncoder) else ranker

@@ -18,9 +18,9 @@ import torch
 from ..defaults import MAX_LENGTH, RERANK_DEPTH
 from ..errors import InputError
 from ..eval.timing import StageTiming, sync
-from ..io.runs import Run
+from ..io.runs import Ranking, Run
 from ..rerank.batching import default_batch_tokens, plan_batches
-from ..rerank.ranker import Passages, Ranker, Ranking, merge
+from ..rerank.ranker import Passages, Ranker, merge
 from ..runtime.devices import resolve_device, resolve_dtype
 from ..runtime.hub import is_hub_name, offline
 
@@ -104,6 +104,10 @@ class BiEncoder(Ranker):
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
             out[torch.from_numpy(index).to(self.device)] = torch.nn.functional.normalize(pooled, dim=-1)
         return out
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Cosines of ``query`` with each of ``passages`` (text), in input order (the per-query ``Ranker`` call)."""
+        return (self.embed(passages) @ self.embed([query])[0]).cpu().numpy()
 
     def score_lists(self, lists: Iterable[tuple[str, Ranking]], topics: Mapping[str, str], docstore: Passages,
                     queries_per_chunk: int = 256, cache_passages: int = PASSAGE_CACHE) -> Iterator[tuple[str, Ranking]]:

@@ -6,13 +6,13 @@ of the pipeline runs where pyserini or Java are absent (e.g. a GPU box reranking
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..defaults import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, MSMARCO_B, MSMARCO_K1
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..io.data import iter_collection
-from ..io.runs import Run
+from ..io.runs import Ranking, Run
 from ..runtime.atomic import atomic_write, replace_dir, scratch_dir
 from ..runtime.java import import_pyserini
 from ..runtime.progress import bar as progress_bar
@@ -121,55 +121,62 @@ class IndexDocStore:
         return int(self._searcher.num_docs)
 
 
-class BM25:
-    """BM25 over a Lucene index (local folder or Pyserini prebuilt) with k1/b and batch search."""
+def bm25_parameters(k1: float | None = None, b: float | None = None,
+                    msmarco_tuned: bool = False) -> tuple[float, float]:
+    """BM25's ``(k1, b)``: Pyserini's defaults, or with ``msmarco_tuned`` Anserini's values tuned for MS MARCO
+    passage; a ``k1`` or ``b`` given wins over either."""
+    base_k1, base_b = (MSMARCO_K1, MSMARCO_B) if msmarco_tuned else (DEFAULT_K1, DEFAULT_B)
+    return float(base_k1 if k1 is None else k1), float(base_b if b is None else b)
 
-    def __init__(self, index_dir: str | Path, k1: float = DEFAULT_K1, b: float = DEFAULT_B, _searcher=None):
+
+class BM25:
+    """BM25 over a Lucene index (local folder or Pyserini prebuilt) with k1/b and batch search (a ``Retriever``)."""
+
+    def __init__(self, index_dir: str | Path, k1: float | None = None, b: float | None = None, *,
+                 msmarco_tuned: bool = False, _searcher=None):
+        """``k1`` and ``b``: see ``bm25_parameters`` (by default Pyserini's)."""
         if _searcher is None:
             _searcher = import_pyserini().LuceneSearcher(str(_require_index(index_dir)))
         self.index = str(index_dir)
-        self.k1, self.b = float(k1), float(b)
+        self.k1, self.b = bm25_parameters(k1, b, msmarco_tuned)
         self._searcher = _searcher
         self._searcher.set_bm25(self.k1, self.b)
 
     @classmethod
-    def from_index(cls, index_dir: str | Path, k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> BM25:
-        return cls(index_dir, k1, b)
-
-    @classmethod
     def msmarco(cls, index_dir: str | Path) -> BM25:
         """BM25 with the MS MARCO passage tuned parameters (k1=0.82, b=0.68)."""
-        return cls(index_dir, MSMARCO_K1, MSMARCO_B)
+        return cls(index_dir, msmarco_tuned=True)
 
     @classmethod
-    def from_prebuilt(cls, name: str, k1: float = MSMARCO_K1, b: float = MSMARCO_B) -> BM25:
-        """A Pyserini prebuilt index (e.g. ``msmarco-v1-passage``), downloaded on first use (needs network)."""
+    def from_prebuilt(cls, name: str, k1: float | None = None, b: float | None = None, *,
+                      msmarco_tuned: bool = False) -> BM25:
+        """A Pyserini prebuilt index (e.g. ``msmarco-v1-passage``), downloaded on first use (needs network); ``k1``,
+        ``b`` and ``msmarco_tuned`` as ``BM25()`` takes them."""
         lucene = import_pyserini()
         try:
             searcher = lucene.LuceneSearcher.from_prebuilt_index(name)
         except Exception as exc:  # offline: urllib/HTTP errors of many kinds
-            reason = (str(exc).strip().splitlines() or [""])[0][:160]
-            raise InputError(f"could not load prebuilt index {name!r} ({type(exc).__name__}: {reason}); "
+            raise InputError(f"could not load prebuilt index {name!r} ({one_line(exc, 160)}); "
                              "offline, build a local index with 'distilrank index' and pass --index") from None
         if searcher is None:
             raise InputError(f"prebuilt index {name!r} is unknown or could not be downloaded (no network?); "
                              "offline, build a local index with 'distilrank index' and pass --index")
-        return cls(name, k1, b, _searcher=searcher)
+        return cls(name, k1, b, msmarco_tuned=msmarco_tuned, _searcher=searcher)
 
     @property
     def docstore(self) -> IndexDocStore:
         """Passage text from this index's stored raw documents."""
         return IndexDocStore(self._searcher)
 
-    def search(self, query: str, k: int = DEFAULT_HITS) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int = DEFAULT_HITS) -> Ranking:
         """The top ``k`` (docid, score) for one query."""
         return [(h.docid, float(h.score)) for h in self._searcher.search(query, int(k))]
 
-    def batch_search(self, topics: dict[str, str], k: int = DEFAULT_HITS, threads: int = 1, batch_size: int = 512,
+    def batch_search(self, topics: Mapping[str, str], k: int = DEFAULT_HITS, threads: int = 1, batch_size: int = 512,
                      progress: bool | None = None) -> Run:
         """Search every topic (multi-threaded in Lucene, in batches for a progress bar); ranks as Lucene gives them."""
         qids = list(topics)
-        rankings: dict[str, list[tuple[str, float]]] = {}
+        rankings: dict[str, Ranking] = {}
         with progress_bar(total=len(qids), desc="BM25", unit=" q", enabled=progress, mininterval=1) as bar:
             for start in range(0, len(qids), batch_size):
                 chunk = qids[start : start + batch_size]

@@ -2,23 +2,24 @@
 
 ``DenseRetriever`` searches a local dense index (``distilrank encode``) with the encoder it was encoded with
 (checked: another encoder is an ``InputError``). ``PrebuiltDense`` is a Pyserini prebuilt faiss index with a
-Pyserini query encoder (downloaded: online only; offline it fails at once, in one line). Both have
-``batch_search(topics, k) -> Run`` as ``BM25`` has, so ``Pipeline``, ``Hybrid`` and ``compare`` take either.
+Pyserini query encoder (downloaded: online only; offline it fails at once, in one line). Both are
+``Retriever``s (``search``, ``batch_search(topics, k) -> Run``) as ``BM25`` is, so ``Pipeline``, ``Hybrid`` and
+``compare`` take either.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from ..defaults import DEFAULT_HITS, RERANK_DEPTH
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..eval.timing import StageTiming
 from ..io.data import DocStore
-from ..io.runs import Run
+from ..io.runs import Ranking, Run
 from ..rerank.ranker import Passages, Ranker, merge
 from ..runtime.hub import offline
 from ..runtime.java import import_pyserini
@@ -70,7 +71,7 @@ class DenseRetriever(Ranker):
         queries = self.encoder.embed(texts).cpu().numpy().astype(np.float32)
         return search(self.index, self.kind, queries, min(int(k), self.count), self.params, self.dense.embeddings())
 
-    def search(self, query: str, k: int = DEFAULT_HITS) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int = DEFAULT_HITS) -> Ranking:
         """The top ``k`` (docid, score) for one query."""
         scores, rows = self._search([query], k)
         return [(self.dense.docid(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
@@ -83,7 +84,7 @@ class DenseRetriever(Ranker):
 
             faiss.omp_set_num_threads(int(threads))
         qids = list(topics)
-        rankings: dict[str, list[tuple[str, float]]] = {}
+        rankings: dict[str, Ranking] = {}
         with progress_bar(total=len(qids), desc=f"dense ({self.kind})", unit=" q", enabled=progress,
                           mininterval=1) as bar:
             for start in range(0, len(qids), QUERY_BATCH):
@@ -119,6 +120,11 @@ class DenseRetriever(Ranker):
                              extra={"model": f"{self.encoder.name} (stored embeddings)", "depth": depth})
         return Run(rankings, f"dense-rerank-{self.encoder.name}"), timing
 
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Cosines of ``query`` with each of ``passages``, the text embedded by the index's bi-encoder (the
+        per-query ``Ranker`` call has no docids; ``rerank`` reads the stored embeddings of its candidates)."""
+        return self.encoder.score(query, list(passages))
+
     def __repr__(self) -> str:
         return f"DenseRetriever({str(self.dense.path)!r}, {self.encoder.name!r}, faiss={self.kind!r})"
 
@@ -141,9 +147,8 @@ class PrebuiltDense:
         try:
             searcher = module.FaissSearcher.from_prebuilt_index(name, query_encoder)
         except Exception as exc:  # offline or unknown: urllib/HTTP/hub errors of many kinds
-            reason = (str(exc).strip().splitlines() or [""])[0][:160]
             raise InputError(f"could not load prebuilt dense index {name!r} with query encoder {query_encoder!r} "
-                             f"({type(exc).__name__}: {reason}); {fix}") from None
+                             f"({one_line(exc, 160)}); {fix}") from None
         if searcher is None:
             raise InputError(f"prebuilt dense index {name!r} is unknown to Pyserini; {fix}")
         return cls(name, searcher)
@@ -151,6 +156,10 @@ class PrebuiltDense:
     @property
     def count(self) -> int:
         return int(self._searcher.num_docs)
+
+    def search(self, query: str, k: int = DEFAULT_HITS) -> Ranking:
+        """The top ``k`` (docid, score) for one query."""
+        return [(h.docid, float(h.score)) for h in self._searcher.search(query, int(k))]
 
     def batch_search(self, topics: Mapping[str, str], k: int = DEFAULT_HITS, threads: int | None = None,
                      progress: bool | None = None) -> Run:

@@ -56,6 +56,8 @@ class Encoder(Protocol):
 
     def embed(self, texts: list[str]) -> Any: ...  # a float32 torch tensor, one normalised row a text
 
+    def score(self, query: str, passages: list[str]) -> np.ndarray: ...  # cosines of the query with each passage
+
 
 def collection_fingerprint(path: str | Path) -> str:
     """A digest of the collection file's bytes (what the embeddings were computed from)."""

@@ -5,25 +5,24 @@
 - ``dense``: a dense index folder (``dense``, from ``distilrank encode``) searched with its bi-encoder
   (``encoder``; default the model recorded in the folder) through a faiss index (``faiss``), or a Pyserini
   prebuilt dense index name with a Pyserini query encoder (online only);
-- ``hybrid``: both, fused (``fusion``: ``interpolation`` with ``alpha``, or ``rrf`` with ``rrf_k``).
+- ``hybrid``: both, fused (``fusion``: ``interpolation`` with ``fusion_weight``, or ``rrf`` with ``rrf_k``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..defaults import DEFAULT_B, DEFAULT_K1
 from ..errors import InputError
 from ..experiment.config import FIRST_STAGES
 from .biencoder import BiEncoder
 from .bm25 import BM25
 from .dense import DenseRetriever, PrebuiltDense
 from .embeddings import META, DenseIndex
-from .fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, Hybrid
+from .fusion import DEFAULT_FUSION_WEIGHT, DEFAULT_RRF_K, Hybrid
 
 
-def open_bm25(index: str | Path | None = None, prebuilt: str | None = None, k1: float = DEFAULT_K1,
-              b: float = DEFAULT_B) -> BM25:
-    """BM25 over a local index or a Pyserini prebuilt one (exactly one of them)."""
+def open_bm25(index: str | Path | None = None, prebuilt: str | None = None, k1: float | None = None,
+              b: float | None = None) -> BM25:
+    """BM25 over a local index or a Pyserini prebuilt one (exactly one of them); ``k1``, ``b`` as ``BM25()``'s."""
     if (index is None) == (prebuilt is None):
         raise InputError("BM25 needs exactly one of a local index (--index) or a prebuilt one (--prebuilt)")
     return BM25.from_prebuilt(prebuilt, k1, b) if prebuilt else BM25(index, k1, b)
@@ -47,11 +46,11 @@ def open_dense(dense: str | Path, encoder: str | Path | None = None, faiss: str 
 
 
 def open_retriever(kind: str, *, index: str | Path | None = None, prebuilt: str | None = None,
-                   k1: float = DEFAULT_K1, b: float = DEFAULT_B, dense: str | Path | None = None,
+                   k1: float | None = None, b: float | None = None, dense: str | Path | None = None,
                    encoder: str | Path | None = None, faiss: str | None = None, ef_search: int | None = None,
                    nprobe: int | None = None, refine: int | None = None, device: str = "auto",
-                   precision: str | None = None, fusion: str = "interpolation", alpha: float = DEFAULT_ALPHA,
-                   rrf_k: int = DEFAULT_RRF_K, depth: int | None = None):
+                   precision: str | None = None, fusion: str = "interpolation",
+                   fusion_weight: float = DEFAULT_FUSION_WEIGHT, rrf_k: int = DEFAULT_RRF_K, depth: int | None = None):
     """The first stage ``kind`` (``bm25``, ``dense`` or ``hybrid``) from its options (see the module docstring)."""
     if kind not in FIRST_STAGES:
         raise InputError(f"unknown first stage {kind!r}; expected one of {', '.join(FIRST_STAGES)}")
@@ -67,4 +66,4 @@ def open_retriever(kind: str, *, index: str | Path | None = None, prebuilt: str 
     if kind == "bm25":
         return sparse
     return Hybrid(sparse, open_dense(dense, encoder, faiss, ef_search, nprobe, device, precision, refine),
-                  fusion=fusion, alpha=alpha, rrf_k=rrf_k, depth=depth)
+                  fusion=fusion, fusion_weight=fusion_weight, rrf_k=rrf_k, depth=depth)

@@ -4,8 +4,8 @@ Two fusions, both over each retriever's top ``depth``:
 
 - ``interpolation``, as Pyserini's ``HybridSearcher`` with ``normalization=True``: a passage missing from one
   list takes that list's lowest score; each list's scores are normalised as ``(s - (min + max) / 2) /
-  (max - min)`` (0 when all are equal); the fused score is ``alpha * sparse + dense`` (``alpha`` weighs BM25
-  against the dense score; 1 weighs them equally);
+  (max - min)`` (0 when all are equal); the fused score is ``fusion_weight * sparse + dense`` (``fusion_weight``
+  weighs BM25 against the dense score, Pyserini's ``alpha``; 1 weighs them equally);
 - ``rrf``, reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009): ``sum 1 / (rrf_k + rank)`` over
   the lists that hold the passage, ranks from 1.
 
@@ -18,15 +18,13 @@ from collections.abc import Mapping, Sequence
 
 from ..defaults import DEFAULT_HITS
 from ..errors import InputError
-from ..io.runs import Run
+from ..io.runs import Ranking, Run
 
 FUSIONS = ("interpolation", "rrf")
-#: Pyserini's weight is on the sparse score; after normalisation 1 weighs the two equally.
-DEFAULT_ALPHA = 1.0
+#: The interpolation's weight of the sparse score (Pyserini's ``alpha``); after normalisation 1 weighs the two equally.
+DEFAULT_FUSION_WEIGHT = 1.0
 #: The constant of reciprocal rank fusion, as in its paper and Pyserini's fusion.
 DEFAULT_RRF_K = 60
-
-Ranking = list[tuple[str, float]]  # one query's (docid, score) list, best first
 
 
 def _order(lists: Sequence[Ranking]) -> list[str]:
@@ -50,11 +48,11 @@ def _normalised(ranking: Ranking) -> tuple[dict[str, float], float]:
     return {d: (s - middle) / span for d, s in ranking}, (low - middle) / span
 
 
-def interpolate(sparse: Ranking, dense: Ranking, alpha: float = DEFAULT_ALPHA) -> Ranking:
-    """``alpha * sparse + dense`` over normalised scores (see the module docstring)."""
+def interpolate(sparse: Ranking, dense: Ranking, fusion_weight: float = DEFAULT_FUSION_WEIGHT) -> Ranking:
+    """``fusion_weight * sparse + dense`` over normalised scores (see the module docstring)."""
     sparse_scores, sparse_floor = _normalised(sparse)
     dense_scores, dense_floor = _normalised(dense)
-    return _sorted({d: alpha * sparse_scores.get(d, sparse_floor) + dense_scores.get(d, dense_floor)
+    return _sorted({d: fusion_weight * sparse_scores.get(d, sparse_floor) + dense_scores.get(d, dense_floor)
                     for d in _order([sparse, dense])})
 
 
@@ -68,24 +66,26 @@ def reciprocal_rank(lists: Sequence[Ranking], rrf_k: int = DEFAULT_RRF_K) -> Ran
 
 
 class Hybrid:
-    """BM25 and a dense retriever fused: ``Hybrid(BM25.msmarco(index), DenseRetriever(...), fusion="rrf")``.
+    """BM25 and a dense retriever fused: ``Hybrid(BM25.msmarco(index), DenseRetriever(...), fusion="rrf")``, a
+    ``Retriever`` over two others.
 
     Each retriever returns its top ``depth`` (default: the ``k`` asked for); the fused list is cut to ``k``.
     Passage text comes from the sparse retriever's docstore (the Lucene index stores it).
     """
 
-    def __init__(self, sparse, dense, fusion: str = "interpolation", alpha: float = DEFAULT_ALPHA,
+    def __init__(self, sparse, dense, fusion: str = "interpolation", fusion_weight: float = DEFAULT_FUSION_WEIGHT,
                  rrf_k: int = DEFAULT_RRF_K, depth: int | None = None):
         if fusion not in FUSIONS:
             raise InputError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
-        if rrf_k < 0 or alpha < 0 or (depth is not None and depth < 1):
-            raise InputError(f"fusion needs alpha >= 0, rrf_k >= 0 and depth >= 1 (got {alpha}, {rrf_k}, {depth})")
+        if rrf_k < 0 or fusion_weight < 0 or (depth is not None and depth < 1):
+            raise InputError(f"fusion needs fusion_weight >= 0, rrf_k >= 0 and depth >= 1 (got {fusion_weight}, "
+                             f"{rrf_k}, {depth})")
         sparse_count, dense_count = _count(sparse), _count(dense)
         if sparse_count is not None and dense_count is not None and sparse_count != dense_count:
             raise InputError(f"the BM25 index holds {sparse_count} passages and the dense index {dense_count}: "
                              "they were not built from the same collection")
         self.sparse, self.dense = sparse, dense
-        self.fusion, self.alpha, self.rrf_k, self.depth = fusion, float(alpha), int(rrf_k), depth
+        self.fusion, self.fusion_weight, self.rrf_k, self.depth = fusion, float(fusion_weight), int(rrf_k), depth
 
     @property
     def docstore(self):
@@ -95,15 +95,21 @@ class Hybrid:
         """One query's fused ranking (not cut)."""
         if self.fusion == "rrf":
             return reciprocal_rank([sparse, dense], self.rrf_k)
-        return interpolate(sparse, dense, self.alpha)
+        return interpolate(sparse, dense, self.fusion_weight)
 
     def fuse_runs(self, sparse: Run, dense: Run, qids: Sequence[str], k: int) -> Run:
         """The fused top ``k`` of each query of ``qids`` (a query missing from a run has an empty list there)."""
-        name = (f"hybrid-rrf{self.rrf_k}" if self.fusion == "rrf" else f"hybrid-alpha{self.alpha:g}")
+        name = (f"hybrid-rrf{self.rrf_k}" if self.fusion == "rrf" else f"hybrid-interpolation{self.fusion_weight:g}")
         return Run({q: self.fuse(sparse.rankings.get(q, []), dense.rankings.get(q, []))[:k] for q in qids}, name)
+
+    def search(self, query: str, k: int = DEFAULT_HITS) -> Ranking:
+        """The fused top ``k`` of one query (each retriever's top ``depth`` fused)."""
+        depth = self.depth or k
+        return self.fuse(self.sparse.search(query, depth), self.dense.search(query, depth))[:k]
 
     def batch_search(self, topics: Mapping[str, str], k: int = DEFAULT_HITS, threads: int = 1,
                      progress: bool | None = None) -> Run:
+        """The fused top ``k`` of every query of ``topics``."""
         depth = self.depth or k
         sparse = self.sparse.batch_search(dict(topics), k=depth, threads=threads, progress=progress)
         dense = self.dense.batch_search(dict(topics), k=depth, threads=threads, progress=progress)

@@ -24,7 +24,7 @@ PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "fl
                      "qint8": "int8"}
 
 
-def device_name(device: str) -> str:
+def parse_device(device: str) -> str:
     """The device name normalised (``auto``, ``cpu``, ``cuda``, ``cuda:N``); anything else is an ``InputError``."""
     name = str(device).strip().lower()
     if name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()):
@@ -49,7 +49,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     if isinstance(device, torch.device):
         return device
-    name = local_device(device_name(device))
+    name = local_device(parse_device(device))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -22,11 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..io.runs import iter_run_rows, rank_rows
+from ..io.runs import Ranking, iter_run_rows, rank_rows
 from .options import GROUP_SIZE, NEGATIVES, NEGATIVES_DEPTH, SEED
-
-#: A ranked candidate list: (docid, score) best first.
-Ranking = list[tuple[str, float]]
 
 
 @dataclass(frozen=True)

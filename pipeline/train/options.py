@@ -3,6 +3,8 @@
 ``TrainConfig`` is one phase's optimisation, ``BootstrapConfig`` the bi-encoder bootstrap of the teacher,
 ``DistillConfig`` a student's procedure; the constants are the sizes the recipes, the training groups, the demo
 and the command line share. Plain dataclasses without torch, so the CLI reads its defaults here cheaply.
+Each field's help text is in its metadata (``help``; ``flag``, ``items``, ``min``, ``check``, ``aliases``,
+``formerly``: see ``pipeline.cli.flags``), where the ``train`` and ``distill`` flags are made from.
 
 Depths of training, each named for what it means (the rerank depth and the first-stage hits are
 ``pipeline.defaults.RERANK_DEPTH`` and ``pipeline.defaults.DEFAULT_HITS``):
@@ -14,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..defaults import MAX_LENGTH
+from ..defaults import MAX_LENGTH, SEED  # SEED: of every training phase and its groups' sampling
+from ..errors import InputError
+from ..runtime.devices import precision_name
+from . import PROCEDURES
 
 #: Hard negatives per LCE group (1 positive + NEGATIVES), drawn from the run's top-NEGATIVES_DEPTH.
 NEGATIVES = 7
@@ -26,32 +31,50 @@ SCORE_DEPTH = 30
 #: Queries a chunk of teacher scoring (``recipes.score_run``): scored together, journaled together, and shared out
 #: whole under torchrun.
 SCORE_CHUNK_QUERIES = 256
-#: Seed of every training phase and of the sampling of its groups.
-SEED = 42
 #: Peak learning rate of the teacher's LCE phase after a bi-encoder bootstrap (TrainConfig's ``lr`` without one).
 BOOTSTRAPPED_LR = 1e-5
+#: The distillation objectives (``distill --objective``); the teacher's LCE is the other objective of ``tasks``.
+DISTILL_OBJECTIVES = ("kl", "margin-mse", "mse")
+
+
+def _positive(values: tuple[float, ...]) -> tuple[float, ...]:
+    if any(v <= 0 for v in values):
+        raise InputError(f"learning rates must be positive, not {','.join(map(str, values))}")
+    return values
 
 
 @dataclass
 class TrainConfig:
     """Hyperparameters of one training run (saved with every checkpoint)."""
 
-    epochs: int = 1
-    batch_size: int = 16  # examples (groups) per optimizer step
-    accumulation: int = 1  # micro-batches per optimizer step
-    lr: float = 3e-5
-    epoch_lrs: tuple[float, ...] = ()  # per-epoch peak learning rate (last one repeats); overrides lr when given
-    warmup: float = 0.1  # fraction of the steps with linear warmup
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    max_steps: int | None = None
-    precision: str | None = None  # None: bf16 autocast on CUDA, fp32 on CPU; or fp32|bf16|fp16
-    seed: int = SEED
-    log_every: int = 10
-    save_every: int | None = None  # checkpoint every N steps (and always at the end of an epoch)
-    stop_after: int | None = None  # stop after this step as if interrupted (checkpoint kept; resume continues)
-    eval_every: int | None = None  # held-out evaluation every N steps (needs the Trainer's evaluator)
-    progress: bool | None = None  # a tqdm bar: True always, False never, None when stderr is a terminal
+    epochs: int = field(default=1, metadata={"help": "passes over the training examples"})
+    batch_size: int = field(default=16, metadata={
+        "help": "examples per optimizer step: groups (pairs in LM distillation)"})
+    accumulation: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    lr: float = field(default=3e-5, metadata={
+        "help": "peak learning rate, linear warmup then linear decay"})
+    epoch_lrs: tuple[float, ...] = field(default=(), metadata={
+        "help": "peak learning rate of each epoch, the last one repeating; overrides the learning rate",
+        "flag": "lrs", "items": "learning rates", "check": _positive})
+    warmup: float = field(default=0.1, metadata={"help": "fraction of the steps with linear warmup"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (biases and norms: none)"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clipped to this (0: not clipped)"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after N optimizer steps (per phase)"})
+    precision: str | None = field(default=None, metadata={
+        "help": "autocast precision: fp32, bf16 or fp16 (default bf16 on CUDA, fp32 on CPU)", "check": precision_name})
+    seed: int = field(default=SEED, metadata={
+        "help": "seed of the sampling, of training and of a fresh ranking head (a model folder without one)"})
+    log_every: int = field(default=10, metadata={"help": "log the loss every N steps", "min": 1})
+    save_every: int | None = field(default=None, metadata={
+        "help": "checkpoint every N steps (and at the end of each epoch)"})
+    stop_after: int | None = field(default=None, metadata={
+        "help": "stop after this step as if interrupted (checkpoint kept; resume continues): tests' hook, no flag",
+        "flag": False})
+    eval_every: int | None = field(default=None, metadata={
+        "help": "every N steps (and before the first and after the last) rerank the held-out queries (--eval-*) and "
+        "log their effectiveness into train_log.jsonl, plotted in learning_curve.png beside it"})
+    progress: bool | None = field(default=None, metadata={
+        "help": "a progress bar (default: when stderr is a terminal)"})
 
 
 #: The phases' own optimisation defaults: the bootstrap (two epochs, a lower peak in the second), ranker
@@ -65,39 +88,64 @@ LM_TRAINING = TrainConfig(batch_size=64, lr=3e-4)
 class BootstrapConfig:
     """The bi-encoder bootstrap: distil a zero-shot bi-encoder over unlabeled queries' candidates."""
 
-    biencoder: Path
-    topics: Path
-    run: Path
-    score_depth: int = SCORE_DEPTH  # candidates per query the bi-encoder scores
-    group_size: int = GROUP_SIZE
-    teacher_temperature: float = 0.1  # softmax temperature of the bi-encoder's cosine scores
+    biencoder: Path = field(metadata={"help": "zero-shot bi-encoder folder (mean pooling, cosine)", "flag": "from"})
+    topics: Path = field(metadata={"help": "unlabeled queries"})
+    run: Path = field(metadata={"help": "their BM25 candidates"})
+    score_depth: int = field(default=SCORE_DEPTH, metadata={
+        "help": "candidates per query the bi-encoder scores", "aliases": ("depth",)})
+    group_size: int = field(default=GROUP_SIZE, metadata={"help": "candidates per group"})
+    teacher_temperature: float = field(default=0.1, metadata={
+        "help": "softmax temperature of the bi-encoder's (cosine) scores", "flag": "temperature"})
     train: TrainConfig = field(default_factory=lambda: replace(BOOTSTRAP_TRAINING))
 
 
 @dataclass
 class DistillConfig:
-    """Options of ``distill`` beyond the inputs (the CLI's ``distilrank distill --help`` explains each)."""
+    """Options of ``distill`` beyond the inputs (each field's help is its ``distilrank distill`` flag's)."""
 
-    procedure: str = "ranker-distill"
-    layers: int = 3  # evenly spaced layers of the source (ignored when layer_map is given)
-    layer_map: tuple[int, ...] | None = None  # the source's layers the student keeps, e.g. (0, 1)
-    init_from: str = "base"  # base | teacher | random | a model folder
-    head: str = "cls"  # the student's ranking head: cls | mean (pipeline/heads.py)
-    base: Path | None = None  # the pretrained encoder (LM-distillation teacher); default: the teacher's init
-    objective: str = "kl"
-    temperature: float = 1.0  # the student's softmax temperature (kl)
-    teacher_temperature: float | None = None  # the teacher's (kl); None: the student's
-    random_negatives: int = 0  # group members drawn from teacher-scored random passages of the collection
-    label_weight: float = 0.0
-    hidden_weight: float = 0.0  # lm-distill+ranker-distill: hidden-state matching to the teacher
-    group_size: int = GROUP_SIZE
-    negatives: int = NEGATIVES  # the fine-tune procedures' LCE groups
-    negatives_depth: int = NEGATIVES_DEPTH
-    score_depth: int = SCORE_DEPTH  # the teacher scores each query's top-K (with a given score file: groups
-    # come from the top-K of its lists)
-    lm_pairs_per_query: int = 8
-    attention_weight: float = 1.0
-    max_length: int = MAX_LENGTH
+    procedure: str = field(default="ranker-distill", metadata={
+        "help": "fine-tune (labels alone), ranker-distill (the teacher's scores), or either after LM distillation "
+        "(lm-distill+fine-tune, lm-distill+ranker-distill: the pretrained encoder's hidden states and attention "
+        "maps first)", "choices": PROCEDURES})
+    layers: int = field(default=3, metadata={"help": "student layers: an evenly spaced copy of the source's"})
+    layer_map: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "the source's layers the student keeps (0-based, comma-separated), e.g. 0,1 (bottom two)",
+        "items": "layer indices", "min": 0})
+    init_from: str = field(default="base", metadata={
+        "help": "student weights: base (layers of the pretrained encoder), teacher (layers of the fine-tuned "
+        "teacher), random, or a model folder"})
+    head: str = field(default="cls", metadata={
+        "help": "the student's ranking head: cls (the [CLS] pooler) or mean (the mean of the tokens' last hidden "
+        "states; saved as a config flag that CrossEncoder reads)"})
+    base: Path | None = field(default=None, metadata={
+        "help": "the pretrained encoder (LM-distillation teacher); default: the teacher's init"})
+    objective: str = field(default="kl", metadata={
+        "help": "distillation loss: kl (listwise), margin-mse or mse", "choices": DISTILL_OBJECTIVES})
+    temperature: float = field(default=1.0, metadata={"help": "the student's softmax temperature (kl)"})
+    teacher_temperature: float | None = field(default=None, metadata={
+        "help": "the teacher's softmax temperature (kl; default: the student's); e.g. 0.1 for cosine scores"})
+    random_negatives: int = field(default=0, metadata={
+        "help": "K members of each group drawn from teacher-scored random passages of the collection (needs a "
+        "score file from 'score --random-negatives K' or more)"})
+    label_weight: float = field(default=0.0, metadata={"help": "weight of a label loss added to distillation"})
+    hidden_weight: float = field(default=0.0, metadata={
+        "help": "ranker distillation: weight of matching each student layer's hidden states to its teacher "
+        "layer's (TinyBERT)"})
+    group_size: int = field(default=GROUP_SIZE, metadata={"help": "candidates per ranker-distillation group"})
+    negatives: int = field(default=NEGATIVES, metadata={"help": "fine-tune procedures: hard negatives per group"})
+    negatives_depth: int = field(default=NEGATIVES_DEPTH, metadata={
+        "help": "fine-tune procedures: negatives come from the run's top-K"})
+    score_depth: int = field(default=SCORE_DEPTH, metadata={
+        "help": "candidates per query the teacher scores, and the top-K of --scores' lists that groups come from; "
+        "LM-distillation pairs come from the same top-K", "min": 1, "formerly": ("depth",)})
+    lm_pairs_per_query: int = field(default=8, metadata={"help": "LM-distillation pairs per query"})
+    progressive: tuple[int, ...] = field(default=(), metadata={
+        "help": "layer counts of the stages before --layers (e.g. 4,3), dropped from the teacher stage by stage",
+        "items": "layer counts", "min": 1})
+    progressive_steps: int = field(default=200, metadata={"help": "optimizer steps of each progressive stage"})
+    attention_weight: float = field(default=1.0, metadata={
+        "help": "weight of the attention maps matched too (LM distillation; hidden-state matching)"})
+    max_length: int = field(default=MAX_LENGTH, metadata={"help": "tokens per (query, passage) pair"})
     rank: TrainConfig = field(default_factory=lambda: replace(RANK_TRAINING))
     lm: TrainConfig = field(default_factory=lambda: replace(LM_TRAINING))
     bootstrap: BootstrapConfig | None = None  # the teacher's bi-encoder bootstrap, applied to the student first

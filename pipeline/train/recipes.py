@@ -13,6 +13,7 @@ distillation or fine-tuning.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -20,25 +21,26 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from ..defaults import MAX_LENGTH
 from ..errors import InputError
 from ..eval.timing import StageTiming, combine_ranks, sync, timing_path, write_timings
 from ..io import runs
 from ..io.data import DocStore, read_qids, read_qrels, read_topics
+from ..io.runs import Ranking
 from ..io.textfiles import read_text
 from ..rerank.cross_encoder import CrossEncoder
 from ..rerank.engine import ChunkResult, PairChunk, ScoringEngine
 from ..rerank.heads import with_head
+from ..rerank.options import RuntimeOptions
 from ..rerank.token_cache import TokenCache
 from ..runtime import distributed
 from ..runtime.atomic import atomic_write, is_stdout
 from ..runtime.devices import resolve_device
 from ..runtime.journal import Journal, identity, open_journal, source_identity
-from . import PROCEDURES
-from .groups import LabeledGroups, Ranking, ScoredGroups, iter_run_lists, random_passages
+from . import is_fine_tune, uses_lm_distill
+from .groups import LabeledGroups, ScoredGroups, iter_run_lists, random_passages
 from .heldout import HeldOut
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
 from .options import (
@@ -52,7 +54,7 @@ from .options import (
     TrainConfig,
 )
 from .scores import ScoreFile, join_scores, score_lines, write_scores
-from .students import make_student
+from .students import dropped_layers, make_student
 from .tasks import RankerTask
 from .trainer import CHECKPOINT, LOG_FILE, Trainer
 
@@ -97,9 +99,8 @@ class Inputs:
 
 
 def load_encoder(path: str | Path, seed: int, max_length: int = MAX_LENGTH) -> CrossEncoder:
-    """A CrossEncoder on CPU in fp32 (the Trainer moves it); a new head is seeded."""
-    torch.manual_seed(seed)
-    return CrossEncoder(path, device="cpu", precision="fp32", max_length=max_length)
+    """A CrossEncoder on CPU in fp32 (the Trainer moves it); a new head is drawn from ``seed``."""
+    return CrossEncoder(path, device="cpu", precision="fp32", max_length=max_length, head_seed=seed)
 
 
 def finished_summary(folder: Path) -> dict:
@@ -302,14 +303,14 @@ def _write_part(journal: Journal, path: Path) -> None:
             out.write(record["body"])
 
 
-def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH,
-              device: str = "auto", precision: str | None = None, batch_tokens: int | None = None,
-              random_negatives: int = 0, seed: int = SEED, compile: bool | str = False, attention: str = "sdpa",
-              bucket: int | None = None, cuda_graphs: bool = False, resume: bool = False,
-              chunk_queries: int = SCORE_CHUNK_QUERIES) -> dict:
+def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH, *,
+              options: RuntimeOptions | None = None, random_negatives: int = 0, seed: int = SEED,
+              resume: bool = False, chunk_queries: int = SCORE_CHUNK_QUERIES, **runtime: Any) -> dict:
     """Write the teacher's scores for the run's top-``depth`` lists (and ``random_negatives`` random passages a
-    query) to ``output`` (see ``scores.py``) and their timing (``OUTPUT.timing.json``); returns the file's
-    header. How the model runs: ``CrossEncoder`` and ``ScoringEngine`` options.
+    query, drawn from ``seed``, which also seeds the fresh head of a model folder without one) to ``output`` (see
+    ``scores.py``) and their timing (``OUTPUT.timing.json``); returns the file's header. How the model runs:
+    ``options`` (``RuntimeOptions``), with any of its fields given by name (``device="cuda"``) replacing its own;
+    passages are read from the token cache when both ``options.token_cache`` and ``inputs.token_cache`` say so.
 
     In one process or as one rank of a ``torchrun`` job (``pipeline.distributed``): the run is cut into chunks of
     ``chunk_queries`` queries, each rank scores its pair-balanced share and writes its part, rank 0 joins the
@@ -319,8 +320,9 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
     if is_stdout(output):
         raise InputError("a score file is joined from journaled parts: give a file name, not standard output")
     output = Path(output)
-    encoder = CrossEncoder(model, device=device, precision=precision, compile=compile, attention=attention)
-    engine = ScoringEngine(encoder, batch_tokens=batch_tokens, bucket=bucket, cuda_graphs=cuda_graphs)
+    options = replace(options or RuntimeOptions(), **runtime)
+    encoder = CrossEncoder(model, head_seed=seed, **options.encoder_kwargs())
+    engine = ScoringEngine(encoder, **options.engine_kwargs())
     ctx = distributed.start(engine.device)
     share = run_share(inputs, depth, chunk_queries, ctx) if ctx.distributed else RunShare()
     header = {"command": "score", "model": source_identity(model),
@@ -329,8 +331,8 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
               **engine.settings()}
     journal = open_journal(output, header, resume, ctx.rank, ctx.world_size)
     with journal.dropped_on_bad_input():
-        timing = _score_share(engine, inputs, depth, chunk_queries, journal, share, inputs.tokens(encoder),
-                              random_negatives, seed)
+        timing = _score_share(engine, inputs, depth, chunk_queries, journal, share,
+                              inputs.tokens(encoder) if options.token_cache else None, random_negatives, seed)
     timing = combine_ranks(distributed.gather(timing, ctx), SCORE_SUMMED)
     queries = timing.queries + timing.extra["resumed_queries"]
     distributed.write_output(output, lambda part: _write_part(journal, part),
@@ -452,6 +454,10 @@ def check_layers(teacher: Path, base: Path, cfg: DistillConfig) -> None:
     if cfg.layer_map and (len(set(cfg.layer_map)) != len(cfg.layer_map) or max(cfg.layer_map) >= available):
         raise InputError(f"--layer-map {','.join(map(str, cfg.layer_map))}: {source} has layers 0 to "
                          f"{available - 1}, each kept once")
+    sizes = [*cfg.progressive, cfg.layers]
+    if cfg.progressive and not (available >= sizes[0] and all(a > b for a, b in itertools.pairwise(sizes))):
+        raise InputError(f"--progressive {','.join(map(str, cfg.progressive))}: the stages must shrink from at most "
+                         f"{available} layers ({source}) down to --layers {cfg.layers}, each smaller than the last")
 
 
 def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: DistillConfig,
@@ -461,13 +467,16 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
     ``lm-distill+ranker-distill``. Saves the student into ``output`` (``resume``/``overwrite``: see
     ``check_restart``); with ``heldout`` (and ``eval_every`` in ``cfg.rank`` / ``cfg.bootstrap.train``) its
     ranking phases log a learning curve."""
-    if cfg.procedure not in PROCEDURES:
-        raise InputError(f"unknown procedure {cfg.procedure!r}; expected one of {', '.join(PROCEDURES)}")
+    fine_tune = is_fine_tune(cfg.procedure)  # an unknown procedure is an InputError
     teacher, output = Path(teacher), Path(output)
     seed = cfg.rank.seed
-    fine_tune = cfg.procedure.endswith("fine-tune")
+    if fine_tune and (cfg.hidden_weight or cfg.progressive):
+        raise InputError(f"--procedure {cfg.procedure} trains on labels alone: --hidden-weight and --progressive "
+                         "distil the teacher (use ranker-distill or lm-distill+ranker-distill)")
+    if cfg.progressive and cfg.init_from != "teacher":
+        raise InputError("--progressive drops layers of the teacher stage by stage: it needs --init-from teacher")
     uses_teacher = ((scores is None and not fine_tune) or cfg.init_from == "teacher" or cfg.base is None
-                    or (cfg.procedure.startswith("lm-distill") and bool(cfg.hidden_weight)))
+                    or bool(cfg.hidden_weight))
     if uses_teacher and not (teacher / "config.json").is_file():  # given scores and a base, the weights may be away
         raise InputError("teacher folder has no config.json", teacher)
     base = Path(cfg.base or read_info(teacher).get("init") or teacher)
@@ -486,8 +495,10 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         score_file = ScoreFile(scores)
         score_file.check_run(inputs.run)
     summaries = {}
-    student = build_student(teacher, base, cfg, seed)
-    if cfg.procedure.startswith("lm-distill"):
+    first_size = cfg.progressive[0] if cfg.progressive else cfg.layers
+    student = build_student(teacher, base, replace(cfg, layers=first_size, layer_map=None) if cfg.progressive
+                            else cfg, seed)
+    if uses_lm_distill(cfg.procedure):
         lm_dir = output / "lm-distill"
         lm_teacher = load_encoder(base, seed, cfg.max_length)
         source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
@@ -505,19 +516,40 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
                                missing=inputs.docstore.missing)
         task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed,
                           token_cache=inputs.tokens(student))
+        summaries[task.name] = run_phase(task, output, cfg.rank, device, resume, heldout)
     else:
         source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels,
                               depth=cfg.score_depth, random_negatives=cfg.random_negatives,
                               random=score_file.random_lists() if cfg.random_negatives else None)
-        hidden = None
-        if cfg.procedure.startswith("lm-distill") and cfg.hidden_weight:
-            hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student,
-                                   list(cfg.layer_map) if cfg.layer_map else None, attention_weight=0.0)
-        task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective, seed=seed,
-                          temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
-                          label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight,
-                          token_cache=inputs.tokens(student))
-    summaries[task.name] = run_phase(task, output, cfg.rank, device, resume, heldout)
+
+        def distill_stage(student: CrossEncoder, layer_map: list[int] | None, folder: Path,
+                          train: TrainConfig) -> dict:
+            """Ranker distillation of ``student`` into ``folder``; with ``hidden_weight``, its layers matched to the
+            teacher's ``layer_map`` (and their attention maps, with ``attention_weight``) on the same pairs."""
+            hidden = None
+            if cfg.hidden_weight:
+                hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student, layer_map,
+                                       attention_weight=cfg.attention_weight)
+            task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective, seed=seed,
+                              temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
+                              label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight,
+                              token_cache=inputs.tokens(student))
+            return run_phase(task, folder, train, device, resume, heldout)
+
+        layer_map = list(cfg.layer_map) if cfg.layer_map else None
+        if cfg.progressive:  # each stage starts from the last one's trained model, a few layers fewer
+            from transformers import AutoConfig
+
+            stages = dropped_layers(int(AutoConfig.from_pretrained(str(teacher)).num_hidden_layers),
+                                    [*cfg.progressive, cfg.layers])
+            for held, following in itertools.pairwise(stages):
+                folder = output / f"stage-{len(held)}L"
+                summaries[f"ranker-distill-{len(held)}L"] = distill_stage(
+                    student, held, folder, replace(cfg.rank, max_steps=cfg.progressive_steps))
+                student = load_encoder(folder, seed, cfg.max_length)
+                student.model = make_student(student.model, [held.index(layer) for layer in following], init="copy")
+            layer_map = stages[-1]
+        summaries["ranker-distill"] = distill_stage(student, layer_map, output, cfg.rank)
     write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
                         "init": str(base.resolve()), "config": asdict(cfg),
                         "summaries": summaries,

@@ -25,9 +25,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.runs import Ranking
 from ..io.textfiles import iter_lines
 from ..runtime.atomic import atomic_write, scratch_dir
-from .groups import Ranking, iter_run_lists
+from .groups import iter_run_lists
 
 MAGIC = "# distilrank-scores "
 RANDOM_FLAG = "\trandom"

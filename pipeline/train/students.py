@@ -23,6 +23,16 @@ def evenly_spaced_layers(num_teacher: int, num_student: int) -> list[int]:
     return [round((i + 1) * num_teacher / num_student) - 1 for i in range(num_student)]
 
 
+def dropped_layers(num_teacher: int, sizes: list[int]) -> list[list[int]]:
+    """The teacher layers each stage of progressive layer dropping holds: the first stage keeps ``sizes[0]``
+    evenly spaced layers of the teacher, each later one evenly spaced layers of the stage before it
+    (6 -> 4 -> 3 -> 2 gives [1, 2, 3, 5], [1, 3, 5], [3, 5])."""
+    stages = [evenly_spaced_layers(num_teacher, sizes[0])]
+    for size in sizes[1:]:
+        stages.append([stages[-1][i] for i in evenly_spaced_layers(len(stages[-1]), size)])
+    return stages
+
+
 def encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
     """The transformer layers of a BERT-family model."""
     try:

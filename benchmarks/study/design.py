@@ -1,0 +1,111 @@
+"""The study's design, as data: its phases, its scale, the students it trains, the model shapes it costs, and the
+targets its report checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.train import PROCEDURES
+
+#: The held-out measures of every row (the first two also make the learning curves).
+MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
+#: The phases, in the order they run (``--phases``).
+PHASES = ("speed", "references", "teacher", "scores", "students", "table")
+#: One lever at a time against "2L" (what ``distilrank distill --layers 2`` does, at the study's scale), and the
+#: pair of levers the CPU learning curves favoured (benchmarks/results/student_curves_cpu.md).
+LEVERS: dict[str, dict] = {
+    "2L": {},
+    "2L-mean-head": {"head": "mean"},
+    "2L-bottom-layers": {"layer_map": (0, 1)},
+    "2L-teacher-init": {"init_from": "teacher"},
+    "2L-lr-5e-4": {"lr": 5e-4},
+    "2L-mean-head-lr-5e-4": {"head": "mean", "lr": 5e-4},  # two levers: the CPU curves' best arm
+    "2L-lm-distill": {"procedure": "lm-distill+ranker-distill"},
+    "2L-bootstrap": {"bootstrap": True},
+    "2L-random-negatives": {"random_negatives": 4},
+    "2L-score-depth-100": {"score_depth": 100},
+    "2L-label-loss": {"label_weight": 1.0},
+    "2L-margin-mse": {"objective": "margin-mse"},
+    "2L-mse": {"objective": "mse"},
+    "2L-3-epochs": {"epochs": 3},
+    # Dense targets from the trained teacher (TinyBERT's task-specific distillation): the student starts from the
+    # teacher's own layers and head, and every student layer and attention map is matched to its teacher layer on
+    # the ranking pairs, beside the score loss.
+    "2L-hidden-states": {"init_from": "teacher", "hidden_weight": 1.0},
+    # Progressive layer dropping from the teacher, 6 -> 4 -> 3 -> 2, each stage a short re-distillation (hidden
+    # states matched too) that starts from a model that ranks.
+    "2L-progressive": {"init_from": "teacher", "progressive": (4, 3), "progressive_steps": 80, "hidden_weight": 1.0},
+    "3L-hidden-states": {"layers": 3, "init_from": "teacher", "hidden_weight": 1.0},
+}
+#: The students' sizes (layers) in the procedures' table and the targets.
+STUDENT_LAYERS = (2, 3)
+#: The study's table: the four procedures x the students' sizes, with the default settings.
+PROCEDURE_ROWS: dict[str, dict] = {f"{n}L-{p}": {"layers": n, "procedure": p}
+                                   for n in STUDENT_LAYERS for p in PROCEDURES}
+STUDENTS = {**LEVERS, **PROCEDURE_ROWS}
+#: The default layers of a student whose lever does not say.
+DEFAULT_LAYERS = 2
+#: Shapes whose cost the speed phase measures (MiniLM width): the teacher and the students.
+TEACHER_LAYERS = 6
+SHAPES = (TEACHER_LAYERS, *sorted(STUDENT_LAYERS, reverse=True))
+#: The speed phase reports the share of pairs longer than the study's max length, and than this.
+LONG_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the study sets out to show, on the held-out queries' nDCG@10 and the rows' rerank pairs/s."""
+
+    teacher_gain: float  # the teacher >= BM25 + this
+    kept_share: dict[int, float]  # layers -> share of the teacher's gain over BM25 the best student keeps
+    speedup: dict[int, float]  # layers -> how many times the teacher's pairs/s the best student reranks at
+    better: tuple[str, str]  # at each student size, the first procedure >= the second
+
+
+TARGETS = Targets(teacher_gain=0.08, kept_share={2: 0.80, 3: 0.90}, speedup={2: 2.5, 3: 1.8},
+                  better=("lm-distill+ranker-distill", "fine-tune"))
+
+
+@dataclass
+class Scale:
+    """The study's scale: saved in the state on its first call, so every later call continues the same study."""
+
+    dev_queries: int | None = None  # unlabeled dev queries used (None: all 6,980)
+    depth: int = 30  # BM25 candidates a dev query that the bootstrap's bi-encoder scores
+    score_depth: int = 30  # candidates a query the teacher's scores cover for a default student
+    max_score_depth: int = 100  # the teacher scores this many (levers may use up to it)
+    random_negatives: int = 4  # random passages a query the teacher scores too
+    group_size: int = 16
+    batch_size: int = 16
+    max_length: int = 128
+    bootstrap_epochs: int = 2
+    lce_epochs: int = 1  # the teacher's LCE epochs over the labeled half
+    student_epochs: int = 1
+    student_lr: float = 1.5e-4
+    finetune_epochs: int = 10
+    lm_pairs_per_query: int = 4
+    lm_batch_size: int = 128
+    eval_every: int = 50
+    eval_depth: int = 100  # candidates a held-out query reranked for the learning curves (rows always use 100)
+    save_every: int = 50
+    seed: int = 42
+
+    @classmethod
+    def sample(cls) -> Scale:
+        """Small enough to rehearse every phase on the embedded sample on a CPU in minutes."""
+        return cls(dev_queries=None, depth=8, score_depth=6, max_score_depth=10, random_negatives=2, group_size=4,
+                   batch_size=4, max_length=96, bootstrap_epochs=1, finetune_epochs=1, lm_pairs_per_query=2,
+                   lm_batch_size=16, eval_every=8, eval_depth=20, save_every=4)
+
+
+def student_names(spec: str) -> list[str]:
+    """The students ``--students`` names: ``levers``, ``procedures``, ``all`` or names, comma-separated."""
+    groups = {"levers": list(LEVERS), "procedures": list(PROCEDURE_ROWS), "all": list(STUDENTS)}
+    names: list[str] = []
+    for part in spec.split(","):
+        chosen = groups.get(part, [part])
+        unknown = [n for n in chosen if n not in STUDENTS]
+        if unknown:
+            raise SystemExit(f"unknown student {unknown[0]!r}; choose from levers, procedures, all, "
+                             + ", ".join(STUDENTS))
+        names += [n for n in chosen if n not in names]
+    return names

@@ -1,0 +1,197 @@
+"""The study's phases. Each one saves its result as a row of the state and is skipped once that row is there; a
+training phase checkpoints every ``save_every`` steps, so a call cut by its time limit resumes it where it stopped.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from common import device_description
+
+from pipeline.defaults import MSMARCO_B, MSMARCO_K1
+from pipeline.eval.evaluate import evaluate
+from pipeline.io.runs import Run
+from pipeline.rerank.cross_encoder import CrossEncoder
+from pipeline.rerank.stage import Reranker
+from pipeline.retrieval.biencoder import BiEncoder
+from pipeline.train import is_fine_tune
+from pipeline.train.options import (
+    BOOTSTRAP_TRAINING,
+    BOOTSTRAPPED_LR,
+    LM_TRAINING,
+    NEGATIVES,
+    BootstrapConfig,
+    DistillConfig,
+    TrainConfig,
+)
+from pipeline.train.recipes import distill, score_run, train_teacher
+from pipeline.train.trainer import LOG_FILE
+
+from . import speed
+from .cost import UNTRAINED_PHASE_S, Cost
+from .design import DEFAULT_LAYERS, MEASURES, SHAPES, STUDENTS, TEACHER_LAYERS
+from .inputs import StudyInputs
+from .state import State, holds_files
+
+#: The floor: BM25's lists in random order, the mean of this many seeded shuffles.
+FLOOR_SHUFFLES = 20
+#: Held-out queries reranked once before a timed rerank (loading, allocation).
+WARMUP_QUERIES = 2
+
+
+def row_name(phase: str, student: str | None = None) -> str:
+    """The row whose presence in the state says that ``phase`` (of ``student``) is finished."""
+    return {"references": "ref-biencoder", "students": f"student-{student}"}.get(phase, phase)
+
+
+class Phases:
+    """The phases of one study: its state, its inputs, the pretrained MiniLM and the device."""
+
+    def __init__(self, state: State, inputs: StudyInputs, minilm: Path, device: torch.device):
+        self.state, self.inputs, self.minilm, self.device = state, inputs, minilm, device
+        self.scale = state.scale
+
+    # ---- what the phases run (the cost model reads the same configurations) ----------------------------------
+
+    def train(self, base: TrainConfig | None = None, **kw) -> TrainConfig:
+        """A TrainConfig at the study's seed, checkpoint and curve cadence, without a bar."""
+        values = {"seed": self.scale.seed, "progress": False, "log_every": 10, "save_every": self.scale.save_every,
+                  "eval_every": self.scale.eval_every, **kw}
+        return replace(base or TrainConfig(), **values)
+
+    def bootstrap_config(self, epochs: int) -> BootstrapConfig:
+        """The bi-encoder bootstrap over the dev queries' BM25 top ``depth``."""
+        s = self.scale
+        return BootstrapConfig(self.minilm, self.inputs.dev_topics, self.inputs.dev_run, score_depth=s.depth,
+                               group_size=s.group_size,
+                               train=self.train(BOOTSTRAP_TRAINING, epochs=epochs, batch_size=s.batch_size))
+
+    def lce_config(self) -> TrainConfig:
+        """The teacher's LCE over the labeled half, after the bootstrap."""
+        return self.train(epochs=self.scale.lce_epochs, batch_size=self.scale.batch_size, lr=BOOTSTRAPPED_LR)
+
+    def student_config(self, name: str) -> DistillConfig:
+        """The default student at the study's scale with the lever of ``name`` applied."""
+        s, lever = self.scale, dict(STUDENTS[name])
+        procedure = lever.pop("procedure", "ranker-distill")
+        epochs = lever.pop("epochs", s.finetune_epochs if is_fine_tune(procedure) else s.student_epochs)
+        rank = self.train(epochs=epochs, batch_size=s.batch_size, lr=lever.pop("lr", s.student_lr))
+        bootstrap = self.bootstrap_config(epochs=1) if lever.pop("bootstrap", False) else None
+        if "random_negatives" in lever:  # at most what the teacher scored (a smaller scale scores fewer)
+            lever["random_negatives"] = min(lever["random_negatives"], s.random_negatives, s.group_size - 1)
+        return DistillConfig(procedure=procedure, layers=lever.pop("layers", DEFAULT_LAYERS), base=self.minilm,
+                             score_depth=min(lever.pop("score_depth", s.score_depth), s.max_score_depth),
+                             group_size=s.group_size, lm_pairs_per_query=s.lm_pairs_per_query,
+                             max_length=s.max_length, rank=rank,
+                             lm=self.train(LM_TRAINING, batch_size=s.lm_batch_size, eval_every=None),
+                             bootstrap=bootstrap, **lever)
+
+    def estimate(self, phase: str, student: str | None = None) -> float | None:
+        """Seconds ``phase`` should take, from the speed phase's pairs/s (None before it ran)."""
+        speed_row = self.state.row("speed")
+        if speed_row is None:
+            return None
+        s, inputs = self.scale, self.inputs
+        dev, labeled = len(inputs.dev), len(inputs.train_q)
+        cost = Cost(speed_row, held_pairs=len(inputs.held_q) * s.eval_depth)
+        if phase == "teacher":
+            return cost.teacher(self.bootstrap_config(s.bootstrap_epochs), self.lce_config(), NEGATIVES, dev, labeled)
+        if phase == "scores":
+            return cost.scoring((dev + labeled) * (s.max_score_depth + s.random_negatives), TEACHER_LAYERS)
+        if phase == "students" and student:
+            return cost.student(self.student_config(student), dev, labeled)
+        return UNTRAINED_PHASE_S
+
+    # ---- the phases ------------------------------------------------------------------------------------------
+
+    def run(self, phase: str, student: str | None = None) -> None:
+        """Run ``phase`` (``students``: the one named ``student``); not ``table``, which the report writes."""
+        if phase == "students":
+            self.student(student)
+        else:
+            getattr(self, phase)()
+
+    def speed(self) -> None:
+        """Training and scoring pairs/s per shape, and the truncation shares (``study.speed``)."""
+        self.state.save_row("speed", speed.measure(self.inputs, self.minilm, SHAPES, self.device,
+                                                   device_description(self.device)))
+
+    def references(self) -> None:
+        """BM25, the floor (BM25's lists shuffled) and the zero-shot MiniLM bi-encoder on the held-out queries."""
+        inputs, held_qrels = self.inputs, self.inputs.held_qrels
+        self.state.save_row("ref-bm25", {"system": f"BM25 (k1={MSMARCO_K1}, b={MSMARCO_B})", "layers": "-",
+                                         **evaluate(inputs.held_run, held_qrels, MEASURES)})
+        totals = dict.fromkeys(MEASURES, 0.0)
+        for i in range(FLOOR_SHUFFLES):
+            rng = random.Random(f"{self.scale.seed}:{i}")
+            shuffled = {}
+            for qid, ranking in inputs.held_run.items():
+                docids = [d for d, _ in ranking]
+                rng.shuffle(docids)
+                shuffled[qid] = [(d, float(len(docids) - r)) for r, d in enumerate(docids)]
+            for m, v in evaluate(Run(shuffled), held_qrels, MEASURES).items():
+                totals[m] += v / FLOOR_SHUFFLES
+        self.state.save_row("ref-random", {"system": f"BM25 top-100 in random order ({FLOOR_SHUFFLES} shuffles)",
+                                           "layers": "-", **totals})
+        bi = BiEncoder(self.minilm, device=str(self.device), max_length=self.scale.max_length)
+        bi.rerank(inputs.held_run.subset(list(inputs.held_q)[:WARMUP_QUERIES]), inputs.held_q, inputs.docstore)
+        run, timing = bi.rerank(inputs.held_run, inputs.held_q, inputs.docstore)
+        self.state.save_row("ref-biencoder", {"system": "MiniLM bi-encoder, zero-shot", "layers": TEACHER_LAYERS,
+                                              **evaluate(run, held_qrels, MEASURES), "pairs/s": timing.pairs_per_s})
+
+    def teacher(self) -> None:
+        """MiniLM as a cross-encoder: the bi-encoder bootstrap over the dev queries, then LCE on the labeled half."""
+        folder = self.state.folder / "teacher"
+        start = time.perf_counter()
+        try:
+            train_teacher(self.minilm, self.inputs.teacher_inputs(), folder, self.lce_config(),
+                          device=str(self.device), bootstrap=self.bootstrap_config(self.scale.bootstrap_epochs),
+                          max_length=self.scale.max_length, resume=holds_files(folder),
+                          heldout=self.inputs.heldout())
+        finally:  # a call stopped by its time limit counts too
+            seconds = self.state.add_seconds("teacher", time.perf_counter() - start)
+        shutil.copy(folder / "bootstrap" / "model" / LOG_FILE, self.state.log("teacher-bootstrap"))
+        shutil.copy(folder / LOG_FILE, self.state.log("teacher-lce"))
+        self.state.save_row("teacher", {"system": "teacher: MiniLM cross-encoder (bootstrap + LCE)",
+                                        "layers": TEACHER_LAYERS, **self.evaluate_folder(folder), "train s": seconds})
+
+    def scores(self) -> None:
+        """The teacher scores the distillation lists once, for every student."""
+        s = self.scale
+        start = time.perf_counter()
+        header = score_run(self.state.folder / "teacher", self.inputs.distill_inputs,
+                           self.state.folder / "scores" / "teacher.scores", s.max_score_depth,
+                           device=str(self.device), random_negatives=s.random_negatives, seed=s.seed,
+                           resume=True)  # a phase cut short continues from the journal of its finished chunks
+        self.state.save_row("scores", {**header, "seconds": time.perf_counter() - start})
+        print(f"  {header['pairs']:,} pairs of {header['queries']:,} queries scored", flush=True)
+
+    def student(self, name: str) -> None:
+        """One student: trained in ``work/NAME``, its row and log kept, its folder deleted."""
+        cfg = self.student_config(name)
+        folder = self.state.folder / "work" / name
+        scores = None if is_fine_tune(cfg.procedure) else self.state.folder / "scores" / "teacher.scores"
+        start = time.perf_counter()
+        try:
+            distill(self.state.folder / "teacher", self.inputs.distill_inputs, folder, cfg, scores=scores,
+                    device=str(self.device), resume=holds_files(folder), heldout=self.inputs.heldout())
+        finally:  # a call stopped by its time limit counts too
+            seconds = self.state.add_seconds(name, time.perf_counter() - start)
+        shutil.copy(folder / LOG_FILE, self.state.log(name))
+        self.state.save_row(f"student-{name}", {"system": f"student {name}", "layers": cfg.layers,
+                                                "lever": STUDENTS[name], **self.evaluate_folder(folder),
+                                                "train s": seconds})
+        shutil.rmtree(folder)
+
+    def evaluate_folder(self, folder: Path) -> dict:
+        """Held-out measures of a saved ranker and its rerank pairs/s (a small rerank: per-call overheads in)."""
+        inputs = self.inputs
+        reranker = Reranker(CrossEncoder(folder, device=self.device))
+        reranker.rerank(inputs.held_run.subset(list(inputs.held_q)[:WARMUP_QUERIES]), inputs.held_q,
+                        inputs.docstore)
+        run, timing = reranker.rerank(inputs.held_run, inputs.held_q, inputs.docstore)
+        return {**evaluate(run, inputs.held_qrels, MEASURES), "pairs/s": timing.pairs_per_s}

@@ -1,0 +1,131 @@
+"""The study's folder (``--state``), and what of it travels between GPU calls (``--pack`` / ``--unpack``).
+
+Layout: ``scale.json`` (the ``Scale``), ``rows/NAME.json`` (one a finished row or phase, and ``seconds.json``),
+``logs/NAME.jsonl`` (the training logs), ``teacher/``, ``scores/teacher.scores``, ``work/NAME`` (a student in
+progress, deleted once its row is written) and ``inputs/`` (derived from the input files on every call).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+from .design import Scale
+
+#: The device returns files of at most 16 MiB.
+PACK_PART = 15 * 2**20
+#: What later calls need, besides the teacher (packed in bf16).
+PACKED = ("scale.json", "rows", "logs", "scores")
+
+
+class State:
+    """The study's folder: the scale, the rows, the logs, the teacher, its scores, the students in progress."""
+
+    def __init__(self, folder: Path, overrides: dict | None = None, sample: bool = False):
+        """Open ``folder``: its saved scale, or for a new state ``Scale.sample()`` (``sample``) or ``Scale()`` with
+        ``overrides`` (field -> value) applied and saved."""
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for sub in ("rows", "logs", "work"):
+            (folder / sub).mkdir(exist_ok=True)
+        overrides = overrides or {}
+        path = folder / "scale.json"
+        if path.is_file():
+            self.scale = Scale(**json.loads(path.read_text()))
+            if overrides:
+                print(f"the state {folder} keeps its scale; ignoring --"
+                      + ", --".join(name.replace("_", "-") for name in overrides))
+        else:
+            self.scale = replace(Scale.sample() if sample else Scale(), **overrides)
+            path.write_text(json.dumps(asdict(self.scale), indent=2))
+
+    @staticmethod
+    def overrides(values: dict) -> dict:
+        """The ``Scale`` fields given in ``values`` (e.g. ``vars(args)``; None: not given)."""
+        return {f.name: values[f.name] for f in fields(Scale) if values.get(f.name) is not None}
+
+    def row(self, name: str) -> dict | None:
+        path = self.folder / "rows" / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def rows(self) -> dict[str, dict]:
+        """Every saved row and phase result, by name."""
+        return {p.stem: json.loads(p.read_text()) for p in sorted((self.folder / "rows").glob("*.json"))}
+
+    def save_row(self, name: str, row: dict) -> None:
+        path = self.folder / "rows" / f"{name}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(row, indent=2))
+        path.with_suffix(".tmp").rename(path)
+
+    def add_seconds(self, name: str, seconds: float) -> float:
+        """Wall seconds spent on ``name`` over every call so far (a phase cut by a time limit resumes)."""
+        path = self.folder / "rows" / "seconds.json"
+        spent = json.loads(path.read_text()) if path.is_file() else {}
+        spent[name] = spent.get(name, 0.0) + seconds
+        path.write_text(json.dumps(spent, indent=2))
+        return spent[name]
+
+    def log(self, name: str) -> Path:
+        """Where the training log of ``name`` (a student, ``teacher-bootstrap``, ``teacher-lce``) is kept."""
+        return self.folder / "logs" / f"{name}.jsonl"
+
+
+def holds_files(folder: Path) -> bool:
+    """Whether an earlier call left work in ``folder`` (then it resumes: finished phases skipped, an interrupted
+    one continued from its checkpoint)."""
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def pack(state: Path, out: Path) -> list[Path]:
+    """What later calls need (rows, logs, scores, the teacher in bf16), as ``study-state.tar.partNN`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    tar_path = out / "study-state.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for item in PACKED:
+            if (state / item).exists():
+                tar.add(state / item, arcname=item)
+        if (state / "teacher" / "model.safetensors").is_file():
+            tmp = out / "teacher.tmp"
+            _bf16_copy(state / "teacher", tmp)
+            tar.add(tmp, arcname="teacher")
+            shutil.rmtree(tmp)
+    parts = []
+    with open(tar_path, "rb") as src:
+        while chunk := src.read(PACK_PART):
+            parts.append(out / f"study-state.tar.part{len(parts):02d}")
+            parts[-1].write_bytes(chunk)
+    tar_path.unlink()
+    return parts
+
+
+def _bf16_copy(model: Path, target: Path) -> None:
+    """The files of the model folder ``model`` into ``target``, its floating-point weights in bf16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for item in model.iterdir():
+        if item.is_file() and item.name != "model.safetensors":
+            shutil.copy2(item, target / item.name)
+    weights = load_file(str(model / "model.safetensors"))
+    save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in weights.items()},
+              str(target / "model.safetensors"), metadata={"format": "pt"})
+
+
+def unpack(parts_dir: Path, state: Path) -> None:
+    """Restore what ``pack`` wrote into ``state`` (the teacher folder replaced as a whole)."""
+    parts = sorted(parts_dir.glob("study-state.tar.part*"))
+    if not parts:
+        raise SystemExit(f"no study-state.tar.part* in {parts_dir}")
+    state.mkdir(parents=True, exist_ok=True)
+    tar_path = state / "study-state.tar"
+    with open(tar_path, "wb") as out:
+        for part in parts:
+            out.write(part.read_bytes())
+    shutil.rmtree(state / "teacher", ignore_errors=True)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(state, filter="data")
+    tar_path.unlink()
