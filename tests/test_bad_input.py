@@ -182,6 +182,12 @@ def same_in(key: str, name: str) -> Content:
     return lambda w: (Path(w[key]) / name).read_bytes()
 
 
+def layers(key: str, count: int) -> Content:
+    """A model's ``config.json`` saying it has ``count`` layers."""
+    return lambda w: json.dumps({**json.loads((Path(w[key]) / "config.json").read_text()),
+                                 "num_hidden_layers": count}).encode()
+
+
 def without_first_candidate(w: World) -> bytes:
     """The collection without the run's first candidate."""
     first = w.text("run").split()[2]
@@ -300,6 +306,11 @@ CASES: list[Case] = [
          result="96 passages"),
     Case("tokenize-collection-crlf", "tokenize", {"--collection": "{t}/c.tsv"}, {"c.tsv": crlf("c")}, code=0,
          result="96 passages"),
+    Case("tokenize-collection-id-with-whitespace", "tokenize", {"--collection": "{t}/c.tsv"},
+         {"c.tsv": edit("c", 6, "{0} b\t{1}")}, message="document id '5 b' holds whitespace", where="{t}/c.tsv:6"),
+    Case("tokenize-collection-jsonl-id-with-whitespace", "tokenize", {"--collection": "{t}/c.jsonl"},
+         {"c.jsonl": text('{"id": "1", "contents": "a"}\n{"id": "2 3", "contents": "b"}\n')},
+         message="document id '2 3' holds whitespace", where="{t}/c.jsonl:2"),
     Case("tokenize-model-missing", "tokenize", {"--model": "{t}/none"}, message="model folder not found",
          where="{t}/none"),
     Case("tokenize-model-hub-name-offline", "tokenize", {"--model": "owner/ranker"}, message="offline"),
@@ -414,7 +425,20 @@ CASES: list[Case] = [
          message="expected 'pid<TAB>passage'", where="{t}/c.tsv:6"),
     Case("rerank-collection-empty-passage", "rerank", {"--collection": "{t}/c.tsv"},
          {"c.tsv": lambda w: "".join(f"{line.split(chr(9))[0]}\t\n" for line in w.text("c").splitlines()).encode()},
-         message="passages of query 100 are empty"),
+         message="passages of query 100 are empty", where="{t}/c.tsv"),
+    Case("rerank-model-more-layers-than-its-weights", "rerank", {"--model": "{t}/m"},
+         {"m/config.json": layers("model", 3), **{f"m/{n}": same_in("model", n) for n in (
+             "model.safetensors", "tokenizer.json", "tokenizer_config.json")}},
+         message="num_hidden_layers is 3, but the weights hold 2 layers (layer 2 is missing)",
+         where="{t}/m/config.json"),
+    Case("rerank-model-fewer-layers-than-its-weights", "rerank", {"--model": "{t}/m"},
+         {"m/config.json": layers("model", 1), **{f"m/{n}": same_in("model", n) for n in (
+             "model.safetensors", "tokenizer.json", "tokenizer_config.json")}},
+         message="the weights hold 2 layers (layer 1 is beyond it)", where="{t}/m/config.json"),
+    Case("rerank-run-is-where-the-journal-goes", "rerank", {"--run": "{t}/out.trec.journal"},
+         {"out.trec.journal": same("run")}, extra=("--resume",),
+         message="the output's file out.trec.journal is also the input --run", where="{t}/out.trec",
+         absent="delete"),
     Case("rerank-index-not-an-index", "rerank", {"--collection": None, "--index": "{t}/dir"}, dirs=("dir",),
          message="no Lucene index", where="{t}/dir"),
     Case("rerank-index-instead-of-collection", "rerank", {"--collection": None, "--index": "{index}"}, code=0,
@@ -648,7 +672,18 @@ CASES: list[Case] = [
     Case("submit-metadata-unknown-field", "submit", {"--metadata": '{"teem": "x"}'},
          message="unknown metadata field(s) ['teem']"),
     Case("submit-run-empty", "submit", {"--run": "{t}/run.tsv"}, {"run.tsv": text("")},
-         message="the run is empty: nothing to submit"),
+         message="the run is empty: nothing to submit", where="{t}/run.tsv"),
+    Case("submit-run-non-numeric-passage-id", "submit", {"--run": "{t}/run.trec"},
+         {"run.trec": edit("run", 2, "{0} Q0 p{2} {3} {4} {5}")},
+         message="passage id of query 100 'p", where="{t}/run.trec"),
+    Case("submit-run-non-numeric-query-id", "submit", {"--run": "{t}/run.tsv"},
+         {"run.tsv": lambda w: w.text("msrun").replace("100\t", "q100\t").encode()},
+         message="query id 'q100' is not a number: the leaderboard takes numeric ids only", where="{t}/run.tsv"),
+    Case("validate-topics-id-with-whitespace", "validate", {"--topics": "{t}/q.tsv"},
+         {"q.tsv": edit("q", 2, "{0} b\t{1}")}, message="query id '101 b' holds whitespace",
+         where="{t}/q.tsv:2"),
+    Case("evaluate-msmarco-run-id-with-whitespace", "evaluate", {"--run": "{t}/run.tsv"},
+         {"run.tsv": edit("msrun", 2, "{0}\t{1} x\t{2}")}, message="holds whitespace", where="{t}/run.tsv:2"),
     Case("submit-out-is-a-file", "submit", {"--out": "{t}/f"}, {"f": text("x")},
          message="exists and is not a folder", where="{t}/f"),
     Case("submit-out-unwritable", "submit", {"--out": "/proc/distilrank/sub"}, message="cannot write the output"),

@@ -64,3 +64,30 @@ def test_identity_names_content_not_just_the_path(tmp_path):
     assert identity(tmp_path / "m")["sha1"] != first["sha1"]
     with pytest.raises(InputError, match="not found"):
         identity(tmp_path / "absent.tsv")
+
+
+def test_a_damaged_or_repeated_record_is_refused_by_line_and_the_journal_kept(tmp_path):
+    path = tmp_path / "out.journal"
+    journal = Journal(path, {"depth": 3})
+    for chunk in range(3):
+        journal.append({"chunk": chunk, "x": [chunk]})
+    lines = path.read_bytes().splitlines(keepends=True)
+    for damaged, line, message in [(lines[2].replace(b"[1]", b"[7]"), 3, "checksum does not match"),
+                                   (lines[1], 3, "chunk 0 is recorded twice .first on line 2.")]:
+        content = b"".join([*lines[:2], damaged, *lines[3:]])
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=message) as err:
+            Journal(path, {"depth": 3}, resume=True)
+        assert err.value.line == line and "keep its first 2 lines" in str(err.value)
+        assert path.read_bytes() == content  # nothing cut off
+
+
+def test_bad_input_drops_the_journal_but_a_refusal_of_the_journal_keeps_it(tmp_path):
+    journal = Journal(tmp_path / "out.journal", {})
+    journal.append({"chunk": 0})
+    with pytest.raises(InputError), journal.dropped_on_bad_input():
+        raise journal.damaged(2, "chunk 0 is not one of this run's")
+    assert journal.path.is_file()
+    with pytest.raises(InputError), journal.dropped_on_bad_input():
+        raise InputError("a bad input", tmp_path / "run.trec")
+    assert not journal.path.exists()

@@ -101,3 +101,14 @@ def test_a_run_scanned_in_byte_ranges_gives_the_spans_of_the_whole_file(tmp_path
     path.write_text(path.read_text() + next(run.lines(fmt)))  # query 7 again at the end
     with pytest.raises(InputError, match="query 7 appears again"):
         join_spans([query_spans(path, 0, size // 2), query_spans(path, size // 2, path.stat().st_size)], path)
+
+
+def test_ids_that_could_not_be_read_back_are_neither_read_nor_written(tmp_path: Path):
+    path = tmp_path / "run.tsv"
+    path.write_text("1\t7\t1\n1\t7 8\t2\n")  # MS MARCO fields are split at tabs: a docid could hold a space
+    with pytest.raises(InputError, match=r"run.tsv:2: docid '7 8' holds whitespace"):
+        Run.read(path)
+    for qid, docid in (("q 1", "7"), ("1", "a\tb"), ("1", "")):
+        with pytest.raises(ValueError, match="empty or holds whitespace"):
+            Run({qid: [(docid, 1.0)]}).write(tmp_path / "out.trec")
+    assert not (tmp_path / "out.trec").exists()

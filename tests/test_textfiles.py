@@ -53,3 +53,13 @@ def test_read_text_whole_file(tmp_path: Path):
     path.write_bytes(b'{\n"team":\n"\xe9"}\n')
     with pytest.raises(InputError, match=r"meta.json:3: line is not valid UTF-8"):
         read_text(path)
+
+
+def test_an_id_is_one_token():
+    from pipeline.io.textfiles import checked_id
+
+    assert checked_id(" 7 ", "document id", "c.tsv", 3) == "7"
+    for bad, message in (("7 8", r"c.tsv:3: document id '7 8' holds whitespace"), ("7\u00a08", "holds whitespace"),
+                         ("  ", r"c.tsv:3: empty document id")):
+        with pytest.raises(InputError, match=message):
+            checked_id(bad, "document id", "c.tsv", 3)

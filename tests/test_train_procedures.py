@@ -56,9 +56,10 @@ def test_bootstrapped_teacher(teacher):
 def test_train_resume_skips_finished_phases(teacher, env, caplog):
     root, data, base = env
     args = ["train", "--init", str(base), *_inputs(data), "--qrels", str(data["qrels"]), "--output", str(teacher),
-            "--negatives", "3", "--epochs", "2", "--batch-size", "4", "--resume", *FAST,
+            "--negatives", "3", "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--resume", *FAST,
             "--bootstrap-from", str(base), "--bootstrap-topics", str(data["topics"]),
-            "--bootstrap-run", str(data["run"])]
+            "--bootstrap-run", str(data["run"]), "--bootstrap-group-size", "4", "--bootstrap-batch-size", "4",
+            "--bootstrap-depth", "8"]  # the options it was trained with (other ones are refused)
     with caplog.at_level(logging.INFO, logger="pipeline.train.recipes"):
         assert main(args) == 0
     assert "bootstrap: already finished" in caplog.text and "teacher-lce: already finished" in caplog.text

@@ -2,9 +2,10 @@
 
 Each module in ``COMMAND_MODULES`` has ``register(subparsers)`` which adds its subcommands; a
 subcommand's parser sets ``func(args) -> int``. Bad input (``InputError``) prints one line
-``distilrank: error: FILE:LINE: message`` and exits with code 2; Ctrl-C, SIGTERM and SIGHUP stop it
-with clean-up (``pipeline.interrupts``), one line and exit 128 + the signal's number; the commands that journal
-or checkpoint (rerank, score, train, distill) keep their finished work for ``--resume`` and say so.
+``distilrank: error: FILE:LINE: message`` and exits with code 2, and so does a full disk (``DiskFull``: "run the
+command again", with ``--resume`` where a command that journals or checkpoints left work); Ctrl-C, SIGTERM and
+SIGHUP stop it with clean-up (``pipeline.interrupts``), one line and exit 128 + the signal's number; the commands
+that journal or checkpoint (rerank, score, train, distill) keep their finished work for ``--resume`` and say so.
 
 What reaches the terminal is decided here, once: the library logs (``logging``), and ``setup_output``
 shows INFO and above on stderr when stderr is a terminal, WARNING and above otherwise (``-v`` adds DEBUG,
@@ -16,14 +17,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import importlib
 import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from ..errors import InputError
 from ..runtime import distributed, progress
+from ..runtime.diskspace import DiskFull
 from ..runtime.interrupts import exit_code, signals_raise
 
 COMMAND_MODULES = ("retrieve", "encode", "submission", "tokenize", "rerank", "train", "compare")
@@ -78,11 +82,31 @@ def setup_output(verbose: int = 0, quiet: bool = False, bars: bool = False) -> N
     handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(level)
-    # transformers and huggingface_hub read these when first imported: their own bars and notices follow ours.
+    progress.configure(False if quiet else True if bars else None)
+    _libraries_follow(verbose)
+
+
+def _libraries_follow(verbose: int) -> None:
+    """transformers' and huggingface_hub's own bars ("Loading weights", "Writing model shards", downloads) show
+    only where ours do (``progress.wanted``), their notices (transformers' multi-line LOAD REPORT) only with -vv.
+    They read the environment when first imported; the parser's modules may have imported them already, so they
+    are also told directly."""
+    bars = progress.wanted()
     if verbose < 2:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not bars:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    progress.configure(False if quiet else True if bars else None)
+    if "huggingface_hub" in sys.modules and not bars:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        if verbose < 2:
+            hf_logging.set_verbosity_error()
+        if not bars:
+            hf_logging.disable_progress_bar()
 
 
 @contextlib.contextmanager
@@ -100,6 +124,18 @@ def _refuse(err: InputError) -> int:
     return 2
 
 
+def _kept_work(args: argparse.Namespace) -> bool:
+    """Whether a command that resumes (``--resume``) left work to resume in its output: a journal beside an output
+    file, or anything in an output folder."""
+    output = getattr(args, "output", None)
+    if not hasattr(args, "resume") or output is None:
+        return False
+    output = Path(output)
+    if output.is_dir():
+        return any(output.iterdir())
+    return any(output.parent.glob(f"{glob.escape(output.name)}*.journal"))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -109,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with signals_raise(), _results_from_rank_0():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files go
             return int(args.func(args) or 0)
+    except DiskFull as err:  # not bad input: what the command finished is kept for the rerun
+        kept = " with --resume: finished work is kept" if _kept_work(args) else ""
+        return _refuse(InputError(err.message + kept, err.path))  # "... and run the command again" + kept
     except InputError as err:
         return _refuse(err)
     except KeyboardInterrupt as exc:

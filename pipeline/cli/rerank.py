@@ -9,6 +9,7 @@ from ..defaults import MAX_LENGTH, RERANK_DEPTH, SEED
 from ..errors import InputError
 from ..rerank.options import RuntimeOptions
 from ..runtime.atomic import is_stdout
+from ..runtime.journal import journal_files
 from ..runtime.outputs import claim_output, named_inputs
 from .flags import add_fields, field_values, refuse
 
@@ -84,7 +85,7 @@ def _rerank(args: argparse.Namespace) -> int:
     output = Path(args.output)
     timing_file = None if is_stdout(output) else timing_path(output)  # a run on stdout has its timing on stderr
     inputs = named_inputs(args, "run", "topics", "collection", "index", "model")
-    with claim_output(output, inputs, also=[timing_file] if timing_file else []):
+    with claim_output(output, inputs, also=[timing_file, *journal_files(output)] if timing_file else []):
         run = Run.read(args.run)
         topics = read_topics(args.topics)
         if args.collection:

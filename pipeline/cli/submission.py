@@ -53,7 +53,7 @@ def _submit(args: argparse.Namespace) -> int:
     inputs = {"--run": args.run, "--metadata": None if is_inline(args.metadata) else args.metadata}
     with claim_output(args.out, inputs, folder=True, also=submission_paths(args.out, args.split)):
         run = Run.read(args.run)
-        run_path, meta_path = write_submission(run, args.out, metadata, split=args.split)
+        run_path, meta_path = write_submission(run, args.out, metadata, split=args.split, source=args.run)
     check = validate_run(run_path)
     print(f"wrote {run_path} ({check.num_queries} queries, {check.num_rows} rows) and {meta_path}")
     missing = placeholder_fields(metadata)

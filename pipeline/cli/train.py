@@ -17,6 +17,7 @@ from ..defaults import MAX_LENGTH, RERANK_DEPTH, SEED
 from ..errors import InputError
 from ..rerank.heads import HEADS
 from ..rerank.options import RuntimeOptions
+from ..runtime.journal import journal_files
 from ..runtime.outputs import claim_output, named_inputs
 from ..train.options import (
     BOOTSTRAP_TRAINING,
@@ -141,7 +142,8 @@ def cmd_score(args) -> int:
         raise InputError("--chunk-queries must be at least 1")
     options = runtime_options(args)
     timing_file = f"{args.output}.timing.json"
-    with claim_output(args.output, named_inputs(args, "model", "run", "topics", "collection"), also=[timing_file]):
+    with claim_output(args.output, named_inputs(args, "model", "run", "topics", "collection"),
+                      also=[timing_file, *journal_files(args.output)]):
         inputs = Inputs.load(args.topics, args.run, args.collection, token_cache=options.token_cache)
         header = score_run(args.model, inputs, args.output, args.score_depth, options=options,
                            random_negatives=args.random_negatives, seed=args.seed, resume=args.resume,

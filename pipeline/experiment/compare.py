@@ -41,6 +41,7 @@ from ..eval.timing import StageTiming, timing_path, write_timings
 from ..io.runs import Run
 from ..rerank.engine import CPU_CHUNK_PAIRS, GPU_CHUNK_PAIRS
 from ..rerank.stage import Reranker
+from ..runtime.diskspace import space_checked
 from ..runtime.progress import bar as progress_bar
 from .config import Config, load_config
 from .first_stage import RUN_FILE, CachedFirstStage
@@ -134,7 +135,7 @@ def rerank_interleaved(
                 run, timing = rerankers[name].rerank(chunk, topics, docstore, depth=rerank.depth)
                 rankings[name].update(run.rankings)
                 parts[name].append(timing)
-                with open(partial[name], "a", encoding="utf-8") as out:
+                with space_checked(partial[name]), open(partial[name], "a", encoding="utf-8") as out:
                     out.writelines(run.lines(tag=name))
                 bar.update(len(block))
     results = {}

@@ -14,6 +14,7 @@ import hashlib
 import json
 import mmap
 import os
+import zipfile
 from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from ..errors import InputError, one_line
 from ..runtime.atomic import atomic_write
 from ..runtime.outputs import building
-from .textfiles import BOM, NOT_UTF8, iter_lines
+from .textfiles import BOM, NOT_UTF8, checked_id, iter_lines
 
 #: Named topic sets and the file a user can pass instead when offline.
 NAMED_TOPICS = {
@@ -69,6 +70,7 @@ def read_topics(path: str | Path) -> dict[str, str]:
         qid, sep, query = line.partition("\t")
         if not sep or not qid.strip():
             raise InputError("expected 'qid<TAB>query'", path, lineno)
+        qid = checked_id(qid, "query id", path, lineno)
         if not query.strip():
             raise InputError(f"empty query for qid {qid}", path, lineno)
         if qid in topics:
@@ -135,17 +137,15 @@ def parse_collection_line(line: str, fmt: str, path: Path, lineno: int) -> tuple
     """One collection line -> ``(docid, text)``; malformed lines raise ``InputError``."""
     if fmt == "tsv":
         docid, sep, text = line.partition("\t")
-        if not sep or not docid.strip() or "\t" in docid:
+        if not sep or not docid.strip():
             raise InputError("expected 'pid<TAB>passage'", path, lineno)
-        return docid.strip(), text
+        return checked_id(docid, "document id", path, lineno), text
     try:
         obj = json.loads(line)
         docid, text = obj["id"], obj["contents"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise InputError('expected a JSON object with "id" and "contents"', path, lineno) from None
-    if not str(docid).strip():
-        raise InputError("empty document id", path, lineno)
-    return str(docid), str(text)
+    return checked_id(str(docid), "document id", path, lineno), str(text)
 
 
 def iter_collection(path: str | Path) -> Iterator[tuple[str, str]]:
@@ -188,7 +188,10 @@ class DocStore:
     ``$DISTILRANK_CACHE`` (default ``~/.cache/distilrank``; the collection's folder may be
     read-only), keyed by the file's path, size and mtime; the file itself is memory-mapped. For the 8.8M-passage
     MS MARCO
-    collection the index is about 8.8M x 20 bytes = 180 MB of RAM.
+    collection the index is about 8.8M x 20 bytes = 180 MB of RAM. The index file (``.npz``: a zip whose members
+    carry CRC-32s, checked as they are read whole) is checked on every load at no extra cost: a damaged one
+    (truncated, edited, a member missing, rows out of order or beyond the collection) is an ``InputError``
+    saying to delete it (it is built again from the collection).
     """
 
     def __init__(self, path: str | Path):
@@ -234,12 +237,25 @@ class DocStore:
 
     @staticmethod
     def _cached_index(cache: Path, stat: os.stat_result) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The offset index in ``cache`` when it is there and describes the collection as it is now (``stat``)."""
-        if cache.is_file():
-            with np.load(cache) as data:
-                if int(data["size"]) == stat.st_size and int(data["mtime_ns"]) == stat.st_mtime_ns:
-                    return data["keys"], data["offsets"], data["lengths"]
-        return None
+        """The offset index in ``cache`` when it is there and describes the collection as it is now (``stat``);
+        a damaged one is an ``InputError``."""
+        if not cache.is_file():
+            return None
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                if int(data["size"]) != stat.st_size or int(data["mtime_ns"]) != stat.st_mtime_ns:
+                    return None
+                keys, offsets, lengths = data["keys"], data["offsets"], data["lengths"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError(f"damaged docstore index ({one_line(exc, 80)}): delete it, and it is built again from "
+                             "the collection", cache) from None
+        n = len(keys)
+        if (keys.ndim != 1 or offsets.shape != (n,) or lengths.shape != (n,) or not n
+                or bool((keys[1:] <= keys[:-1]).any()) or int(offsets.min()) < 0 or int(lengths.min()) < 0
+                or int((offsets + lengths).max()) > stat.st_size):
+            raise InputError("damaged docstore index (its rows disagree with each other or with the collection): "
+                             "delete it, and it is built again from the collection", cache)
+        return keys, offsets, lengths
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pass over the file: validate every line, record (id, offset, length), check duplicates.

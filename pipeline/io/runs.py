@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..runtime.atomic import atomic_write
-from .textfiles import BOM, iter_lines
+from .textfiles import BOM, checked_id, iter_lines
 
 FORMATS = ("trec", "msmarco")
 #: One query's ranking: its (docid, score) list, best first.
@@ -35,9 +35,9 @@ def run_format(path: str | Path) -> str:
 def iter_run_rows(path: str | Path, start: int = 0, first_line: int = 1,
                   lines: int | None = None) -> Iterator[tuple[int, str, str, int, float]]:
     """Stream ``(lineno, qid, docid, rank, score)`` from a TREC or MS MARCO run file (format from the first
-    line; MS MARCO rows score ``-rank``). A malformed line, a bad number or a NaN or infinite score raises
-    ``InputError``. A part of the file: ``lines`` lines from the byte offset ``start`` (a line's first byte),
-    numbered from ``first_line`` (``textfiles.iter_lines``)."""
+    line; MS MARCO rows score ``-rank``). A malformed line, an id with whitespace inside, a bad number or a NaN or
+    infinite score raises ``InputError``. A part of the file: ``lines`` lines from the byte offset ``start`` (a
+    line's first byte), numbered from ``first_line`` (``textfiles.iter_lines``)."""
     path = Path(path)
     fmt = run_format(path)
     for lineno, line in iter_lines(path, start=start, first_line=first_line, lines=lines):
@@ -55,6 +55,9 @@ def iter_run_rows(path: str | Path, start: int = 0, first_line: int = 1,
             raise InputError("rank or score is not a number", path, lineno) from None
         if not math.isfinite(score):
             raise InputError("score is NaN" if math.isnan(score) else "score is infinite", path, lineno)
+        if fmt == "msmarco":  # TREC fields are split at whitespace: their ids cannot hold any
+            parts[0], parts[1] = checked_id(parts[0], "query id", path, lineno), checked_id(parts[1], "docid", path,
+                                                                                          lineno)
         yield lineno, parts[0], parts[2 if fmt == "trec" else 1], rank, score
 
 
@@ -200,13 +203,16 @@ class Run:
 
     def lines(self, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Iterator[str]:
         """The run's lines in ``fmt`` (``trec``: ``qid Q0 docid rank score tag``; ``msmarco``:
-        ``qid<TAB>docid<TAB>rank``): the one place a run file's line is written. A NaN or infinite score is a
-        ``ValueError`` (it could not be read back)."""
+        ``qid<TAB>docid<TAB>rank``): the one place a run file's line is written. A NaN or infinite score, an empty
+        id or one with whitespace inside is a ``ValueError`` (it could not be read back)."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown run format {fmt!r}; expected one of {FORMATS}")
         tag = tag or self.name
         for qid, ranking in self.rankings.items():
             for rank, (docid, score) in enumerate(ranking[:max_rank], 1):
+                if docid.split() != [docid] or (rank == 1 and qid.split() != [qid]):
+                    raise ValueError(f"query id {qid!r} or docid {docid!r} is empty or holds whitespace: refusing "
+                                     "to write it (it could not be read back)")
                 if not math.isfinite(score):
                     kind = "NaN" if math.isnan(score) else "infinite"
                     raise ValueError(f"{kind} score for query {qid}, docid {docid}: refusing to write it")

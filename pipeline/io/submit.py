@@ -90,24 +90,39 @@ def placeholder_fields(metadata: Mapping[str, str]) -> list[str]:
     return [k for k, v in metadata.items() if str(v).startswith(PLACEHOLDER)]
 
 
+def is_leaderboard_id(value: str) -> bool:
+    """Whether ``value`` is an id (or rank) the leaderboard takes: ASCII digits only (what ``validate_run``
+    checks, and what ``write_submission`` writes)."""
+    return value.isascii() and value.isdigit()
+
+
 def write_submission(
-    run: Run, out_dir: str | Path, metadata: str | Path | Mapping | None = None, split: str = "dev"
+    run: Run, out_dir: str | Path, metadata: str | Path | Mapping | None = None, split: str = "dev",
+    source: str | Path | None = None,
 ) -> tuple[Path, Path]:
     """Write ``OUT/<split>.txt.bz2`` (top 1,000 per query, MS MARCO format) and ``OUT/metadata.json``.
 
-    Both files are written atomically. Returns their paths.
+    Both files are written atomically and together: either both appear or neither (a full disk, Ctrl-C).
+    An empty run, or one with a query or passage id that is not a number (``validate_run`` would reject the
+    file), is an ``InputError`` naming ``source`` (the run's file) before anything is written. Returns their paths.
     """
     if split not in SPLITS:
         raise InputError(f"split must be one of {list(SPLITS)}, not {split!r}")
     meta = load_metadata(metadata)
     if not run.rankings:
-        raise InputError("the run is empty: nothing to submit")
+        raise InputError("the run is empty: nothing to submit", source)
+    for qid, ranking in run.items():
+        bad = next((i for i in [qid, *(d for d, _ in ranking[:MAX_PER_QUERY])] if not is_leaderboard_id(i)), None)
+        if bad is not None:
+            what = "query id" if bad == qid else f"passage id of query {qid}"
+            raise InputError(f"{what} {bad!r} is not a number: the leaderboard takes numeric ids only", source)
     run_path, meta_path = submission_paths(out_dir, split)
-    with atomic_write(run_path, "wb") as raw, bz2.open(raw, "wt", encoding="utf-8") as out:
-        out.writelines(run.lines("msmarco", max_rank=MAX_PER_QUERY))
-    with atomic_write(meta_path) as out:
-        json.dump(meta, out, indent=2)
-        out.write("\n")
+    with atomic_write(meta_path) as meta_out:
+        json.dump(meta, meta_out, indent=2)
+        meta_out.write("\n")
+        meta_out.flush()  # written before the run file is renamed into place: a failure of either removes both
+        with atomic_write(run_path, "wb") as raw, bz2.open(raw, "wt", encoding="utf-8") as out:
+            out.writelines(run.lines("msmarco", max_rank=MAX_PER_QUERY))
     return run_path, meta_path
 
 
@@ -171,7 +186,8 @@ def validate_run(
                 result.add("not 'qid<TAB>pid<TAB>rank'", f"line {lineno}: {line[:60]!r}")
                 continue
             qid, pid, rank = (p.strip() for p in parts)
-            bad = [name for name, value in (("qid", qid), ("pid", pid), ("rank", rank)) if not value.isdigit()]
+            bad = [name for name, value in (("qid", qid), ("pid", pid), ("rank", rank))
+                   if not is_leaderboard_id(value)]
             if bad:
                 result.add("non-numeric id or rank", f"line {lineno}: {'/'.join(bad)} in {line[:60]!r}")
                 continue

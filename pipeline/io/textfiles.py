@@ -6,7 +6,9 @@ score files, metadata, configs).
   itself to the first id and silently change results);
 - lines end at ``\\n``; a ``\\r`` before it (CRLF) is dropped; a lone ``\\r`` inside a line is text, as in the
   MS MARCO collection;
-- a missing path, a folder or an unreadable file is an ``InputError`` naming it.
+- a missing path, a folder or an unreadable file is an ``InputError`` naming it;
+- an id (a query's, a passage's) is one token: no whitespace inside it (``checked_id``), since run files and
+  qrels separate their fields by whitespace and an id holding some could not be read back.
 
 The fast path is Python's own text decoding; the line number of a bad byte is found by a second, binary pass,
 only when there is one.
@@ -17,6 +19,7 @@ import codecs
 import contextlib
 import io
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -27,6 +30,7 @@ from ..errors import InputError
 BOM = codecs.BOM_UTF8
 ENCODING = "utf-8-sig"  # UTF-8, with a leading byte-order mark dropped
 NOT_UTF8 = "line is not valid UTF-8"
+_WHITESPACE = re.compile(r"\s")
 
 Opener = Callable[..., IO]
 
@@ -42,6 +46,18 @@ def _readable(path: Path) -> Iterator[None]:
         raise InputError("is a folder; expected a file", path) from None
     except PermissionError:
         raise InputError("permission denied: cannot read this file", path) from None
+
+
+def checked_id(value: str, what: str, path: str | Path, lineno: int) -> str:
+    """``value`` as an id (``what``: "query id", "document id"), surrounding whitespace dropped; an empty id or
+    one with whitespace inside is an ``InputError`` naming the file and line."""
+    value = value.strip()
+    if not value:
+        raise InputError(f"empty {what}", path, lineno)
+    if _WHITESPACE.search(value):
+        raise InputError(f"{what} {value!r} holds whitespace: an id must be one token (run files and qrels "
+                         "separate their fields by whitespace)", path, lineno)
+    return value
 
 
 def bad_line(path: str | Path, opener: Opener = open) -> int | None:

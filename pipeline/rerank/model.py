@@ -8,7 +8,9 @@ top) is a folder (or hub name) that ``AutoModelForSequenceClassification`` loads
 - a plain encoder without a ranking head (``BertModel``, ``BertForMaskedLM``, e.g. the pretrained MiniLM):
   loaded as a one-logit ranker with a newly initialised head (a warning says so), the start of fine-tuning; the
   head is drawn from a fixed seed (``head_seed``), so every load of the folder scores alike;
-- any other classification head (3 or more labels) is refused with ``InputError``.
+- any other classification head (3 or more labels) is refused with ``InputError``;
+- so is a folder whose weights hold fewer (or more) encoder layers than its config's ``num_hidden_layers``
+  (transformers would draw the missing layers at random, with only a warning).
 
 The encoding rule: a pair is ``prefix + q + middle + p + suffix`` (``[CLS] q [SEP] p [SEP]`` for BERT; the
 template is probed from the tokenizer's own pair encoding), the query capped at ``query_max_length`` tokens,
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +59,8 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "cross_encoder.json"
 #: Static shapes torch.compile may compile before it gives up on new ones (dynamo's recompile limit, raised).
 STATIC_SHAPES = 128
+#: A weight of encoder layer N, as the architectures name them (BERT ``layer.N.``, others ``layers.N.``, ``h.N.``).
+LAYER_WEIGHT = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 #: Files one of which a local model folder needs for its tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
                    "sentencepiece.bpe.model")
@@ -134,7 +139,23 @@ def _load_model(source: str, config, dtype: torch.dtype, seed: int):
                 model, info = model_class.from_pretrained(source, **kwargs)
     except Exception as exc:
         raise InputError(f"cannot load model {source!r} as a sequence-classification ranker: {one_line(exc)}") from None
+    _check_layers(source, config, info)
     return model, sorted(info.get("missing_keys") or [])
+
+
+def _check_layers(source: str, config, info: dict) -> None:
+    """Refuse weights that hold fewer or more encoder layers than the config says (``num_hidden_layers``)."""
+    layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(layers, int):
+        return
+    absent = {int(m.group(1)) for key in info.get("missing_keys") or [] if (m := LAYER_WEIGHT.search(key))}
+    extra = {int(m.group(1)) for key in info.get("unexpected_keys") or [] if (m := LAYER_WEIGHT.search(key))}
+    extra = {i for i in extra if i >= layers}
+    if absent or extra:
+        held = layers - len(absent) + len(extra)
+        raise InputError(f"num_hidden_layers is {layers}, but the weights hold {held} layers (layer "
+                         f"{min(absent or extra)} {'is missing' if absent else 'is beyond it'}): correct "
+                         "num_hidden_layers, or use the weights saved with this config", Path(source) / "config.json")
 
 
 def load_tokenizer(model_name_or_path: str | Path):

@@ -125,7 +125,8 @@ def query_candidates(qid: str, ranking: Ranking, depth: int, gone: set[str] | tu
     empty = [d for (d, _), k in zip(head, keep, strict=True) if not k]
     if empty:
         if not skip_missing:
-            raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)}")
+            raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)}",
+                             getattr(docstore, "path", None))
         head = [h for h, k in zip(head, keep, strict=True) if k]
         passages = passages[np.asarray(keep)] if token_cache is not None else [
             t for t, k in zip(passages, keep, strict=True) if k]
@@ -260,7 +261,8 @@ class Reranker(Ranker):
         share = range(len(plan)) if share is None else share
         rankings: dict[str, Ranking] = {}
         totals = Counter(missing=sum(len(missing.get(q, ())) for i in share for q in plan[i].qids))
-        done = self._restore(journal, run, depth, missing, rankings, totals) if journal is not None else set()
+        done = (self._restore(journal, run, depth, missing, plan, share, rankings, totals) if journal is not None
+                else set())
         todo = [i for i in share if i not in done]
         chunks = candidate_chunks(run, topics, docstore, depth, missing, self.skip_missing, (plan[i] for i in todo),
                                   self.token_cache, self.encoder.passage_limit)
@@ -312,18 +314,22 @@ class Reranker(Ranker):
                             for q, latency in zip(result.chunk.meta, latencies, strict=True)]}
 
     @staticmethod
-    def _restore(journal: Journal, run: Run, depth: int, missing: Mapping[str, set[str]],
-                 rankings: dict[str, Ranking], totals: Counter) -> set[int]:
+    def _restore(journal: Journal, run: Run, depth: int, missing: Mapping[str, set[str]], plan: list[Chunk],
+                 share: Sequence[int], rankings: dict[str, Ranking], totals: Counter) -> set[int]:
         """Put the chunks the journal records into ``rankings`` (each head as ranked then, the tail below it as
-        ``merge`` places it); the indices of those chunks."""
+        ``merge`` places it); the indices of those chunks. A record that does not fit the plan (another chunk,
+        other queries, a docid that is not a candidate) is refused (``Journal.damaged``)."""
         done = set()
-        for record in journal:
-            for qid, head, _ in record["queries"]:
-                scored = [(docid, score) for docid, score in head]
+        for lineno, record in journal.records():
+            try:
+                heads = _recorded_heads(record, run, depth, missing, plan, share)
+            except (ValueError, TypeError, KeyError) as err:
+                why = str(err) if isinstance(err, ValueError) else f"malformed record ({type(err).__name__})"
+                raise journal.damaged(lineno, why) from None
+            for qid, scored in heads:
                 rankings[qid] = merge(scored, np.array([s for _, s in scored], dtype=np.float64),
                                       _tail(run[qid], depth, missing.get(qid, ())))
-            totals.update(resumed_queries=len(record["queries"]), resumed_pairs=record["pairs"],
-                          empty=record["empty"])
+            totals.update(resumed_queries=len(heads), resumed_pairs=record["pairs"], empty=record["empty"])
             done.add(record["chunk"])
         return done
 
@@ -342,6 +348,33 @@ class Reranker(Ranker):
                 "padded_tokens": totals["padded_tokens"], "skipped_missing": totals["missing"],
                 "skipped_empty": totals["empty"], "resumed_queries": totals["resumed_queries"],
                 "resumed_pairs": totals["resumed_pairs"]}
+
+
+def _recorded_heads(record: Mapping[str, Any], run: Run, depth: int, missing: Mapping[str, set[str]],
+                    plan: list[Chunk], share: Sequence[int]) -> list[tuple[str, Ranking]]:
+    """Each query's ranked head as a journal record holds it, checked against the plan: a chunk of this
+    process's share, its queries in order, each head candidates of its query's top ``depth`` (each once) with
+    finite scores, the pair count theirs; a ``ValueError`` (or ``TypeError``/``KeyError`` for a record of
+    another shape) says what does not fit."""
+    index = record["chunk"]
+    if index not in share:
+        raise ValueError(f"chunk {index} is not one of this run's chunks")
+    queries = record["queries"]
+    if [query[0] for query in queries] != plan[index].qids:
+        raise ValueError(f"chunk {index} holds other queries than the run's")
+    heads = []
+    for qid, head, _ in queries:
+        scored = [(str(docid), float(score)) for docid, score in head]
+        candidates = {d for d, _ in run[qid][:depth]} - set(missing.get(qid, ()))
+        docids = {d for d, _ in scored}
+        if len(docids) != len(scored) or not docids <= candidates:
+            raise ValueError(f"query {qid} holds docids that are not its candidates (or twice)")
+        if not all(np.isfinite([s for _, s in scored])):
+            raise ValueError(f"query {qid} holds scores that are not finite")
+        heads.append((qid, scored))
+    if record["pairs"] != sum(len(h) for _, h in heads) or type(record["empty"]) is not int or record["empty"] < 0:
+        raise ValueError(f"chunk {index}: its counts do not match its queries")
+    return heads
 
 
 #: Timing extras that add up over the ranks of a distributed run.

@@ -11,17 +11,23 @@ collection, named by the collection's path, size and mtime) and the tokenizer's 
 - ``NAME.TAG.tokens-FP.ids``: the ids of every passage, concatenated; ``uint16`` when the vocabulary fits
   (MS MARCO's 8.8M passages at about 80 tokens: about 1.4 GB), else ``uint32``;
 - ``NAME.TAG.tokens-FP.offsets.npy``: int64 ``[passages + 1]``; row ``r`` is ``ids[offsets[r]:offsets[r + 1]]``;
-- ``NAME.TAG.tokens-FP.json``: what was built, written last: without it a cache is unbuilt and built again.
+- ``NAME.TAG.tokens-FP.json``: what was built, with the seals of both files (``pipeline.runtime.integrity``),
+  written last: without it a cache is unbuilt and built again.
 
 Every file is written under a temporary name and renamed (``pipeline.atomic``), and one process builds at a time
 (``outputs.building``): the processes of a ``torchrun`` job that all open an unbuilt cache wait for the first to
-build it, then memory-map its files.
+build it, then memory-map its files. The temporary files of a killed build are removed by the next open, unless a
+live process is building (``outputs.sweep_unheld``).
 
 Both arrays are memory-mapped: a lookup reads the pages it touches, nothing is loaded whole. A changed collection
-or tokenizer gets files of its own; a cache whose files disagree with its record is an ``InputError``.
+or tokenizer gets files of its own; a cache whose files disagree with its record is an ``InputError`` saying what
+to delete. What opening costs: the record, the offsets read once (their order checked), and each file's seal
+checked (a stat and a 256 KiB sample; a full read of a file whose mtime changed, after which the record is
+renewed).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -34,18 +40,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..io.data import DocStore
+from ..runtime import integrity
 from ..runtime.atomic import atomic_write
-from ..runtime.outputs import building
+from ..runtime.outputs import building, sweep_unheld
 from ..runtime.progress import bar
 
 log = logging.getLogger(__name__)
 
 #: Passage tokens kept: the most a pair of the longest max length in use (512) can hold.
 MAX_TOKENS = 512
-#: The record's version: a cache of another version is built again.
-VERSION = 1
+#: The record's version: a cache of another version is built again (2: the files' seals are recorded).
+VERSION = 2
 #: Passages tokenized per call of the Rust tokenizer (parallel over the cores).
 BUILD_BATCH = 8192
 
@@ -144,6 +151,7 @@ class TokenCache:
             raise InputError(f"the token cache needs a fast (Rust) tokenizer; {type(tokenizer).__name__} is not one")
         key = fingerprint(backend)
         files = cls.files(docstore, key)
+        sweep_unheld(files["record"], also=files.values())  # what a killed build left (none while one runs)
         if not rebuild and _version(files["record"]) not in (VERSION, None):
             log.info("the token cache %s has another layout version: building it again", files["record"])
             rebuild = True
@@ -180,12 +188,17 @@ class TokenCache:
         stat = docstore.path.stat()
         record = {"version": VERSION, "fingerprint": key, "collection": str(docstore.path.resolve()),
                   "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "passages": n, "tokens": int(offsets[-1]),
-                  "dtype": dtype.name, "vocab": vocab, "max_tokens": MAX_TOKENS}
-        with atomic_write(files["record"]) as out:
-            json.dump(record, out, indent=2)
-            out.write("\n")
+                  "dtype": dtype.name, "vocab": vocab, "max_tokens": MAX_TOKENS,
+                  "seals": {name: integrity.seal(files[name]) for name in ("ids", "offsets")}}
+        cls._write_record(files["record"], record)
         log.info("token cache: %d passages, %d tokens (%.1f MB)", n, record["tokens"],
                  record["tokens"] * dtype.itemsize / 1e6)
+
+    @staticmethod
+    def _write_record(path: Path, record: dict[str, Any]) -> None:
+        with atomic_write(path) as out:
+            json.dump(record, out, indent=2)
+            out.write("\n")
 
     @classmethod
     def _load(cls, docstore: DocStore, key: str, files: dict[str, Path]) -> TokenCache:
@@ -202,8 +215,16 @@ class TokenCache:
             n, tokens, dtype = int(record["passages"]), int(record["tokens"]), np.dtype(record["dtype"])
             expected = (record["fingerprint"], int(record["size"]), int(record["mtime_ns"]))
             max_tokens, vocab = int(record["max_tokens"]), int(record["vocab"])
+            seals = {name: dict(record["seals"][name]) for name in ("ids", "offsets")}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise corrupt(f"unreadable record: {type(exc).__name__}") from None
+            raise corrupt(f"unreadable record: {one_line(exc, 80)}") from None
+        try:
+            checked = {name: integrity.check(files[name], seal) for name, seal in seals.items()}
+        except integrity.BrokenSeal as why:
+            raise corrupt(str(why)) from None
+        if checked != seals:  # copied or touched, the same bytes: renew the seals so the next open is cheap
+            with contextlib.suppress(OSError):
+                cls._write_record(path, {**record, "seals": checked})
         if dtype not in (np.uint16, np.uint32) or vocab > np.iinfo(dtype).max + 1:
             raise corrupt(f"token ids of type {dtype} for a vocabulary of {vocab}")
         if expected != (key, stat.st_size, stat.st_mtime_ns) or n != len(docstore):

@@ -6,16 +6,26 @@ A dense index folder (``distilrank encode --output indexes/NAME``) holds:
 - ``docids.npy``: the passage ids in row order (the collection's ids sorted, as ``DocStore`` keeps them;
   int64 when every id is a plain integer);
 - ``meta.json``: the encoder (name, fingerprint, max_length), the collection (path, fingerprint, passages),
-  dim, whether encoding is complete, the encode time, and the faiss indexes built beside (``faiss.KIND``);
+  dim, whether encoding is complete, the encode time, the seals of the two files above once complete
+  (``pipeline.runtime.integrity``), and the faiss indexes built beside (``faiss.KIND``, each with its seal);
 - ``progress.json`` while encoding: the rows done. Rows are encoded in blocks; after each block the memory
   map is flushed to disk, then the progress is written atomically, so a killed encode resumes at the last
-  finished block and never trusts rows that were not flushed.
+  finished block and never trusts rows that were not flushed. The embeddings file's space is allocated before
+  any work (``diskspace.reserve``): a full disk is a one-line ``DiskFull``, never a SIGBUS of the memory map. A
+  folder holding only what an encode writes before ``meta.json`` (killed while starting) is started again.
 
 An existing folder made with another encoder (fingerprint of its files) or another collection (fingerprint
 of its bytes) is refused with an ``InputError``: an index is only ever searched with its own encoder.
+
+What opening checks (a damaged index is an ``InputError`` saying what to delete): ``meta.json``'s keys and types,
+the embeddings file's size; a complete index's seals (a stat and a 256 KiB sample of each file; a full read of a
+file whose mtime changed, after which the seal is renewed in ``meta.json``); when resuming, ``progress.json``'s
+count and a sample of the rows it claims (up to 64 rows read: an unwritten row is all zeros, an encoded one has
+norm 1).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,14 +40,26 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.data import DocStore, key_positions
-from ..runtime.atomic import atomic_write
+from ..runtime import integrity
+from ..runtime.atomic import TEMP_SUFFIX, atomic_write
+from ..runtime.diskspace import reserve
 from ..runtime.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
 EMBEDDINGS, DOCIDS, META, PROGRESS = "embeddings.f16", "docids.npy", "meta.json", "progress.json"
+#: What a folder holds before ``meta.json``: an encode killed while starting, started again.
+STARTING = frozenset({DOCIDS, EMBEDDINGS})
 #: Passages encoded between two checkpoints (what a kill can cost), per device type.
 CPU_BLOCK, GPU_BLOCK = 1024, 16384
+#: The folder's layout (2: a complete index records its files' seals).
+FORMAT = 2
+#: The files a complete index seals, and the rows of a resumed encode checked for having been written.
+SEALED, CHECKED_ROWS = (EMBEDDINGS, DOCIDS), 64
+#: What ``meta.json`` holds: section -> keys (None: a top-level key) and the type of each.
+META_KEYS = {None: {"dim": int, "complete": bool, "encode_seconds": (int, float)},
+             "encoder": {"name": str, "source": str, "fingerprint": str, "max_length": int},
+             "collection": {"path": str, "fingerprint": str, "passages": int}}
 
 
 class Encoder(Protocol):
@@ -74,11 +96,33 @@ def _write_json(path: Path, data: dict) -> None:
         out.write("\n")
 
 
-def _read_json(path: Path) -> dict:
+def damaged(path: Path, why: str, remedy: str = "delete the folder and encode the collection again") -> InputError:
+    """The refusal of a damaged dense index file: what is wrong and what to do."""
+    return InputError(f"damaged dense index ({why}): {remedy}", path)
+
+
+def _read_json(path: Path, remedy: str = "delete the folder and encode the collection again") -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"unreadable ({type(exc).__name__}); re-encode into a new folder", path) from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(path, f"unreadable: {type(exc).__name__}", remedy) from None
+    if not isinstance(data, dict):
+        raise damaged(path, "not a JSON object", remedy)
+    return data
+
+
+def _check_meta(meta: dict, path: Path) -> dict:
+    """``meta`` when it holds every key of ``META_KEYS`` with its type (and sound values), else an ``InputError``."""
+    for section, keys in META_KEYS.items():
+        where = meta if section is None else meta.get(section)
+        for key, kind in keys.items():
+            value = where.get(key) if isinstance(where, dict) else None
+            if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 1)):
+                name = key if section is None else f"{section}.{key}"
+                raise damaged(path, f"{name} is missing or not {getattr(kind, '__name__', 'a number')}")
+    if not isinstance(meta.get("faiss", {}), dict):
+        raise damaged(path, "faiss is not an object")
+    return meta
 
 
 @dataclass
@@ -94,11 +138,38 @@ class DenseIndex:
         path = Path(path)
         if not (path / META).is_file():
             raise InputError("no dense index in this folder (make one with 'distilrank encode')", path)
-        index = cls(path, _read_json(path / META))
+        index = cls(path, _check_meta(_read_json(path / META), path / META))
+        size = (path / EMBEDDINGS).stat().st_size if (path / EMBEDDINGS).is_file() else None
+        if size != index.count * index.dim * 2:
+            raise damaged(path / EMBEDDINGS, f"{size} bytes, not the {index.count * index.dim * 2} of "
+                          f"{index.count} x {index.dim} float16" if size is not None else "missing")
         if complete and not index.complete:
             raise InputError(f"encoding is not finished ({index.progress()[0]} of {index.count} passages); "
                              "rerun the same 'distilrank encode' to resume it", path)
+        if complete:
+            index.check_seals()
         return index
+
+    def check_seals(self) -> None:
+        """A complete index's files are as they were sealed (see the module docstring), or an ``InputError``; the
+        seals of files that were copied or touched are renewed in ``meta.json`` (where the folder is writable)."""
+        seals = self.meta.get("seals")
+        if not isinstance(seals, dict):
+            raise InputError("this index was encoded before distilrank sealed its files: run the same "
+                             "'distilrank encode' again to seal them", self.path / META)
+        try:
+            checked = {name: integrity.check(self.path / name, seals.get(name)) for name in SEALED}
+        except integrity.BrokenSeal as why:
+            raise damaged(self.path, str(why)) from None
+        if checked != seals:
+            self.meta["seals"] = checked
+            with contextlib.suppress(OSError):
+                _write_json(self.path / META, self.meta)
+
+    def seal(self) -> None:
+        """Record the seals of the embeddings and the ids (one full read of each) in ``meta.json``."""
+        self.meta.update(format=FORMAT, seals={name: integrity.seal(self.path / name) for name in SEALED})
+        _write_json(self.path / META, self.meta)
 
     @property
     def count(self) -> int:
@@ -119,8 +190,12 @@ class DenseIndex:
         progress = self.path / PROGRESS
         if not progress.is_file():
             return 0, 0.0
-        recorded = _read_json(progress)
-        return int(recorded["done"]), float(recorded["encode_seconds"])
+        remedy = "delete it to encode from the beginning"
+        recorded = _read_json(progress, remedy)
+        done, seconds = recorded.get("done"), recorded.get("encode_seconds")
+        if type(done) is not int or not 0 <= done <= self.count or not isinstance(seconds, (int, float)):
+            raise damaged(progress, f"'done' must be a count of passages from 0 to {self.count}", remedy)
+        return done, float(seconds)
 
     @property
     def collection(self) -> Path:
@@ -130,7 +205,13 @@ class DenseIndex:
     @cached_property
     def docids(self) -> np.ndarray:
         """Passage ids in row order (int64 or str)."""
-        return np.load(self.path / DOCIDS, allow_pickle=False)
+        try:
+            docids = np.load(self.path / DOCIDS, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise damaged(self.path / DOCIDS, f"unreadable: {type(exc).__name__}") from None
+        if docids.shape != (self.count,) or docids.dtype.kind not in "iU":
+            raise damaged(self.path / DOCIDS, f"{docids.shape} ids of type {docids.dtype}, not {self.count}")
+        return docids
 
     def embeddings(self, mode: str = "r") -> np.memmap:
         """The ``count x dim`` float16 embeddings, memory-mapped."""
@@ -164,13 +245,20 @@ class DenseIndex:
 
 
 def _start(encoder: Encoder, store: DocStore, collection: Path, fingerprint: str, output: Path) -> DenseIndex:
-    """A new folder: ids, a preallocated embeddings file, and the metadata (not complete)."""
+    """A new folder: ids, the embeddings file with its space allocated (a full disk is a ``DiskFull`` here, before
+    any work), and the metadata (not complete), written last; on failure the files made here go."""
     output.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output / DOCIDS, "wb") as out:
-        np.save(out, store.keys, allow_pickle=False)
-    np.memmap(output / EMBEDDINGS, dtype=np.float16, mode="w+", shape=(len(store), encoder.dim)).flush()
+    try:
+        with atomic_write(output / DOCIDS, "wb") as out:
+            np.save(out, store.keys, allow_pickle=False)
+        (output / EMBEDDINGS).unlink(missing_ok=True)  # one an encode killed while starting made
+        reserve(output / EMBEDDINGS, len(store) * encoder.dim * np.dtype(np.float16).itemsize)
+    except BaseException:
+        for name in (DOCIDS, EMBEDDINGS):
+            (output / name).unlink(missing_ok=True)
+        raise
     meta = {
-        "format": 1,
+        "format": FORMAT,
         "encoder": {"name": encoder.name, "source": str(Path(encoder.source).resolve()),
                     "fingerprint": encoder.fingerprint, "max_length": encoder.max_length},
         "collection": {"path": str(collection.resolve()), "fingerprint": fingerprint, "passages": len(store)},
@@ -196,11 +284,17 @@ def encode_collection(encoder: Encoder, collection: str | Path, output: str | Pa
             if index.meta["collection"]["fingerprint"] != fingerprint:
                 raise InputError(f"this folder holds the embeddings of another collection "
                                  f"({index.meta['collection']['path']}); choose a new --output", output)
-        elif output.exists() and any(output.iterdir()):
+        elif output.exists() and any(p.name not in STARTING and not p.name.endswith(TEMP_SUFFIX)
+                                     for p in output.iterdir()):
             raise InputError("output folder exists and is not a dense index; choose a new --output", output)
         else:
             index = _start(encoder, store, collection, fingerprint, output)
         if index.complete:
+            if "seals" in index.meta:
+                index.check_seals()
+            else:
+                log.info("%s: sealing the files of an index encoded before seals were recorded", output)
+                index.seal()
             log.info("%s: already encoded (%d passages)", output, index.count)
             return index
         _encode_rows(encoder, store, index, int(block or (GPU_BLOCK if encoder.device.type == "cuda" else CPU_BLOCK)),
@@ -211,9 +305,15 @@ def encode_collection(encoder: Encoder, collection: str | Path, output: str | Pa
 def _encode_rows(encoder: Encoder, store: DocStore, index: DenseIndex, block: int, progress: bool | None) -> None:
     """Encode the rows not done yet, a block at a time (flush, then checkpoint); mark the index complete."""
     done, seconds = index.progress()
-    if done:
-        log.info("%s: resuming at passage %d of %d", index.path, done, index.count)
+    reserve(index.path / EMBEDDINGS, index.count * index.dim * np.dtype(np.float16).itemsize)  # never a SIGBUS
     matrix = index.embeddings("r+")
+    if done:
+        rows = np.unique(np.linspace(0, done - 1, min(done, CHECKED_ROWS)).astype(np.int64))
+        unwritten = rows[np.linalg.norm(matrix[rows].astype(np.float32), axis=1) < 0.5]
+        if unwritten.size:
+            raise damaged(index.path / PROGRESS, f"it claims {done} passages encoded, but row {int(unwritten[0])} "
+                          "was never written", "delete it to encode from the beginning")
+        log.info("%s: resuming at passage %d of %d", index.path, done, index.count)
     with progress_bar(total=index.count, initial=done, desc="encode", unit=" passages", enabled=progress,
                       mininterval=1) as bar:
         while done < index.count:
@@ -230,5 +330,5 @@ def _encode_rows(encoder: Encoder, store: DocStore, index: DenseIndex, block: in
     log.info("%s: %d passages encoded in %.1f s (%.1f passages/s)", index.path, index.count, seconds,
              index.count / max(seconds, 1e-9))
     index.meta.update(complete=True, encode_seconds=seconds)
-    _write_json(index.path / META, index.meta)
+    index.seal()
     os.unlink(index.path / PROGRESS)

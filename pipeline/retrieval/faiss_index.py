@@ -14,10 +14,14 @@ Three kinds, all by inner product (the embeddings are normalised, so scores are 
 the top ``k``, as faiss's ``IndexRefineFlat`` does with a float32 copy held in memory (``k_factor``).
 
 An index is saved as ``faiss.KIND`` in the dense index folder and noted, with the parameters it was built
-with, in ``meta.json``. Without a saved ``flat`` file, the exact index is built in memory when opened.
+with and its seal (``pipeline.runtime.integrity``: checked on every load, a stat and a 256 KiB sample, the whole
+file when its mtime changed), in ``meta.json``; a file that is not noted there or does not match its seal is an
+``InputError`` saying to build it again. Without a saved ``flat`` file, the exact index is built in memory when
+opened.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -27,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, one_line
+from ..runtime import integrity
 from ..runtime.atomic import TEMP_SUFFIX, give_default_modes, temp_prefix
-from .embeddings import DenseIndex
+from ..runtime.diskspace import size_of, space_checked
+from .embeddings import DenseIndex, damaged
 
 log = logging.getLogger(__name__)
 
@@ -171,24 +177,46 @@ def build_beside(dense: DenseIndex, kind: str, params: FaissParams = FaissParams
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
-        faiss.write_index(index, tmp)
+        with space_checked(path, written=lambda: size_of(tmp)):
+            faiss.write_index(index, tmp)
         give_default_modes([tmp])
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - start
-    dense.record_faiss(kind, {**resolved.of(kind), "build_seconds": round(seconds, 3), "bytes": path.stat().st_size})
+    dense.record_faiss(kind, {**resolved.of(kind), "build_seconds": round(seconds, 3), "bytes": path.stat().st_size,
+                              "seal": integrity.seal(path)})
     log.info("faiss %s index of %d passages built in %.1f s: %s (%.1f MiB)", kind, dense.count, seconds, path,
              path.stat().st_size / 2**20)
     return path
+
+
+def _read(dense: DenseIndex, kind: str, path: Path):
+    """The saved index, its seal checked first (renewed in ``meta.json`` when the file was copied or touched)."""
+    remedy = f"delete it and build it again with 'distilrank encode ... --faiss {kind}'"
+    noted = dense.meta.get("faiss", {}).get(kind)
+    if not isinstance(noted, dict) or "seal" not in noted:
+        raise damaged(path, "meta.json does not note it, or notes no seal", remedy)
+    try:
+        checked = integrity.check(path, noted["seal"])
+    except integrity.BrokenSeal as why:
+        raise damaged(path, str(why), remedy) from None
+    try:
+        index = _faiss().read_index(str(path))
+    except RuntimeError as exc:
+        raise damaged(path, one_line(exc, 120), remedy) from None
+    if checked != noted["seal"]:
+        with contextlib.suppress(OSError):
+            dense.record_faiss(kind, {**noted, "seal": checked})
+    return index
 
 
 def load(dense: DenseIndex, kind: str):
     """The saved ``kind`` index of ``dense`` (an exact one is built in memory when none was saved)."""
     path = index_file(dense, kind)
     if path.is_file():
-        index = _faiss().read_index(str(path))
+        index = _read(dense, kind, path)
     elif kind == "flat":
         index = build(dense.embeddings(), "flat")
     else:

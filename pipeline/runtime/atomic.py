@@ -1,7 +1,8 @@
 """Output files and folders that appear whole or not at all, with the permissions any tool would give them.
 
 - A file is written under a temporary name beside its target (``.NAME.XXXXXX.tmp``) and renamed over it when
-  complete; on any failure, Ctrl-C or SIGTERM (see ``pipeline.interrupts``) the temporary file is removed.
+  complete; on any failure, Ctrl-C or SIGTERM (see ``pipeline.interrupts``) the temporary file is removed. A full
+  disk is a one-line ``DiskFull`` naming the target (``pipeline.runtime.diskspace``).
 - A target that is a symbolic link is written *through*: the file it points to is replaced, the link is kept.
 - ``-`` and ``/dev/stdout`` stream to standard output; another target that is not a regular file (a named pipe,
   ``/dev/null``) is written straight into.
@@ -23,6 +24,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from .diskspace import size_of, space_checked
 
 #: Output names that mean standard output.
 STDOUT_NAMES = ("-", "/dev/stdout")
@@ -91,11 +94,13 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     new_mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else default_mode()
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
+    with space_checked(target):
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
     try:
-        os.fchmod(fd, new_mode)
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
+        with space_checked(target, written=lambda: size_of(tmp)):  # measured before the file goes
+            os.fchmod(fd, new_mode)
+            with os.fdopen(fd, mode, encoding=encoding) as handle:
+                yield handle
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

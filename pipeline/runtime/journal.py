@@ -1,16 +1,22 @@
 """Journals of finished work: a killed run resumes where it stopped, and refuses to resume with other inputs.
 
 A journal is a text file beside the output: a header line naming the run (its inputs and every option that
-changes the output, as JSON), then one JSON line per finished chunk of work. Each line is written, flushed and
-fsync'd before the next chunk starts, so a ``kill -9`` at any moment loses at most the chunk in flight. A torn
-last line (the process died while writing it) is dropped on reading and cut off before the next append.
+changes the output, as JSON), then one JSON line per finished chunk of work, its first key the CRC-32 of the rest
+(``{"crc":"1a2b3c4d","chunk":0,...}``). Each line is written, flushed and fsync'd before the next chunk starts,
+so a ``kill -9`` at any moment loses at most the chunk in flight. A torn last line (no newline: the process died
+while writing it) is dropped on reading and cut off before the next append.
+
+Opening a journal to resume checks every line (a stat and one read of the file): a line whose checksum fails,
+that is not a record, or that repeats a chunk is refused with its file and line number, and the journal is left
+as it is (the chunks before the line are intact: the message says how to keep them). What a record holds is
+checked by the command that reads it back (``records`` gives line numbers, ``damaged`` words the refusal).
 
 - A fresh run finding a journal refuses to start (``InputError``: resume it with ``--resume``, or delete it).
 - ``resume=True`` reads the finished records; a journal whose header differs is refused with ``InputError``
   naming the first difference (exit 2 on the command line); no journal at all starts from the beginning.
 - The command removes the journal once its final output is written (``remove``), and when bad input stops it
-  (``dropped_on_bad_input``: the inputs must change, so the journal could never be resumed). A signal or a
-  crash keeps it.
+  (``dropped_on_bad_input``: the inputs must change, so the journal could never be resumed). A signal, a crash
+  or a refusal of the journal itself keeps it.
 
 Inputs are named by ``identity``: the path, size and SHA-1 of a file's content (of each file of a folder).
 """
@@ -23,15 +29,21 @@ import json
 import logging
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from . import distributed
+from .diskspace import DiskFull, space_checked
 
 log = logging.getLogger(__name__)
 
 MAGIC = "distilrank-journal"
+#: The layout of the records (2: each line carries its CRC-32), part of the header.
+FORMAT = 2
+_CRC = re.compile(rb'\{"crc":"([0-9a-f]{8})",')
 
 
 def _sha1(path: Path) -> bytes:
@@ -57,6 +69,13 @@ def identity(path: str | Path) -> dict[str, Any]:
 def source_identity(source: str | Path) -> dict[str, Any]:
     """A model or input given as a local file or folder (by ``identity``) or as a name (a hub model: by name)."""
     return identity(source) if Path(source).exists() else {"name": str(source)}
+
+
+def journal_files(output: str | Path) -> list[Path]:
+    """The journals ``output`` may have: one process's, and this process's under ``torchrun`` (what an output
+    guard keeps apart from the inputs)."""
+    ctx = distributed.context()
+    return sorted({journal_path(output), journal_path(output, ctx.rank, ctx.world_size)})
 
 
 def journal_path(output: str | Path, rank: int = 0, world_size: int = 1) -> Path:
@@ -103,7 +122,7 @@ class Journal:
 
     def __init__(self, path: str | Path, header: dict[str, Any], resume: bool = False):
         self.path = Path(path)
-        self.header = json.loads(json.dumps(header))  # as it reads back (tuples become lists)
+        self.header = json.loads(json.dumps({**header, "format": FORMAT}))  # as it reads back (tuples: lists)
         self.count = 0
         if self.path.exists():
             if not resume:
@@ -117,11 +136,16 @@ class Journal:
             if resume:
                 log.info("no journal at %s: nothing to resume, starting from the beginning", self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_line({"journal": MAGIC, **self.header}, mode="xb")
+            try:
+                self._write_line({"journal": MAGIC, **self.header}, mode="xb", checked=False)
+            except BaseException:
+                self.path.unlink(missing_ok=True)  # a torn header (a full disk) would make it unreadable
+                raise
             _fsync_dir(self.path.parent)
 
     def _check(self) -> int:
-        """Check the header, count the complete records; the byte length of the complete lines."""
+        """Check the header and every complete record (checksum, a chunk number not seen before), count the
+        records; the byte length of the complete lines."""
         with open(self.path, "rb") as handle:
             first = handle.readline()
             try:
@@ -129,45 +153,74 @@ class Journal:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 header = None
             if not isinstance(header, dict) or header.pop("journal", None) != MAGIC:
-                raise InputError("not a distilrank journal (delete it to start over)", self.path, 1)
+                raise InputError("not a distilrank journal, yet it is where this output's journal goes: move it "
+                                 "away (it may be an input) or choose another output", self.path, 1)
             diff = _difference(header, self.header)
             if diff:
                 raise InputError(f"this journal was made for another run ({diff}); delete it to start over, or "
                                  "run the command it was made for", self.path, 1)
-            good = len(first)
-            for line in handle:
+            good, chunks = len(first), {}
+            for lineno, line in enumerate(handle, 2):
                 if not line.endswith(b"\n"):
-                    log.info("%s: dropping a torn last record (%d bytes)", self.path, len(line))
+                    log.warning("%s: dropping a torn last record (%d bytes; the run was killed while writing it)",
+                                self.path, len(line))
                     break
+                chunk = self._parse(line, lineno)["chunk"]
+                if chunk in chunks:
+                    raise self.damaged(lineno, f"chunk {chunk} is recorded twice (first on line {chunks[chunk]})")
+                chunks[chunk] = lineno
                 good += len(line)
                 self.count += 1
         return good
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """The finished records, in the order they were appended (read from the file)."""
+    def _parse(self, line: bytes, lineno: int) -> dict[str, Any]:
+        """A record line checked: its checksum, a JSON object with a chunk number."""
+        match = _CRC.match(line)
+        body = b"{" + line[match.end() : -1] if match else b""
+        if not match or int(match.group(1), 16) != zlib.crc32(body):
+            raise self.damaged(lineno, "damaged record (its checksum does not match)")
+        try:
+            record = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise self.damaged(lineno, "damaged record (not JSON)") from None
+        if not isinstance(record, dict) or type(record.get("chunk")) is not int or record["chunk"] < 0:
+            raise self.damaged(lineno, "damaged record (no chunk number)")
+        return record
+
+    def damaged(self, lineno: int, why: str) -> InputError:
+        """The refusal of record line ``lineno`` (kept by ``dropped_on_bad_input``): why, and how to resume from
+        the chunks recorded before it, or to start over."""
+        kept = f"keep its first {lineno - 1} lines (head -n {lineno - 1}) to resume from the chunks before it, or "
+        return InputError(f"{why}: {kept if lineno > 2 else ''}delete the journal to start over", self.path, lineno)
+
+    def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(line number, record)`` of the finished chunks, in the order they were appended (read from the
+        file, each checked again)."""
         with open(self.path, "rb") as handle:
             handle.readline()
             for lineno, line in enumerate(handle, 2):
                 if not line.endswith(b"\n"):
                     return
-                try:
-                    yield json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise InputError("damaged journal line (delete the journal to start over)", self.path,
-                                     lineno) from None
+                yield lineno, self._parse(line, lineno)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The finished records, in the order they were appended."""
+        return (record for _, record in self.records())
 
     def __len__(self) -> int:
         return self.count
 
-    def _write_line(self, record: dict[str, Any], mode: str = "ab") -> None:
-        line = json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-        with open(self.path, mode) as handle:
+    def _write_line(self, record: dict[str, Any], mode: str = "ab", checked: bool = True) -> None:
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        line = (b'{"crc":"%08x",' % zlib.crc32(line) + line[1:] if checked else line) + b"\n"
+        with space_checked(self.path, needed=len(line)), open(self.path, mode) as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
 
     def append(self, record: dict[str, Any]) -> None:
-        """Add a finished chunk's record, on disk (flushed and fsync'd) before this returns."""
+        """Add a finished chunk's record (``chunk``: its number, and more keys), on disk (flushed and fsync'd)
+        before this returns."""
         self._write_line(record)
         self.count += 1
 
@@ -177,11 +230,16 @@ class Journal:
 
     @contextlib.contextmanager
     def dropped_on_bad_input(self) -> Iterator[None]:
-        """Within the block, an ``InputError`` removes the journal (then propagates); anything else keeps it."""
+        """Within the block, an ``InputError`` removes the journal (then propagates); anything else keeps it, and so
+        do a full disk (``DiskFull``: the same run continues once space is freed) and a refusal of the journal
+        itself (``damaged``: its finished chunks are kept for the user to save)."""
         try:
             yield
-        except InputError:
-            self.remove()
+        except DiskFull:
+            raise
+        except InputError as err:
+            if err.path != str(self.path):
+                self.remove()
             raise
 
 

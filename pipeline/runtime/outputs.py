@@ -24,6 +24,8 @@ writer.
 
 ``building(path)`` is the same lock for a cache file that many processes may want at once (the docstore's offset
 index, the token cache): it waits for the process building it, so that one builds and the others read.
+``sweep_unheld(path, also)`` removes what a killed builder left without waiting: only when no process holds the
+lock.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from pathlib import Path
 from ..errors import InputError
 from . import distributed
 from .atomic import TEMP_SUFFIX, default_mode, is_stdout, temp_glob, temp_prefix, write_target
+from .diskspace import space_checked
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +198,11 @@ def _lock(target: Path, display: PathLike, wait: bool = False) -> Iterator[None]
         if same:
             break
         os.close(fd)  # the holder removed the file between our open and our lock: take the new one
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
     _held[path] = 1
     try:
+        with space_checked(display):  # a full disk: one line, before any work
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         del _held[path]
@@ -253,8 +257,24 @@ def claim_output(path: PathLike, inputs: Inputs | None = None, folder: bool = Fa
 @contextlib.contextmanager
 def building(path: PathLike) -> Iterator[None]:
     """Hold the lock of the cache file ``path`` while building it, waiting for a process building it already:
-    check again inside whether it is built (see the module docstring)."""
+    check again inside whether it is built (see the module docstring). Holding it, the temporary files a killed
+    builder of ``path`` left are removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _lock(target, target, wait=True):
+        _sweep(target, folder=False)
         yield
+
+
+def sweep_unheld(path: PathLike, also: Iterable[PathLike] = ()) -> None:
+    """Remove the temporary files that killed builders of the cache file ``path`` (and of ``also``, the files built
+    under its lock) left, unless a live process is building it now (its lock is held: nothing is touched)."""
+    targets = [Path(path), *map(Path, also)]
+    if not any(next(t.parent.glob(temp_glob(t)), None) for t in targets) or lock_path(targets[0]) in _held:
+        return
+    try:
+        with _lock(targets[0], targets[0]):
+            for target in targets:
+                _sweep(target, folder=False)
+    except InputError:  # a live builder holds the lock: its files are not stale
+        return

@@ -1,17 +1,42 @@
-"""Learning curves: the held-out ``eval`` events of training logs (JSONL, see ``trainer.py``) as PNG plots."""
+"""Training logs (JSONL, one event a line, written by ``trainer.py``): read back, and their held-out ``eval``
+events as PNG learning curves."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+from ..errors import InputError
 from ..runtime.atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The events of a training log, in order. A torn last line (no newline: the run was killed while writing
+    it) is dropped; a line before it that is not a JSON object is an ``InputError`` naming it."""
+    path = Path(path)
+    lines = path.read_bytes().split(b"\n")
+    if lines[-1]:
+        log.warning("%s: dropping a torn last line (%d bytes; the run was killed while writing it)", path,
+                    len(lines[-1]))
+    events = []
+    for lineno, line in enumerate(lines[:-1], 1):
+        try:
+            event = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            event = None
+        if not isinstance(event, dict):
+            raise InputError("damaged training log line (not a JSON object): delete or repair it, then run again",
+                             path, lineno)
+        events.append(event)
+    return events
 
 
 def eval_points(log: str | Path, measure: str = "nDCG@10") -> list[tuple[int, int, float]]:
     """``(step, examples, value)`` of each ``eval`` event of a training log that has ``measure``, by step."""
     points = {}
-    for line in Path(log).read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
+    for record in read_log(log):
         if record.get("event") == "eval" and measure in record:
             points[record["step"]] = (record["step"], record.get("examples", record["step"]), float(record[measure]))
     return [points[step] for step in sorted(points)]

@@ -4,7 +4,10 @@
 ``DistillConfig`` a student's procedure; the constants are the sizes the recipes, the training groups, the demo
 and the command line share. Plain dataclasses without torch, so the CLI reads its defaults here cheaply.
 Each field's help text is in its metadata (``help``; ``flag``, ``items``, ``min``, ``check``, ``aliases``,
-``formerly``: see ``pipeline.cli.flags``), where the ``train`` and ``distill`` flags are made from.
+``formerly``: see ``pipeline.cli.flags``), where the ``train`` and ``distill`` flags are made from. ``result:
+False`` marks an option that does not change what training makes (logging, checkpoints, progress): ``--resume``
+accepts another value of it and refuses another value of any other (``result_options``); a nested phase's
+``prefix`` is the one its flags take (``--lm-batch-size``).
 
 Depths of training, each named for what it means (the rerank depth and the first-stage hits are
 ``pipeline.defaults.RERANK_DEPTH`` and ``pipeline.defaults.DEFAULT_HITS``):
@@ -13,8 +16,9 @@ teacher scores for distillation (LM-distillation pairs are drawn from the same t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ..defaults import MAX_LENGTH, SEED  # SEED: of every training phase and its groups' sampling
 from ..errors import InputError
@@ -64,17 +68,17 @@ class TrainConfig:
         "help": "autocast precision: fp32, bf16 or fp16 (default bf16 on CUDA, fp32 on CPU)", "check": precision_name})
     seed: int = field(default=SEED, metadata={
         "help": "seed of the sampling, of training and of a fresh ranking head (a model folder without one)"})
-    log_every: int = field(default=10, metadata={"help": "log the loss every N steps", "min": 1})
+    log_every: int = field(default=10, metadata={"help": "log the loss every N steps", "min": 1, "result": False})
     save_every: int | None = field(default=None, metadata={
-        "help": "checkpoint every N steps (and at the end of each epoch)"})
+        "help": "checkpoint every N steps (and at the end of each epoch)", "result": False})
     stop_after: int | None = field(default=None, metadata={
         "help": "stop after this step as if interrupted (checkpoint kept; resume continues): tests' hook, no flag",
-        "flag": False})
+        "flag": False, "result": False})
     eval_every: int | None = field(default=None, metadata={
         "help": "every N steps (and before the first and after the last) rerank the held-out queries (--eval-*) and "
-        "log their effectiveness into train_log.jsonl, plotted in learning_curve.png beside it"})
+        "log their effectiveness into train_log.jsonl, plotted in learning_curve.png beside it", "result": False})
     progress: bool | None = field(default=None, metadata={
-        "help": "a progress bar (default: when stderr is a terminal)"})
+        "help": "a progress bar (default: when stderr is a terminal)", "result": False})
 
 
 #: The phases' own optimisation defaults: the bootstrap (two epochs, a lower peak in the second), ranker
@@ -96,7 +100,7 @@ class BootstrapConfig:
     group_size: int = field(default=GROUP_SIZE, metadata={"help": "candidates per group"})
     teacher_temperature: float = field(default=0.1, metadata={
         "help": "softmax temperature of the bi-encoder's (cosine) scores", "flag": "temperature"})
-    train: TrainConfig = field(default_factory=lambda: replace(BOOTSTRAP_TRAINING))
+    train: TrainConfig = field(default_factory=lambda: replace(BOOTSTRAP_TRAINING), metadata={"prefix": ""})
 
 
 @dataclass
@@ -146,11 +150,59 @@ class DistillConfig:
     attention_weight: float = field(default=1.0, metadata={
         "help": "weight of the attention maps matched too (LM distillation; hidden-state matching)"})
     max_length: int = field(default=MAX_LENGTH, metadata={"help": "tokens per (query, passage) pair"})
-    rank: TrainConfig = field(default_factory=lambda: replace(RANK_TRAINING))
-    lm: TrainConfig = field(default_factory=lambda: replace(LM_TRAINING))
-    bootstrap: BootstrapConfig | None = None  # the teacher's bi-encoder bootstrap, applied to the student first
+    rank: TrainConfig = field(default_factory=lambda: replace(RANK_TRAINING), metadata={"prefix": ""})
+    lm: TrainConfig = field(default_factory=lambda: replace(LM_TRAINING), metadata={"prefix": "lm-"})
+    #: the teacher's bi-encoder bootstrap, applied to the student first
+    bootstrap: BootstrapConfig | None = field(default=None, metadata={"prefix": "bootstrap-"})
 
     @property
     def student_layers(self) -> int | list[int]:
         """What ``make_student`` keeps: the layer map, or a count of evenly spaced layers."""
         return list(self.layer_map) if self.layer_map else self.layers
+
+
+def result_fields(config: Any) -> list[Field]:
+    """The fields of a config dataclass that change what training makes: all but those marked ``result: False``."""
+    return [f for f in fields(config) if f.metadata.get("result", True) is not False]
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON keeps it: a path resolved, a tuple a list."""
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value
+
+
+def result_options(config: Any, prefix: str = "") -> dict[str, Any]:
+    """The options of ``config`` (a dataclass of this module) that change what training makes (``result_fields``),
+    by the flag that sets them (``--batch-size``, ``--lm-batch-size``, ``--bootstrap-from``): a nested phase's
+    under its ``prefix``, a bootstrap not run as ``--bootstrap: None``."""
+    out: dict[str, Any] = {}
+    for f in result_fields(config):
+        value, nested = getattr(config, f.name), prefix + f.metadata.get("prefix", f"{f.name}-")
+        if is_dataclass(value):
+            out.update(result_options(value, nested))
+        elif "prefix" in f.metadata:  # a phase not run
+            out[f"--{nested.rstrip('-') or f.name}"] = None
+        else:
+            out[f"--{prefix}{f.metadata.get('flag') or f.name.replace('_', '-')}"] = plain(value)
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def refuse_changed(recorded: dict[str, Any], current: dict[str, Any], where: str | Path) -> None:
+    """``--resume`` under options that change the result: an ``InputError`` naming ``where`` (what recorded them),
+    the first option whose value differs (``current``'s order, then options only ``recorded`` has) and both values.
+    Both are ``plain`` values by option name."""
+    for name in [*current, *(k for k in recorded if k not in current)]:
+        was, now = recorded.get(name), current.get(name)
+        if was != now:
+            raise InputError(f"--resume with {name} {_shown(now)}, but the run being resumed has {_shown(was)}: "
+                             "resume it with the same value, or start over with --overwrite", where)

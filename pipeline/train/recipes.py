@@ -2,7 +2,9 @@
 scores, and the four distillation procedures of the study.
 
 Each phase trains into its own folder with the ``Trainer`` (log, checkpoint, final model); with
-``resume`` a finished phase is skipped and an interrupted one continues from its checkpoint. With a
+``resume`` a finished phase is skipped and an interrupted one continues from its checkpoint, provided the run's
+options that change what it makes are those it started with (``recorded_options``: ``distilrank_options.json`` in
+the output; another value is refused, naming the option). With a
 ``HeldOut`` given and ``eval_every`` in a phase's ``TrainConfig``, the ranking phases (bootstrap, LCE,
 ranker-distill, fine-tune) log a held-out learning curve and plot it beside their log.
 
@@ -13,6 +15,8 @@ distillation or fine-tuning.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -38,8 +42,10 @@ from ..rerank.token_cache import TokenCache
 from ..runtime import distributed
 from ..runtime.atomic import atomic_write, is_stdout
 from ..runtime.devices import resolve_device
+from ..runtime.diskspace import DiskFull
 from ..runtime.journal import Journal, identity, open_journal, source_identity
 from . import is_fine_tune, uses_lm_distill
+from .curves import read_log
 from .groups import LabeledGroups, ScoredGroups, iter_run_lists, random_passages
 from .heldout import HeldOut
 from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
@@ -52,15 +58,19 @@ from .options import (
     BootstrapConfig,
     DistillConfig,
     TrainConfig,
+    refuse_changed,
+    result_options,
 )
 from .scores import ScoreFile, join_scores, score_lines, write_scores
 from .students import dropped_layers, make_student
 from .tasks import RankerTask
-from .trainer import CHECKPOINT, LOG_FILE, Trainer
+from .trainer import CHECKPOINT, CHECKPOINT_OLD, LOG_FILE, Trainer, started
 
 log = logging.getLogger(__name__)
 
 INFO_FILE = "distilrank_train.json"
+#: The options a training run was started with, written into its output first (``recorded_options``).
+OPTIONS_FILE = "distilrank_options.json"
 
 
 @dataclass
@@ -106,7 +116,7 @@ def load_encoder(path: str | Path, seed: int, max_length: int = MAX_LENGTH) -> C
 def finished_summary(folder: Path) -> dict:
     """The summary a finished phase logged at its end (the last ``end`` event of its training log)."""
     path = folder / LOG_FILE
-    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    events = read_log(path) if path.is_file() else []
     ends = [e for e in events if e.get("event") == "end"]
     return {k: v for k, v in ends[-1].items() if k != "event"} if ends else {}
 
@@ -115,7 +125,8 @@ def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool
               heldout: HeldOut | None = None) -> dict:
     """Train one phase into ``folder``; with ``resume``: skip it when finished, continue it when interrupted.
     With ``heldout`` and ``config.eval_every``, the phase's learning curve is measured on it."""
-    finished = (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists()
+    finished = (folder / "config.json").is_file() and not any((folder / n).exists() for n in (CHECKPOINT,
+                                                                                               CHECKPOINT_OLD))
     if resume and finished:
         log.info("%s: already finished in %s, skipped", task.name, folder)
         return {**finished_summary(folder), "task": task.name, "skipped": True}
@@ -125,7 +136,7 @@ def run_phase(task, folder: Path, config: TrainConfig, device: str, resume: bool
     else:
         evaluator = heldout.evaluator(task.encoder, resolve_device(device))
     trainer = Trainer(task, folder, config, device, evaluator)
-    summary = trainer.fit(resume=resume and (folder / CHECKPOINT).exists())
+    summary = trainer.fit(resume=resume and started(folder))
     steps = f"{summary['steps']} steps"
     if summary["resumed_at"]:
         steps += f" ({summary['steps_this_run']} in this run, resumed at step {summary['resumed_at']})"
@@ -149,7 +160,7 @@ def check_restart(output: Path, resume: bool, overwrite: bool) -> None:
         raise InputError("nothing to resume: the output folder is missing or empty (run without --resume to "
                          "start)", output)
     if held and not resume and not overwrite:
-        if any(output.rglob(CHECKPOINT)):
+        if any(output.rglob(f"{CHECKPOINT}*")):
             what = "an interrupted run's checkpoint"
         elif (output / "config.json").is_file():
             what = "a trained model"
@@ -158,6 +169,43 @@ def check_restart(output: Path, resume: bool, overwrite: bool) -> None:
         raise InputError(f"the output folder already holds {what}: pass --resume to continue it, or --overwrite "
                          "to train again over it", output)
     distributed.barrier()  # under torchrun, every rank checks before any rank writes into the folder
+
+
+@contextlib.contextmanager
+def recorded_options(output: Path, options: dict[str, Any], config: dict[str, Any], resume: bool) -> Iterator[None]:
+    """Around a training run: the ``options`` that change what it makes (``result_options``: by flag) and its whole
+    ``config`` written into ``output`` when it starts; with ``resume``, options that differ from those recorded are
+    refused before any work (``refuse_changed``: one line naming the first and both values). A run started here
+    that stops with bad input, or with nothing done beside the record (a signal, a full disk), removes it again:
+    its folder holds nothing to resume."""
+    path = output / OPTIONS_FILE
+    if resume and path.is_file():
+        try:
+            recorded = json.loads(read_text(path))["options"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError("damaged record of the run's options (start over with --overwrite)", path) from None
+        refuse_changed(recorded, options, path)
+        yield
+        return
+    if distributed.context().is_main:  # a new run, or one started before options were recorded
+        with atomic_write(path) as out:
+            json.dump({"options": options, "config": config}, out, indent=2, default=str)
+    distributed.barrier()
+    try:
+        yield
+    except BaseException as exc:
+        bad_input = isinstance(exc, InputError) and not isinstance(exc, DiskFull)
+        if distributed.context().is_main and (bad_input or [p.name for p in output.iterdir()] == [OPTIONS_FILE]):
+            path.unlink(missing_ok=True)
+        raise
+
+
+def group_summary(source: LabeledGroups | ScoredGroups) -> str:
+    """The statistics of the groups of the last pass over ``source``, one pass made when none was (its phase was
+    finished and skipped on ``--resume``)."""
+    if not source.stats.queries:
+        source.count()
+    return source.stats.summary()
 
 
 def write_info(folder: Path, info: dict) -> None:
@@ -273,13 +321,9 @@ def _score_share(engine: ScoringEngine, inputs: Inputs, depth: int | None, chunk
                  seed: int) -> StageTiming:
     """Score the chunks of ``share`` that ``journal`` lacks, journaling each; the timing of the work done here."""
     start = time.perf_counter()
-    done, totals, latencies = set(), Counter(), []
-    for record in journal:
-        done.add(record["chunk"])
-        totals.update(resumed_queries=record["queries"], resumed_pairs=record["pairs"])
+    totals, latencies = Counter(), []
     chunks = run_chunks(inputs, depth, chunk_queries, share, random_negatives, seed) if share is not None else ()
-    todo = ((index, lists) for index, lists in chunks if index not in done)
-    for index, scored, result in scored_chunks(engine, inputs, todo, token_cache):
+    for index, scored, result in scored_chunks(engine, inputs, _unscored(journal, chunks, totals), token_cache):
         pairs = len(result.chunk)
         journal.append({"chunk": index, "queries": len(scored), "pairs": pairs,
                         "body": score_lines(scored, random_negatives)})
@@ -294,6 +338,39 @@ def _score_share(engine: ScoringEngine, inputs: Inputs, depth: int | None, chunk
                               "random_negatives": random_negatives, "token_cache": token_cache is not None,
                               "batch_tokens": engine.batch_tokens, "chunk_queries": chunk_queries,
                               **{k: totals[k] for k in SCORE_SUMMED}})
+
+
+def _pairs_digest(pairs: Iterable[tuple[str, str]]) -> str:
+    """A digest of ``(qid, docid)`` pairs in order."""
+    sha = hashlib.sha1()
+    for qid, docid in pairs:
+        sha.update(f"{qid}\t{docid}\n".encode())
+    return sha.hexdigest()
+
+
+def _unscored(journal: Journal, chunks: Iterable[tuple[int, Lists]], totals: Counter) -> Iterator[tuple[int, Lists]]:
+    """The chunks ``journal`` lacks. Those it holds are counted as resumed in ``totals`` once checked against the
+    run: a record of another chunk, or with other candidates (``qid, docid`` pairs in order), is refused
+    (``Journal.damaged``)."""
+    recorded = {}
+    for lineno, record in journal.records():
+        try:
+            pairs = [line.split("\t", 2)[:2] for line in record["body"].splitlines()]
+            recorded[record["chunk"]] = (lineno, record["queries"], record["pairs"], _pairs_digest(pairs))
+        except (KeyError, AttributeError, TypeError, ValueError):
+            raise journal.damaged(lineno, "malformed record") from None
+    for index, lists in chunks:
+        if index not in recorded:
+            yield index, lists
+            continue
+        lineno, queries, pairs, digest = recorded.pop(index)
+        expected = [(qid, docid) for qid, ranking in lists for docid, _ in ranking]
+        if (queries, pairs, digest) != (len(lists), len(expected), _pairs_digest(expected)):
+            raise journal.damaged(lineno, f"chunk {index} holds other candidates than the run's")
+        totals.update(resumed_queries=queries, resumed_pairs=pairs)
+    if recorded:
+        first = min(recorded.values())
+        raise journal.damaged(first[0], "a chunk that is not one of this run's")
 
 
 def _write_part(journal: Journal, path: Path) -> None:
@@ -395,23 +472,29 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
     if inputs.qrels is None:
         raise InputError("teacher training needs --qrels")
     check_restart(output, resume, overwrite)
-    start = Path(init)
-    summaries = {}
-    if bootstrap is not None:
-        encoder = load_encoder(start, bootstrap.train.seed, max_length)
-        summaries["bootstrap"] = bootstrap_phase(encoder, bootstrap, inputs.docstore, output / "bootstrap", device,
-                                                 resume, heldout, inputs.tokens(encoder))
-        start = output / "bootstrap" / "model"
-    source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, negatives_depth, short=short,
-                           seed=config.seed, missing=inputs.docstore.missing)
-    encoder = load_encoder(start, config.seed, max_length)
-    task = RankerTask("teacher-lce", encoder, source, inputs.docstore, objective="lce", seed=config.seed,
-                      token_cache=inputs.tokens(encoder))
-    summaries["lce"] = run_phase(task, output, config, device, resume, heldout)
-    write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
-                        "bootstrap": asdict(bootstrap) if bootstrap else None,
-                        "summaries": summaries, "groups": source.stats.summary()})
-    return summaries
+    options = {**result_options(config), "--negatives": negatives, "--negatives-depth": negatives_depth,
+               "--short": short, "--max-length": max_length,
+               **(result_options(bootstrap, "bootstrap-") if bootstrap else {"--bootstrap": None})}
+    whole = {"lce": asdict(config), "bootstrap": asdict(bootstrap) if bootstrap else None, "negatives": negatives,
+             "negatives_depth": negatives_depth, "short": short, "max_length": max_length}
+    with recorded_options(output, options, whole, resume):
+        start = Path(init)
+        summaries = {}
+        if bootstrap is not None:
+            encoder = load_encoder(start, bootstrap.train.seed, max_length)
+            summaries["bootstrap"] = bootstrap_phase(encoder, bootstrap, inputs.docstore, output / "bootstrap",
+                                                     device, resume, heldout, inputs.tokens(encoder))
+            start = output / "bootstrap" / "model"
+        source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, negatives, negatives_depth, short=short,
+                               seed=config.seed, missing=inputs.docstore.missing)
+        encoder = load_encoder(start, config.seed, max_length)
+        task = RankerTask("teacher-lce", encoder, source, inputs.docstore, objective="lce", seed=config.seed,
+                          token_cache=inputs.tokens(encoder))
+        summaries["lce"] = run_phase(task, output, config, device, resume, heldout)
+        write_info(output, {"kind": "teacher", "init": str(Path(init).resolve()), "lce": asdict(config),
+                            "bootstrap": asdict(bootstrap) if bootstrap else None,
+                            "summaries": summaries, "groups": group_summary(source)})
+        return summaries
 
 
 # ---- distillation -----------------------------------------------------------------------------------
@@ -484,74 +567,77 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         raise InputError(f"--procedure {cfg.procedure} trains on labels: it needs --qrels")
     check_layers(teacher, base, cfg)
     check_restart(output, resume, overwrite)
-    score_file = None
-    if not fine_tune:
-        if scores is None:
-            scores = output / "teacher.scores"
-            if not (resume and scores.is_file()):
-                log.info("scoring the run's top-%d with the teacher into %s", cfg.score_depth, scores)
-                score_run(teacher, inputs, scores, cfg.score_depth, device=device,
-                          random_negatives=cfg.random_negatives, seed=seed, resume=resume)
-        score_file = ScoreFile(scores)
-        score_file.check_run(inputs.run)
-    summaries = {}
-    first_size = cfg.progressive[0] if cfg.progressive else cfg.layers
-    student = build_student(teacher, base, replace(cfg, layers=first_size, layer_map=None) if cfg.progressive
-                            else cfg, seed)
-    if uses_lm_distill(cfg.procedure):
-        lm_dir = output / "lm-distill"
-        lm_teacher = load_encoder(base, seed, cfg.max_length)
-        source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
-        task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
-                             cfg.lm.seed, list(cfg.layer_map) if cfg.layer_map else None,
-                             token_cache=inputs.tokens(student))
-        summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
-        student = load_encoder(lm_dir, seed, cfg.max_length)
-    if cfg.bootstrap is not None:
-        summaries["bootstrap"] = bootstrap_phase(student, cfg.bootstrap, inputs.docstore, output / "bootstrap",
-                                                 device, resume, heldout, inputs.tokens(student))
-        student = load_encoder(output / "bootstrap" / "model", seed, cfg.max_length)
-    if fine_tune:
-        source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, cfg.negatives_depth, seed=seed,
-                               missing=inputs.docstore.missing)
-        task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed,
-                          token_cache=inputs.tokens(student))
-        summaries[task.name] = run_phase(task, output, cfg.rank, device, resume, heldout)
-    else:
-        source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed, qrels=inputs.qrels,
-                              depth=cfg.score_depth, random_negatives=cfg.random_negatives,
-                              random=score_file.random_lists() if cfg.random_negatives else None)
-
-        def distill_stage(student: CrossEncoder, layer_map: list[int] | None, folder: Path,
-                          train: TrainConfig) -> dict:
-            """Ranker distillation of ``student`` into ``folder``; with ``hidden_weight``, its layers matched to the
-            teacher's ``layer_map`` (and their attention maps, with ``attention_weight``) on the same pairs."""
-            hidden = None
-            if cfg.hidden_weight:
-                hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student, layer_map,
-                                       attention_weight=cfg.attention_weight)
-            task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective, seed=seed,
-                              temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
-                              label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight,
+    lm_options = uses_lm_distill(cfg.procedure)  # the --lm-* options of another procedure change nothing
+    options = {k: v for k, v in result_options(cfg).items() if lm_options or not k.startswith("--lm-")}
+    with recorded_options(output, options, asdict(cfg), resume):
+        score_file = None
+        if not fine_tune:
+            if scores is None:
+                scores = output / "teacher.scores"
+                if not (resume and scores.is_file()):
+                    log.info("scoring the run's top-%d with the teacher into %s", cfg.score_depth, scores)
+                    score_run(teacher, inputs, scores, cfg.score_depth, device=device,
+                              random_negatives=cfg.random_negatives, seed=seed, resume=resume)
+            score_file = ScoreFile(scores)
+            score_file.check_run(inputs.run)
+        summaries = {}
+        first_size = cfg.progressive[0] if cfg.progressive else cfg.layers
+        student = build_student(teacher, base, replace(cfg, layers=first_size, layer_map=None) if cfg.progressive
+                                else cfg, seed)
+        if uses_lm_distill(cfg.procedure):
+            lm_dir = output / "lm-distill"
+            lm_teacher = load_encoder(base, seed, cfg.max_length)
+            source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
+            task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
+                                 cfg.lm.seed, list(cfg.layer_map) if cfg.layer_map else None,
+                                 token_cache=inputs.tokens(student))
+            summaries["lm-distill"] = run_phase(task, lm_dir, cfg.lm, device, resume)
+            student = load_encoder(lm_dir, seed, cfg.max_length)
+        if cfg.bootstrap is not None:
+            summaries["bootstrap"] = bootstrap_phase(student, cfg.bootstrap, inputs.docstore, output / "bootstrap",
+                                                     device, resume, heldout, inputs.tokens(student))
+            student = load_encoder(output / "bootstrap" / "model", seed, cfg.max_length)
+        if fine_tune:
+            source = LabeledGroups(inputs.topics, inputs.qrels, inputs.run, cfg.negatives, cfg.negatives_depth,
+                                   seed=seed, missing=inputs.docstore.missing)
+            task = RankerTask("fine-tune", student, source, inputs.docstore, objective="lce", seed=seed,
                               token_cache=inputs.tokens(student))
-            return run_phase(task, folder, train, device, resume, heldout)
+            summaries[task.name] = run_phase(task, output, cfg.rank, device, resume, heldout)
+        else:
+            source = ScoredGroups(inputs.topics, lambda: iter(score_file), cfg.group_size, seed=seed,
+                                  qrels=inputs.qrels, depth=cfg.score_depth, random_negatives=cfg.random_negatives,
+                                  random=score_file.random_lists() if cfg.random_negatives else None)
 
-        layer_map = list(cfg.layer_map) if cfg.layer_map else None
-        if cfg.progressive:  # each stage starts from the last one's trained model, a few layers fewer
-            from transformers import AutoConfig
+            def distill_stage(student: CrossEncoder, layer_map: list[int] | None, folder: Path,
+                              train: TrainConfig) -> dict:
+                """Ranker distillation of ``student`` into ``folder``; with ``hidden_weight``, its layers matched to
+                the teacher's ``layer_map`` (and their attention maps, with ``attention_weight``) on the same pairs."""
+                hidden = None
+                if cfg.hidden_weight:
+                    hidden = HiddenMatcher(load_encoder(teacher, seed, cfg.max_length), student, layer_map,
+                                           attention_weight=cfg.attention_weight)
+                task = RankerTask("ranker-distill", student, source, inputs.docstore, objective=cfg.objective,
+                                  seed=seed, temperature=cfg.temperature, teacher_temperature=cfg.teacher_temperature,
+                                  label_weight=cfg.label_weight, hidden=hidden, hidden_weight=cfg.hidden_weight,
+                                  token_cache=inputs.tokens(student))
+                return run_phase(task, folder, train, device, resume, heldout)
 
-            stages = dropped_layers(int(AutoConfig.from_pretrained(str(teacher)).num_hidden_layers),
-                                    [*cfg.progressive, cfg.layers])
-            for held, following in itertools.pairwise(stages):
-                folder = output / f"stage-{len(held)}L"
-                summaries[f"ranker-distill-{len(held)}L"] = distill_stage(
-                    student, held, folder, replace(cfg.rank, max_steps=cfg.progressive_steps))
-                student = load_encoder(folder, seed, cfg.max_length)
-                student.model = make_student(student.model, [held.index(layer) for layer in following], init="copy")
-            layer_map = stages[-1]
-        summaries["ranker-distill"] = distill_stage(student, layer_map, output, cfg.rank)
-    write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
-                        "init": str(base.resolve()), "config": asdict(cfg),
-                        "summaries": summaries,
-                        "groups": source.stats.summary()})
-    return summaries
+            layer_map = list(cfg.layer_map) if cfg.layer_map else None
+            if cfg.progressive:  # each stage starts from the last one's trained model, a few layers fewer
+                from transformers import AutoConfig
+
+                stages = dropped_layers(int(AutoConfig.from_pretrained(str(teacher)).num_hidden_layers),
+                                        [*cfg.progressive, cfg.layers])
+                for held, following in itertools.pairwise(stages):
+                    folder = output / f"stage-{len(held)}L"
+                    summaries[f"ranker-distill-{len(held)}L"] = distill_stage(
+                        student, held, folder, replace(cfg.rank, max_steps=cfg.progressive_steps))
+                    student = load_encoder(folder, seed, cfg.max_length)
+                    student.model = make_student(student.model, [held.index(layer) for layer in following],
+                                                 init="copy")
+                layer_map = stages[-1]
+            summaries["ranker-distill"] = distill_stage(student, layer_map, output, cfg.rank)
+        write_info(output, {"kind": "student", "procedure": cfg.procedure, "teacher": str(teacher.resolve()),
+                            "init": str(base.resolve()), "config": asdict(cfg), "summaries": summaries,
+                            "groups": group_summary(source)})
+        return summaries

@@ -12,7 +12,10 @@ passages drawn at random from the collection, marked ``random`` in a fourth colu
 
 The fingerprint is a SHA-1 of the candidate lists (``qid<TAB>docid`` lines of the run's
 top-``depth``, in order; random rows left out). Distillation recomputes it from the run it is given
-and refuses a score file made for other candidate lists.
+and refuses a score file made for other candidate lists. The header's ``sha1`` is the SHA-1 of the body's
+bytes: reading the file checks both as it streams (no extra read), so a truncated or edited file (a score
+changed at the same size included) is refused once read; files written before the digest was recorded are
+checked by their fingerprint alone.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from ..errors import InputError
 from ..io.runs import Ranking
 from ..io.textfiles import iter_lines
 from ..runtime.atomic import atomic_write, scratch_dir
+from ..runtime.diskspace import size_of, space_checked
 from .groups import iter_run_lists
 
 MAGIC = "# distilrank-scores "
@@ -79,11 +83,12 @@ def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, mode
                 random_negatives: int = 0) -> dict:
     """Write the score file ``path`` atomically from body parts (``score_lines`` of consecutive whole queries, in
     order; ``queries`` lists in all): the header (fingerprint, counts), then the parts byte for byte."""
-    sha, pairs = hashlib.sha1(), 0
+    sha, body, pairs = hashlib.sha1(), hashlib.sha1(), 0
     for part in parts:
         with open(part, "rb") as src:
             carry = b""
             while block := src.read(BLOCK):
+                body.update(block)
                 block, carry = carry + block, b""
                 cut = block.rfind(b"\n") + 1
                 block, carry = block[:cut], block[cut:]
@@ -91,7 +96,8 @@ def join_scores(parts: Sequence[Path], path: str | Path, depth: int | None, mode
                 pairs += block.count(b"\n")
             if carry:
                 raise ValueError(f"{part}: the last line of a score part has no newline")
-    header = {"fingerprint": sha.hexdigest(), "depth": depth, "model": model, "queries": queries, "pairs": pairs}
+    header = {"fingerprint": sha.hexdigest(), "sha1": body.hexdigest(), "depth": depth, "model": model,
+              "queries": queries, "pairs": pairs}
     if random_negatives:
         header["random_negatives"] = random_negatives
     with atomic_write(path, "wb") as out:
@@ -109,7 +115,7 @@ def write_scores(path: str | Path, lists: Iterable[tuple[str, Ranking]], depth: 
     queries = 0
     with scratch_dir(path) as work:  # the body first (the header needs its counts), then header + body
         body = work / "body"
-        with open(body, "w", encoding="utf-8") as out:
+        with space_checked(path, written=lambda: size_of(body)), open(body, "w", encoding="utf-8") as out:
             for qid, scored in lists:
                 out.write(score_lines([(qid, scored)], random_negatives))
                 queries += 1
@@ -129,8 +135,9 @@ class ScoreFile:
         try:
             self.header = json.loads(first[len(MAGIC):])
             self.fingerprint = str(self.header["fingerprint"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError("malformed score file header", self.path, 1) from None
+            self.sha1 = self.header.get("sha1")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise InputError("malformed score file header (rescore with 'distilrank score')", self.path, 1) from None
         self.depth = self.header.get("depth")
         self.random_negatives = int(self.header.get("random_negatives", 0))
 
@@ -142,10 +149,14 @@ class ScoreFile:
                 "it was written for another run or depth; rescore with 'distilrank score'", self.path, 1)
 
     def _rows(self) -> Iterator[tuple[str, str, float, bool]]:
-        """``(qid, docid, score, is_random)`` of every body row."""
+        """``(qid, docid, score, is_random)`` of every body row; once the last is read, the body is checked against
+        the header's fingerprint and digest."""
+        fp, body = Fingerprint(), hashlib.sha1()
+        current, docids = None, []
         lines = iter_lines(self.path)
         next(lines)  # the header
         for lineno, line in lines:
+            body.update(line.encode() + b"\n")
             parts = line.split("\t")
             if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != RANDOM_FLAG.strip()):
                 raise InputError("expected 'qid<TAB>docid<TAB>score[<TAB>random]'", self.path, lineno)
@@ -155,7 +166,21 @@ class ScoreFile:
                 raise InputError(f"score {parts[2]!r} is not a number", self.path, lineno) from None
             if not math.isfinite(score):
                 raise InputError(f"score {parts[2]!r} is not a finite number", self.path, lineno)
+            if len(parts) == 3:
+                if parts[0] != current and current is not None:
+                    fp.add(current, docids)
+                    docids = []
+                current = parts[0]
+                docids.append(parts[1])
             yield parts[0], parts[1], score, len(parts) == 4
+        if current is not None:
+            fp.add(current, docids)
+        if fp.hexdigest() != self.fingerprint:
+            raise InputError("score file body does not match its header's fingerprint (edited or truncated?): "
+                             "rescore with 'distilrank score'", self.path)
+        if self.sha1 is not None and body.hexdigest() != self.sha1:
+            raise InputError("score file body does not match its header's digest (edited or truncated?): "
+                             "rescore with 'distilrank score'", self.path)
 
     def random_lists(self) -> dict[str, Ranking]:
         """The teacher-scored random passages of each query (empty without ``random_negatives``)."""
@@ -168,21 +193,15 @@ class ScoreFile:
 
     def __iter__(self) -> Iterator[tuple[str, Ranking]]:
         """Stream ``(qid, [(docid, score), ...])`` of the run's candidates; the body is checked against the
-        header's fingerprint."""
-        fp = Fingerprint()
+        header once read (``_rows``)."""
         current, scored = None, []
         for qid, docid, score, is_random in self._rows():
             if is_random:
                 continue
             if qid != current:
                 if current is not None:
-                    fp.add(current, (d for d, _ in scored))
                     yield current, scored
                 current, scored = qid, []
             scored.append((docid, score))
         if current is not None:
-            fp.add(current, (d for d, _ in scored))
             yield current, scored
-        if fp.hexdigest() != self.fingerprint:
-            raise InputError("score file body does not match its header's fingerprint (edited or truncated?)",
-                             self.path)

@@ -18,12 +18,21 @@ world-size-th example of each (``_micro_batches``), the trainable modules are wr
 averaged gradient is the gradient of the global batch's mean loss: the loss curve equals a single process's at
 the same global batch (floating-point tolerance; with dropout, the masks differ). Rank 0 alone logs, saves and
 checkpoints (with every rank's RNG state); ``resume`` needs the same number of processes.
+
+Checkpoints survive a kill at any moment: a new one is written beside the last (``checkpoint.tmp/``, its state file
+last) and swapped in by renames that leave a complete one in place throughout (``recover_checkpoint`` tidies a
+swap stopped halfway); the final model appears whole (``config.json`` last). ``resume`` continues from the last
+complete checkpoint, refuses one saved under options that change the result (``TrainConfig``'s ``result``
+metadata; the first that differs is named), and refuses to start over when the log records a checkpoint that is
+gone. A full disk is a one-line ``DiskFull`` that keeps the last checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -35,18 +44,27 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..runtime import distributed
+from ..runtime.atomic import atomic_write, scratch_dir, temp_glob
 from ..runtime.devices import is_int8, resolve_device, resolve_dtype
+from ..runtime.diskspace import size_of, space_checked
 from ..runtime.progress import bar as progress_bar
-from .options import TrainConfig
+from .curves import read_log
+from .options import TrainConfig, plain, refuse_changed, result_fields
 
 CHECKPOINT = "checkpoint"
+#: A checkpoint being written, and the one it replaces while the new one is renamed into place.
+CHECKPOINT_TMP, CHECKPOINT_OLD = CHECKPOINT + ".tmp", CHECKPOINT + ".old"
+#: The final model is saved into a scratch folder named for this, then moved into the output.
+FINAL = "model"
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
 CURVE_FILE = "learning_curve.png"
 #: Held-out effectiveness of the modules in training (called in eval mode, under no gradient).
 Evaluator = Callable[[dict[str, torch.nn.Module]], dict[str, float]]
+
+log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
@@ -96,6 +114,29 @@ class RunningMean:
     @property
     def value(self) -> float | None:
         return self.average / (1 - self.beta ** self.steps) if self.steps else None
+
+
+def recover_checkpoint(output: Path) -> Path | None:
+    """Tidy what an interrupted save left in ``output`` and return its complete checkpoint (None: there is none).
+
+    A ``checkpoint.tmp/`` being written and an unfinished final save are removed; a swap stopped halfway leaves
+    the new ``checkpoint/`` with the ``checkpoint.old/`` it replaces (removed), or only ``checkpoint.old/`` (put back
+    in place). A checkpoint is complete when its state file, written last, is there."""
+    final, old = output / CHECKPOINT, output / CHECKPOINT_OLD
+    for stale in [output / CHECKPOINT_TMP, *output.glob(temp_glob(output / FINAL))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    if (final / STATE_FILE).is_file():
+        shutil.rmtree(old, ignore_errors=True)
+    elif (old / STATE_FILE).is_file():
+        shutil.rmtree(final, ignore_errors=True)
+        old.rename(final)
+        log.info("%s: the checkpoint being replaced when the run stopped is back in place", final)
+    return final if (final / STATE_FILE).is_file() else None
+
+
+def started(output: Path) -> bool:
+    """Whether a training run has begun in ``output``: its log or a checkpoint is there."""
+    return any((output / name).exists() for name in (LOG_FILE, CHECKPOINT, CHECKPOINT_OLD, CHECKPOINT_TMP))
 
 
 class Trainer:
@@ -219,33 +260,79 @@ class Trainer:
 
     def _write_checkpoint(self, modules, optimizer, scheduler, scaler, step: int, epoch: int, in_epoch: int,
                           rngs: list[dict]) -> None:
-        tmp = self.output / (CHECKPOINT + ".tmp")
+        """Write ``checkpoint.tmp/``, then swap it in: the old checkpoint renamed aside, the new one renamed into
+        place, the old one removed, so that a complete checkpoint exists at every moment (``recover_checkpoint``).
+        Ctrl-C or a full disk (``DiskFull``) removes the new one and keeps the last complete one."""
+        tmp, final, old = (self.output / name for name in (CHECKPOINT_TMP, CHECKPOINT, CHECKPOINT_OLD))
         shutil.rmtree(tmp, ignore_errors=True)
-        self.task.save(modules, tmp)
-        state = {
-            "step": step, "epoch": epoch, "in_epoch": in_epoch, "config": asdict(self.config),
-            "modules": {k: m.state_dict() for k, m in modules.items() if k != "model"},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng_ranks": rngs, "world_size": self.ctx.world_size,
-        }
-        torch.save(state, tmp / STATE_FILE)
-        final = self.output / CHECKPOINT
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        try:
+            with space_checked(final, needed=size_of(final), written=lambda: size_of(tmp), whole=True):
+                self.task.save(modules, tmp)
+                state = {
+                    "step": step, "epoch": epoch, "in_epoch": in_epoch, "config": asdict(self.config),
+                    "modules": {k: m.state_dict() for k, m in modules.items() if k != "model"},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng_ranks": rngs, "world_size": self.ctx.world_size,
+                }
+                torch.save(state, tmp / STATE_FILE)  # last: a checkpoint with its state file is complete
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                final.rename(old)
+            tmp.rename(final)
+        except BaseException:
+            if old.exists() and not final.exists():
+                old.rename(final)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        self._log({"event": "checkpoint", "step": step})
+
+    def _saved_step(self) -> int | None:
+        """The step of the last checkpoint this run's log records (None: it saved none)."""
+        path = self.output / LOG_FILE
+        records = read_log(path) if path.is_file() else []
+        steps = [r["step"] for r in records if r.get("event") == "checkpoint"]
+        return steps[-1] if steps else None
+
+    def _resume(self, modules, optimizer, scheduler, scaler) -> tuple[int, int, int]:
+        """Where a resumed run continues: the last complete checkpoint (loaded), or step 0 for a run stopped before
+        its first; a run whose log records a checkpoint that is gone or incomplete is refused, as is a folder that
+        holds no run at all."""
+        if self.ctx.is_main:
+            recover_checkpoint(self.output)
+        distributed.barrier(self.ctx)
+        folder = self.output / CHECKPOINT
+        if (folder / STATE_FILE).is_file():
+            return self._load_checkpoint(modules, optimizer, scheduler, scaler)
+        saved = self._saved_step()
+        if saved is not None:
+            raise InputError(f"no complete checkpoint, but this run saved one at step {saved} ({LOG_FILE}): it was "
+                             "deleted or damaged, so --resume cannot continue; start over with --overwrite", folder)
+        if not (self.output / LOG_FILE).is_file():
+            raise InputError("nothing to resume: no checkpoint in the output folder", folder)
+        log.info("%s: stopped before its first checkpoint; training again from step 0", self.output)
+        return 0, 0, 0
 
     def _load_checkpoint(self, modules, optimizer, scheduler, scaler) -> tuple[int, int, int]:
+        """Load the checkpoint into the modules, optimizer, scheduler and RNGs; refused (``InputError``) when it is
+        damaged, made by another number of processes or under options that change the result."""
+        from safetensors.torch import load_file
+
         folder = self.output / CHECKPOINT
-        if not (folder / STATE_FILE).is_file():
-            raise InputError("nothing to resume: no checkpoint in the output folder", folder)
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+            weights = load_file(str(folder / "model.safetensors"))
+        except Exception as exc:  # torch's and safetensors' errors of a damaged file vary
+            raise InputError(f"damaged checkpoint ({one_line(exc)}); start over with --overwrite", folder) from None
+        saved = state.get("config") or {}
+        refuse_changed({f.name: plain(saved[f.name]) for f in result_fields(TrainConfig) if f.name in saved},
+                       {f.name: plain(getattr(self.config, f.name)) for f in result_fields(TrainConfig)
+                        if f.name in saved}, folder)
         made_by = state.get("world_size", 1)
         if made_by != self.ctx.world_size:
             raise InputError(f"the checkpoint was made by {made_by} process(es), this run has {self.ctx.world_size}: "
                              "resume with as many (the global batch and the data order depend on it)", folder)
-        from safetensors.torch import load_file
-
-        weights = load_file(str(folder / "model.safetensors"))
         missing, unexpected = modules["model"].load_state_dict(weights, strict=False)
         if unexpected or [k for k in missing if "position_ids" not in k]:
             raise InputError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})",
@@ -269,16 +356,28 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.ctx.is_main:
             return
-        with open(self.output / LOG_FILE, "a", encoding="utf-8") as log:
-            log.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        with space_checked(self.output / LOG_FILE, needed=len(line)), \
+                open(self.output / LOG_FILE, "a", encoding="utf-8") as out:
+            out.write(line)
 
     def _trim_log(self, step: int) -> None:
         """Drop the records of steps after ``step`` (a resumed run trains them again); rank 0 keeps the log."""
         path = self.output / LOG_FILE
         if path.is_file() and self.ctx.is_main:
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            records = read_log(path)
             kept = [r for r in records if r.get("event") in ("start", "resume") or r.get("step", 0) <= step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            with atomic_write(path) as out:
+                out.write("".join(json.dumps(r) + "\n" for r in kept))
+
+    def _save_model(self, modules) -> None:
+        """The trained model into ``output``, all or nothing: saved into a scratch folder there, its files moved
+        into place with ``config.json`` (what marks a trained model) last."""
+        with scratch_dir(self.output / FINAL) as work:
+            with space_checked(self.output, written=lambda: size_of(work), whole=True):
+                self.task.save(modules, work)
+            for file in sorted(work.iterdir(), key=lambda f: f.name == "config.json"):
+                os.replace(file, self.output / file.name)
 
     def _evaluate(self, modules, step: int) -> None:
         """Held-out effectiveness at ``step`` into the log, and the learning curve redrawn (rank 0 alone: the
@@ -309,10 +408,11 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         step = epoch = in_epoch = 0
         if resume:
-            step, epoch, in_epoch = self._load_checkpoint(modules, optimizer, scheduler, scaler)
+            step, epoch, in_epoch = self._resume(modules, optimizer, scheduler, scaler)
             self._trim_log(step)
             self._log({"event": "resume", "step": step})
         elif self.ctx.is_main:  # a fresh start: an earlier run's state must not be resumed by mistake later
+            recover_checkpoint(self.output)
             shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
             (self.output / LOG_FILE).unlink(missing_ok=True)
             self._log({"event": "start", "task": self.task.name, "device": str(self.device), "steps": total,
@@ -396,8 +496,9 @@ class Trainer:
                    "seconds": round(seconds, 3), "complete": step >= total, "resumed_at": first_step,
                    "steps_this_run": step - first_step}
         if step >= total and self.ctx.is_main:
-            self.task.save(modules, self.output)
-            shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
+            self._save_model(modules)
         self._log({"event": "end", **summary})
+        if step >= total and self.ctx.is_main:  # finished, logged: the checkpoint goes last (a kill before: resumed)
+            shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
         distributed.barrier(self.ctx)  # every rank returns once the model is saved
         return summary
