@@ -127,9 +127,10 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
 
 
 def write_curves(state: State, rows: dict[str, dict], results: Path) -> list[str]:
-    """The held-out learning curves of the levers and of the procedures, as PNGs beside ``results`` (BM25 and
-    the teacher as references); the report's lines naming them."""
-    references = {rows[k]["system"]: rows[k][TARGET_MEASURE] for k in ("ref-bm25", "teacher") if k in rows}
+    """The held-out learning curves of the levers and of the procedures, as PNGs beside ``results`` (the floor:
+    BM25 in random order, BM25 and the teacher as references); the report's lines naming them."""
+    references = {rows[k]["system"]: rows[k][TARGET_MEASURE] for k in ("ref-random", "ref-bm25", "teacher")
+                  if k in rows}
     lines = []
     for suffix, names in (("levers", list(LEVERS)), ("procedures", list(PROCEDURE_ROWS))):
         logs = {n: state.log(n) for n in names if state.log(n).is_file()}
