@@ -17,6 +17,9 @@ QUERY_MAX_LENGTH = 64
 #: Pyserini's defaults, and the values tuned for MS MARCO passage (Anserini's "tuned" BM25).
 DEFAULT_K1, DEFAULT_B = 0.9, 0.4
 MSMARCO_K1, MSMARCO_B = 0.82, 0.68
+#: The first stages by name (``distilrank retrieve``, a comparison's ``first_stage.kind``; opened by
+#: ``pipeline.retrieval.factory``).
+FIRST_STAGES = ("bm25", "dense", "hybrid")
 #: First-stage hits (candidates) per query unless told otherwise.
 DEFAULT_HITS = 1000
 #: The seed of every training phase (``pipeline.train.options``) and of weights a model folder lacks: a folder

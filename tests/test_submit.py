@@ -10,9 +10,9 @@ import pytest
 from pipeline.cli import main
 from pipeline.errors import InputError
 from pipeline.eval.evaluate import evaluate
+from pipeline.eval.submit import load_metadata, placeholder_fields, validate_run, write_submission
 from pipeline.io.data import read_qrels
 from pipeline.io.runs import Run
-from pipeline.io.submit import load_metadata, placeholder_fields, validate_run, write_submission
 
 TOPICS = {"1": "first query", "2": "second query", "3": "third query"}
 

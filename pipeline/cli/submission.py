@@ -39,8 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from ..io.runs import Run
-    from ..io.submit import (
+    from ..eval.submit import (
         is_inline,
         load_metadata,
         placeholder_fields,
@@ -48,6 +47,7 @@ def _submit(args: argparse.Namespace) -> int:
         validate_run,
         write_submission,
     )
+    from ..io.runs import Run
 
     metadata = load_metadata(args.metadata)  # bad metadata fails before anything is written
     inputs = {"--run": args.run, "--metadata": None if is_inline(args.metadata) else args.metadata}
@@ -63,8 +63,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from ..eval.submit import validate_run
     from ..io.data import read_qrels, read_topics
-    from ..io.submit import validate_run
 
     topics = read_topics(args.topics) if args.topics else None
     qrels = read_qrels(args.qrels) if args.qrels else None

@@ -1,3 +1,3 @@
-"""Measuring: ir-measures evaluation, paired significance tests, speedups a noisy machine cannot fake, and
-per-stage timing.
+"""Measuring: ir-measures evaluation, MS MARCO leaderboard files (written and validated), paired significance
+tests, speedups a noisy machine cannot fake, and per-stage timing.
 """

@@ -63,7 +63,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..defaults import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, RERANK_DEPTH
+from ..defaults import DEFAULT_B, DEFAULT_HITS, DEFAULT_K1, FIRST_STAGES, RERANK_DEPTH
 from ..errors import InputError, renamed
 from ..eval.evaluate import default_measures, parse_measures
 from ..eval.significance import DEFAULT_PERMUTATIONS, DEFAULT_SEED
@@ -84,8 +84,7 @@ PACKAGE_PATH = "package:"
 #: Where the presets live: ``PRESET_DIR / NAME.toml`` is the preset ``NAME``.
 PRESET_DIR = RESOURCES / "configs"
 SIGNIFICANCE_TESTS = ("t-test", "randomisation")
-#: The first stages (``first_stage.kind``; ``pipeline.retrievers`` opens them) and how reports name them.
-FIRST_STAGES = ("bm25", "dense", "hybrid")
+#: How reports name the first stages (``FIRST_STAGES``).
 FIRST_STAGE_LABELS = {"bm25": "BM25", "dense": "Dense", "hybrid": "Hybrid"}
 
 

@@ -1,3 +1,3 @@
-"""Files in and out: the rule for reading a user's text file, collections, topics and qrels (the docstore), the
-``Run`` type with its TREC and MS MARCO formats, and leaderboard submission files.
+"""Files in: the rule for reading a user's text file, collections, topics and qrels (the docstore), and the ``Run``
+type with its TREC and MS MARCO formats.
 """

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..defaults import FIRST_STAGES
 from ..errors import InputError
-from ..experiment.config import FIRST_STAGES
 from .biencoder import BiEncoder
 from .bm25 import BM25
 from .dense import DenseRetriever, PrebuiltDense

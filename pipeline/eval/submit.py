@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..eval.evaluate import msmarco_mrr10
+from ..io.runs import Run
+from ..io.textfiles import iter_lines, read_text
 from ..runtime.atomic import atomic_write
-from .runs import Run
-from .textfiles import iter_lines, read_text
+from .evaluate import msmarco_mrr10
 
 MAX_PER_QUERY = 1000
 SPLITS = ("dev", "eval")
