@@ -835,9 +835,11 @@ def test_bad_input(case: Case, world: World, tmp_path: Path, tmp_path_factory, c
 
 #: Runs the CLI with one function of the package wrapped so that, when called (``call``), when it returns
 #: (``return``) or once its context is entered (``context``), the process blocks (``block``: prints "ready" and
-#: sleeps), signals itself (``N``) or has a timer signal it a little later (``later:N``).
+#: sleeps), signals itself (``N``) or has a timer signal it a little later (``later:N``). Ctrl-C is Python's own
+#: even when the test run was started where SIGINT is ignored (``nohup``, a background job of a script).
 HARNESS = """
-import contextlib, importlib, os, sys, threading, time
+import contextlib, importlib, os, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 module, name, style, action = sys.argv[1:5]
 target = importlib.import_module(module)
 original = getattr(target, name)
