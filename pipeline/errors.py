@@ -20,6 +20,11 @@ class InputError(Exception):
             where += f":{line}"
         super().__init__(f"{where}: {message}" if where else message)
 
+    def __reduce__(self):
+        """Pickled whole (its class, message, file and line): it crosses processes, e.g. from the rank that met it
+        to the others of a ``torchrun`` job (``distributed.on_main``)."""
+        return type(self), (self.message, self.path, self.line)
+
 
 def renamed(old: str, new: str, meaning: str) -> str:
     """The one-line refusal of a renamed config key or command-line option: its new name and what that means."""

@@ -6,8 +6,8 @@ writes into its own folder, and the outcome expected: exit 0 with the clean comm
 line ``distilrank: error: FILE[:LINE]: message``. After every case: no traceback, the shared inputs unchanged,
 no output left by a refused command, no temporary or lock file anywhere. Placeholders: ``{t}`` the case's folder,
 ``{w}`` the shared world (``world``), ``{c}`` ``{q}`` ``{qrels}`` ``{run}`` ``{msrun}`` ``{model}`` ``{base}``
-``{teacher}`` ``{student}`` ``{three}`` (a 3-label classifier) ``{scores}`` ``{index}`` ``{config}`` ``{meta}``
-its files.
+``{teacher}`` ``{student}`` ``{three}`` (a 3-label classifier) ``{scores}`` ``{index}`` ``{blank_index}`` (an
+index whose passages are all blank) ``{config}`` ``{meta}`` its files.
 
 Cheap commands run in this process (``pipeline.cli.main``); signals, ``kill -9`` and two writers at once run in
 subprocesses at the end of the module.
@@ -101,6 +101,9 @@ def world(tmp_path_factory, tiny_bert, tiny_data) -> World:
     from pipeline.retrieval.bm25 import build_index
 
     w["index"] = str(build_index(w["c"], root / "index"))
+    blank = root / "blank.tsv"  # no-break spaces: Lucene keeps such a passage (its trim leaves them), Python's strips
+    blank.write_text("".join(f"{line.split(chr(9))[0]}\t\u00a0\n" for line in w.text("c").splitlines()))
+    w["blank_index"] = str(build_index(blank, root / "blank-index"))
     w["scores"] = str(root / "teacher.scores")
     assert main(["score", "--model", w["teacher"], "--run", w["run"], "--topics", w["q"], "--collection", w["c"],
                  "--output", w["scores"], "--score-depth", "4", "--device", "cpu"]) == 0
@@ -207,7 +210,7 @@ class Case:
     files: dict[str, Content] = field(default_factory=dict)  # written into the case's folder first
     code: int = 2
     message: str = ""  # a fragment of the error line (exit 2) or of stderr/stdout (exit 0)
-    where: str | None = None  # the error line names this file, e.g. "{t}/run.trec:3"
+    where: str | None = None  # the error line (exit 0: a warning) names this file, e.g. "{t}/run.trec:3"
     result: str | None = None  # exit 0: "same" (the clean result) or a fragment of stdout
     extra: tuple[str, ...] = ()  # flags added at the end
     links: dict[str, str] = field(default_factory=dict)  # symbolic links made in the case's folder: name -> target
@@ -363,7 +366,7 @@ CASES: list[Case] = [
     *defects("evaluate", "--qrels", "qrels.tsv", "qrels"),
     folder_instead("evaluate", "--run", "not found"),
     Case("evaluate-run-empty", "evaluate", {"--run": "{t}/run.trec"}, {"run.trec": text("")}, code=0,
-         message="the run is empty"),
+         message="the run is empty", where="{t}/run.trec"),
     Case("evaluate-run-msmarco-format", "evaluate", {"--run": "{msrun}"}, code=0, result="nDCG@10"),
     Case("evaluate-run-five-columns", "evaluate", {"--run": "{t}/run.trec"},
          {"run.trec": edit("run", 2, "{0} Q0 {2} {3} {4}")}, message="expected 'qid Q0 docid rank score tag'",
@@ -397,7 +400,7 @@ CASES: list[Case] = [
     *defects("rerank", "--topics", "q.tsv", "q"),
     *defects("rerank", "--collection", "c.tsv", "c"),
     Case("rerank-run-empty", "rerank", {"--run": "{t}/run.trec"}, {"run.trec": text("")}, code=0,
-         message="the run is empty"),
+         message="the run is empty", where="{t}/run.trec"),
     Case("rerank-run-nan", "rerank", {"--run": "{t}/run.trec"},
          {"run.trec": edit("run", 5, "{0} Q0 {2} {3} NaN {5}")}, message="score is NaN", where="{t}/run.trec:5"),
     Case("rerank-run-inf-with-interpolation", "rerank", {"--run": "{t}/run.trec"},
@@ -408,10 +411,17 @@ CASES: list[Case] = [
          where="{t}/run.trec:3"),
     Case("rerank-run-unknown-docid", "rerank", {"--run": "{t}/run.trec"},
          {"run.trec": append("run", "100 Q0 ghost 13 1.0 bm25\n")}, extra=("--depth", "20"),
-         message="candidate docids are not in the collection: ghost (query 100)"),
+         message="candidate docids are not in the collection: ghost (query 100)", where="{c}"),
     Case("rerank-run-unknown-docid-skipped", "rerank", {"--run": "{t}/run.trec"},
          {"run.trec": append("run", "100 Q0 ghost 13 1.0 bm25\n")}, extra=("--depth", "20", "--skip-missing"),
-         code=0, message="skipped 1 missing"),
+         code=0, message="skipped 1 missing", where="{c}"),
+    Case("rerank-index-unknown-docid", "rerank", {"--run": "{t}/run.trec", "--collection": None, "--index": "{index}"},
+         {"run.trec": append("run", "100 Q0 ghost 13 1.0 bm25\n")}, extra=("--depth", "20"),
+         message="candidate docids are not in the collection: ghost (query 100)", where="{index}"),
+    Case("rerank-index-unknown-docid-skipped", "rerank",
+         {"--run": "{t}/run.trec", "--collection": None, "--index": "{index}"},
+         {"run.trec": append("run", "100 Q0 ghost 13 1.0 bm25\n")}, extra=("--depth", "20", "--skip-missing"),
+         code=0, message="skipped 1 missing", where="{index}"),
     Case("rerank-run-unknown-query", "rerank", {"--run": "{t}/run.trec"},
          {"run.trec": append("run", "999 Q0 3 1 1.0 bm25\n")}, message="have no text in the topics: 999"),
     Case("rerank-topics-duplicate-id", "rerank", {"--topics": "{t}/q.tsv"},
@@ -426,6 +436,13 @@ CASES: list[Case] = [
     Case("rerank-collection-empty-passage", "rerank", {"--collection": "{t}/c.tsv"},
          {"c.tsv": lambda w: "".join(f"{line.split(chr(9))[0]}\t\n" for line in w.text("c").splitlines()).encode()},
          message="passages of query 100 are empty", where="{t}/c.tsv"),
+    Case("rerank-collection-empty-passage-skipped", "rerank", {"--collection": "{t}/c.tsv"},
+         {"c.tsv": lambda w: "".join(f"{line.split(chr(9))[0]}\t\n" for line in w.text("c").splitlines()).encode()},
+         extra=("--skip-missing",), code=0, message="skipped 0 missing and 32 empty passages", where="{t}/c.tsv"),
+    Case("rerank-index-empty-passage", "rerank", {"--collection": None, "--index": "{blank_index}"},
+         message="passages of query 100 are empty", where="{blank_index}"),
+    Case("rerank-index-empty-passage-skipped", "rerank", {"--collection": None, "--index": "{blank_index}"},
+         extra=("--skip-missing",), code=0, message="skipped 0 missing and 32 empty passages", where="{blank_index}"),
     Case("rerank-model-more-layers-than-its-weights", "rerank", {"--model": "{t}/m"},
          {"m/config.json": layers("model", 3), **{f"m/{n}": same_in("model", n) for n in (
              "model.safetensors", "tokenizer.json", "tokenizer_config.json")}},
@@ -519,6 +536,8 @@ CASES: list[Case] = [
          message="cannot write the output here"),
     Case("score-output-is-the-collection", "score", {"--collection": "{t}/c.tsv", "--output": "{t}/c.tsv"},
          {"c.tsv": same("c")}, message="the output is also the input --collection", where="{t}/c.tsv"),
+    Case("score-run-empty", "score", {"--run": "{t}/run.trec"}, {"run.trec": text("")}, code=0,
+         message="the run is empty", where="{t}/run.trec"),
     Case("score-run-unknown-docid", "score", {"--run": "{t}/run.trec"},
          {"run.trec": edit("run", 1, "{0} Q0 ghost {3} {4} {5}")}, message="docid ghost of query 100 is not in the "
          "collection", where="{t}/run.trec"),
@@ -661,7 +680,7 @@ CASES: list[Case] = [
     Case("compare-output-in-a-model", "compare", {"--output": "{model}/cmp"}, message="inside the input folder"),
     Case("compare-no-skip-missing-advice", "compare", {"--config": "{t}/c.toml"},
          {"c.toml": config(collection='"c.tsv"'), "c.tsv": without_first_candidate}, message="not in the collection",
-         absent="--skip-missing"),
+         where="{t}/c.tsv", absent="--skip-missing"),
     # ---- submit and validate -----------------------------------------------------------------------------------
     *defects("submit", "--run", "run.tsv", "msrun"),
     *defects("submit", "--metadata", "meta.json", "meta", kinds=("missing", "bom", "crlf")),
@@ -821,6 +840,9 @@ def test_bad_input(case: Case, world: World, tmp_path: Path, tmp_path_factory, c
             assert set(snapshot(t)) == set(before_case), "a refused command left output"
         return
     assert case.message in err + out, f"{case.message!r} not in {err + out!r}"
+    if case.where:
+        warning = next((line for line in err.splitlines() if case.message in line), "")
+        assert f"{fill(case.where, world, t)}: " in warning, f"{case.where} not named in {warning!r}"
     assert not wrong_modes(t, before_case), wrong_modes(t, before_case)
     if case.result == "same":
         clean_out, clean_bytes = clean_result(case.command, world, tmp_path_factory.mktemp("clean"), capsys)

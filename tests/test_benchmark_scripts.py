@@ -49,3 +49,32 @@ def test_dense_speed_cpu_rehearsal(tmp_path, subset_dir):
     assert all(r["qps"] > 0 and r["qps_one"] > 0 for r in rows) and rows[0]["recall@100"] == 1.0
     assert rows[3]["recall@100"] >= rows[2]["recall@100"]  # re-scoring 4 x 100 candidates exactly
     assert "one at a time q/s" in out.with_suffix(".md").read_text()
+
+
+def test_check_cost_tiny(tmp_path, tiny_bert, tiny_data):
+    """The integrity checks' cost, both arms side by side: a tiny model reranks 2 queries (2 chunks) in one round;
+    the results name what was switched off, the machine and the load."""
+    paths = tiny_data(tmp_path / "data", queries=2, per_query=12)
+    model = tiny_bert(tmp_path / "model")
+    out = tmp_path / "check_cost.json"
+    done = run_benchmark("check_cost.py", "--model", str(model), "--data", str(tmp_path / "data"),
+                         "--topics", str(paths["topics"]), "--run", str(paths["run"]), "--queries", "2",
+                         "--depth", "8", "--chunk-pairs", "8", "--rounds", "1", "--repeats", "2", "--threads", "1",
+                         "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["work"]["pairs"] == 16 and record["work"]["chunks"] == 2
+    assert set(record["arms"]) == {"checked", "unchecked"}
+    for rounds in record["arms"].values():
+        assert len(rounds) == 1
+        assert set(rounds[0]) == {"rerank", "resume", "restore", "docstore_open", "cache_open", "cache_open_touched"}
+        assert rounds[0]["rerank"]["pairs"] == 16 and rounds[0]["rerank"]["seconds"] > 0
+    checked, unchecked = (record["arms"][arm][0] for arm in ("checked", "unchecked"))
+    assert checked["resume"]["checks"]["restored_records"]["calls"] == 2  # one record a chunk, checked
+    assert checked["rerank"]["checks"]["journal_crc"]["calls"] == 2 and not unchecked["rerank"]["checks"]
+    summary = record["summary"]["measurements"]
+    assert all(set(r["seconds"]) == {"checked", "unchecked"} for r in summary.values())
+    assert len(record["meta"]["load_start"]) == 3 and len(record["meta"]["load_end"]) == 3
+    table = out.with_suffix(".md").read_text()
+    assert "| token cache open after a touch (one open) |" in table and "`journal_crc`" in table
+    assert record["meta"]["machine"]["cpu"] in table

@@ -64,6 +64,24 @@ def test_two_loads_of_a_headless_folder_score_alike_and_leave_the_callers_rng_al
     assert CrossEncoder(saved, device="cpu", head_seed=7).head_init == "saved"
 
 
+def test_load_ranker_draws_a_headless_folders_head_from_its_seed_and_leaves_the_callers_rng_alone(tmp_path, tiny_bert):
+    from pipeline.train.students import load_ranker, make_student
+
+    folder = tiny_bert(tmp_path / "headless", labels=None)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = load_ranker(folder)
+    assert torch.equal(torch.get_rng_state(), state)
+    heads = [{name: w for name, w in model.state_dict().items() if name.startswith("classifier.")}
+             for model in (first, load_ranker(folder), load_ranker(folder, seed=SEED + 1),
+                           make_student(folder, 1, seed=SEED + 1))]
+    assert heads[0] and heads[0].keys() == heads[1].keys() == heads[2].keys()
+    assert all(torch.equal(heads[0][name], heads[1][name]) for name in heads[0])
+    assert not torch.equal(heads[0]["classifier.weight"], heads[2]["classifier.weight"])
+    assert all(torch.equal(heads[2][name], heads[3][name]) for name in heads[2])  # make_student passes its seed on
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_two_loads_of_the_packaged_minilm_score_alike(minilm_path):
     first, second = CrossEncoder(minilm_path, device="cpu"), CrossEncoder(minilm_path, device="cpu")
     assert first.new_head

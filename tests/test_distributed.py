@@ -1,10 +1,12 @@
-"""The distributed rules that need no second process: context, device, split, parts joined in rank order."""
+"""The distributed rules that need no second process: context, device, split, parts joined in rank order, rank 0's
+work and its error (``on_main``; two ranks: ``test_scale_out.py``)."""
 from __future__ import annotations
 
 import pytest
 
 from pipeline.errors import InputError
 from pipeline.runtime import distributed
+from pipeline.runtime.diskspace import DiskFull
 from pipeline.runtime.distributed import Context, balanced_ranges, context, local_device, part_path, write_output
 
 
@@ -68,3 +70,29 @@ def test_concatenate_joins_parts_in_order(tmp_path):
         part.write_text(text)
     distributed.concatenate(parts, tmp_path / "out")
     assert (tmp_path / "out").read_text() == "x\ny\nz\n"
+
+
+def test_on_main_in_one_process_runs_the_work_and_raises_its_error(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    done: list[int] = []
+    distributed.on_main(lambda: done.append(1))
+    assert done == [1]
+    full = DiskFull("no space left on the device (0 B free)", "out/checkpoint")
+
+    def fill_up() -> None:
+        raise full
+
+    with pytest.raises(DiskFull) as err:
+        distributed.on_main(fill_up)
+    assert err.value is full
+
+
+def test_an_input_error_crosses_processes_whole():
+    """Pickled and read back (as ``on_main`` sends rank 0's error to the others): its class, message, file, line."""
+    import pickle
+
+    for err in (InputError("bad row", "run.trec", 3), DiskFull("no space left", "out/checkpoint"), InputError("x")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+        assert (back.message, back.path, back.line) == (err.message, err.path, err.line)

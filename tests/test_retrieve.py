@@ -144,3 +144,38 @@ def test_prebuilt_bm25_defaults_to_the_local_ones(monkeypatch: pytest.MonkeyPatc
     tuned = BM25.from_prebuilt("msmarco-v1-passage", msmarco_tuned=True)
     assert tuned._searcher.bm25 == BM25.msmarco(tmp_path)._searcher.bm25 == (MSMARCO_K1, MSMARCO_B)
     assert BM25.from_prebuilt("msmarco-v1-passage", k1=1.2, msmarco_tuned=True)._searcher.bm25 == (1.2, MSMARCO_B)
+
+
+class StoredDoc:
+    """A Lucene document as Pyserini returns it: its stored raw text and contents (None: not stored)."""
+
+    def __init__(self, raw: str | None, contents: str | None):
+        self._raw, self._contents = raw, contents
+
+    def raw(self) -> str | None:
+        return self._raw
+
+    def contents(self) -> str | None:
+        return self._contents
+
+
+def test_index_docstore_names_its_index(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """An index's docstore is named after the index (its folder, a prebuilt index's name), so the errors and warnings
+    about its passages name it; a passage the index stores no text for (a 'slim' index) is one line naming it."""
+    from types import SimpleNamespace
+
+    from pipeline.retrieval import bm25
+
+    docs = {"1": StoredDoc('{"id": "1", "contents": "from raw"}', None), "2": StoredDoc(None, "from contents"),
+            "3": StoredDoc(None, None)}
+    monkeypatch.setattr(bm25, "import_pyserini", lambda *_: SimpleNamespace(LuceneSearcher=FakeLucene))
+    monkeypatch.setattr(FakeLucene, "doc", lambda self, docid: docs.get(docid), raising=False)
+    (tmp_path / "segments_1").touch()
+    store = BM25(tmp_path).docstore
+    assert store.path == IndexDocStore.open(tmp_path).path == tmp_path
+    assert BM25.from_prebuilt("msmarco-v1-passage-slim").docstore.path == Path("msmarco-v1-passage-slim")
+    assert store.get_many(["1", "2"]) == ["from raw", "from contents"] and store.missing(["1", "4"]) == ["4"]
+    with pytest.raises(InputError) as err:
+        store.get("3")
+    assert str(err.value) == (f"{tmp_path}: passage 3 has no stored text in this index (build it with 'distilrank "
+                              "index', which stores it)")

@@ -1,6 +1,7 @@
-"""Past one process: rerank and score under torchrun (2 processes, gloo), data-parallel training, and a run
-killed with SIGKILL that resumes from its journal. Every run here uses one thread per process (torchrun's
-default): scores are then the same to the bit in one process and in two."""
+"""Past one process: rerank and score under torchrun (2 processes, gloo), data-parallel training, a run killed
+with SIGKILL that resumes from its journal, and a full disk on rank 0 at a checkpoint that stops every rank. Every
+run here uses one thread per process (torchrun's default): scores are then the same to the bit in one process and
+in two."""
 from __future__ import annotations
 
 import json
@@ -192,3 +193,127 @@ def test_bad_input_found_while_scoring_drops_the_journal(tmp_path, tiny_bert, ti
                  "--device", "cpu", "--output", str(output)]) == 2
     assert "not in the collection" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]
+
+
+# ---- what rank 0 does alone, and its failure (``distributed.on_main``) ------------------------------------------
+
+#: Each rank runs ``on_main`` three times: work that succeeds, a full disk, and another error; what it saw goes into
+#: ``OUT/RANK.json`` (``ON_MAIN.py OUT``).
+ON_MAIN = """
+import json, os, sys
+from pathlib import Path
+from pipeline.runtime import distributed
+from pipeline.runtime.diskspace import DiskFull
+
+rank, ran, outcomes = int(os.environ["RANK"]), [], []
+for error in (None, DiskFull("no space left on the device (0 B free)", "out/checkpoint"),
+              PermissionError(13, "Permission denied")):
+    def work(error=error):
+        ran.append(rank)
+        if error is not None:
+            raise error
+    try:
+        distributed.on_main(work)
+        outcomes.append(None)
+    except Exception as exc:
+        outcomes.append([type(exc).__name__, str(exc)])
+distributed.barrier()
+Path(sys.argv[1], f"{rank}.json").write_text(json.dumps({"ran": ran, "outcomes": outcomes}))
+"""
+
+
+def test_on_main_runs_on_rank_0_and_its_error_reaches_every_rank(tmp_path):
+    script = tmp_path / "on_main.py"
+    script.write_text(ON_MAIN)
+    _torchrun(str(script), str(tmp_path), timeout=120)
+    seen = {rank: json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)}
+    full = ["DiskFull", "out/checkpoint: no space left on the device (0 B free)"]
+    assert seen[0]["ran"] == [0, 0, 0] and seen[1]["ran"] == []
+    assert seen[0]["outcomes"] == [None, full, ["PermissionError", "[Errno 13] Permission denied"]]
+    assert seen[1]["outcomes"] == [None, full, ["RuntimeError", "rank 0 failed: PermissionError: [Errno 13] "
+                                                                "Permission denied"]]
+
+
+#: One rank of ``torchrun`` running ``distilrank``: ``RANK.py OUT MODE COMMAND_JSON [FLAGS]``. Its stderr goes to
+#: ``OUT/stderr.MODE.RANK`` and the exit code the command returned to ``OUT/code.MODE.RANK`` (torchrun stops the
+#: other ranks once one exits with an error, so a process's own exit code may be that SIGTERM's). MODE ``full``:
+#: rank 0's disk fills up as it writes its second checkpoint's state file.
+RANK = """
+import errno, json, os, sys
+from pathlib import Path
+
+out, mode, command = Path(sys.argv[1]), sys.argv[2], json.loads(Path(sys.argv[3]).read_text()) + sys.argv[4:]
+rank = os.environ["RANK"]
+os.dup2(os.open(out / f"stderr.{mode}.{rank}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+if mode == "full" and rank == "0":
+    import torch
+
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith("checkpoint.tmp/trainer_state.pt"):
+            saves.append(f)
+            if len(saves) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    torch.save = save
+from pipeline.cli import main
+
+code = main(command)
+(out / f"code.{mode}.{rank}").write_text(str(code))
+sys.exit(code)
+"""
+
+
+def _ranks(out: Path, mode: str, *flags: str, timeout: int = 300) -> dict[int, tuple[int, str]]:
+    """Run ``out/command.json`` under torchrun (2 ranks, ``RANK``); each rank's exit code and stderr. A run that
+    outlasts ``timeout`` (a rank waiting for another) is stopped and fails the test."""
+    child = subprocess.Popen([*TORCHRUN, str(out / "rank.py"), str(out), mode, str(out / "command.json"), *flags],
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        log, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.terminate()  # torchrun stops its ranks
+        try:
+            log, _ = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            log, _ = child.communicate()
+        pytest.fail(f"still running after {timeout} s: a rank waits for another\n{log[-3000:]}")
+    ranks = {}
+    for rank in (0, 1):
+        code = out / f"code.{mode}.{rank}"
+        assert code.is_file(), f"rank {rank} did not finish its command\n{log[-3000:]}"
+        ranks[rank] = (int(code.read_text()), (out / f"stderr.{mode}.{rank}").read_text())
+    return ranks
+
+
+def test_a_full_disk_on_rank_0_at_a_checkpoint_stops_every_rank_and_keeps_the_last(tmp_path, tiny_bert, tiny_data):
+    """Rank 0's disk fills up as it writes the second checkpoint: every rank stops with the same one line naming
+    the checkpoint and exit code 2 (none is left waiting for rank 0), the first checkpoint is kept whole, and the
+    same command with --resume continues from it to the end."""
+    data = tiny_data(tmp_path / "data", queries=8)
+    output = tmp_path / "teacher"
+    (tmp_path / "command.json").write_text(json.dumps([
+        "train", "--init", str(tiny_bert(tmp_path / "model")), "--topics", str(data["topics"]), "--qrels",
+        str(data["qrels"]), "--run", str(data["run"]), "--collection", str(data["collection"]), "--output",
+        str(output), "--negatives", "3", "--batch-size", "1", "--max-steps", "4", "--save-every", "1",
+        "--max-length", "48", "--device", "cpu", "--no-progress"]))  # 4 steps of 2 groups: saves at steps 1, 2, 3
+    (tmp_path / "rank.py").write_text(RANK)
+    ranks = _ranks(tmp_path, "full")
+    for rank, (code, stderr) in ranks.items():
+        assert code == 2 and stderr.count("\n") == 1, (rank, stderr)
+        assert stderr.startswith(f"distilrank: error: {output / 'checkpoint'}: no space left on the device (")
+        assert stderr.endswith("free some space and run the command again with --resume: finished work is kept\n")
+    assert ranks[0][1] == ranks[1][1]
+    assert sorted(p.name for p in output.iterdir()) == ["checkpoint", "distilrank_options.json", "train_log.jsonl"]
+    state = torch.load(output / "checkpoint" / "trainer_state.pt", weights_only=False)
+    assert (state["step"], state["world_size"]) == (1, 2)
+    ranks = _ranks(tmp_path, "resume", "--resume")
+    assert [code for code, _ in ranks.values()] == [0, 0]
+    assert not any("error:" in stderr or "Traceback" in stderr for _, stderr in ranks.values()), ranks
+    events = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["step"]) for e in events if e.get("event") in ("checkpoint", "resume")] == [
+        ("checkpoint", 1), ("resume", 1), ("checkpoint", 2), ("checkpoint", 3)]
+    assert (output / "model.safetensors").is_file() and not (output / "checkpoint").exists()

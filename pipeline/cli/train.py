@@ -31,6 +31,7 @@ from ..train.options import (
     BootstrapConfig,
     DistillConfig,
     TrainConfig,
+    phase_prefix,
 )
 from .flags import add_fields, field_values, flagged, refuse
 from .rerank import runtime_flags, runtime_options
@@ -39,6 +40,8 @@ from .rerank import runtime_flags, runtime_options
 #: themselves; their other values are the main phase's (the bootstrap's warmup is its own default).
 LM_PHASE = ("epochs", "lr", "batch_size", "max_steps")
 BOOTSTRAP_PHASE = ("epochs", "batch_size", "epoch_lrs", "max_steps")
+#: Those phases' flag prefixes, as ``DistillConfig`` declares them (the teacher's bootstrap takes the same flags).
+LM_PREFIX, BOOTSTRAP_PREFIX = phase_prefix(DistillConfig, "lm"), phase_prefix(DistillConfig, "bootstrap")
 #: The ``TrainConfig`` field in the held-out group, and the ``DistillConfig`` fields of which one is required.
 HELD_OUT = ("eval_every",)
 LAYERS = ("layers", "layer_map")
@@ -74,20 +77,20 @@ def _training(p: argparse.ArgumentParser, phase: TrainConfig, unset: tuple[str, 
 
 def _bootstrap_flags(p: argparse.ArgumentParser, what: str) -> None:
     g = p.add_argument_group(f"bootstrap {what} from a bi-encoder first (scarce labels)")
-    add_fields(g, BootstrapConfig, "bootstrap-")
-    add_fields(g, TrainConfig, "bootstrap-", base=BOOTSTRAP_TRAINING, only=BOOTSTRAP_PHASE)
+    add_fields(g, BootstrapConfig, BOOTSTRAP_PREFIX)
+    add_fields(g, TrainConfig, BOOTSTRAP_PREFIX, base=BOOTSTRAP_TRAINING, only=BOOTSTRAP_PHASE)
 
 
 def _bootstrap(args: argparse.Namespace, main: TrainConfig) -> BootstrapConfig | None:
     """The bi-encoder bootstrap the --bootstrap-* flags ask for (its phase: ``main`` with its own values), or
     None."""
-    values = field_values(BootstrapConfig, args, "bootstrap-")
+    values = field_values(BootstrapConfig, args, BOOTSTRAP_PREFIX)
     given = [values[name] is not None for name in ("biencoder", "topics", "run")]
     if any(given) and not all(given):
         raise InputError("--bootstrap-from, --bootstrap-topics and --bootstrap-run go together")
     if not all(given):
         return None
-    phase = field_values(TrainConfig, args, "bootstrap-", only=BOOTSTRAP_PHASE)
+    phase = field_values(TrainConfig, args, BOOTSTRAP_PREFIX, only=BOOTSTRAP_PHASE)
     train = replace(main, **{**phase, "lr": phase["epoch_lrs"][0], "warmup": BOOTSTRAP_TRAINING.warmup,
                              "max_steps": phase["max_steps"] or main.max_steps})
     return BootstrapConfig(**values, train=train)
@@ -158,7 +161,7 @@ def cmd_distill(args) -> int:
     values = field_values(DistillConfig, args)
     runtime = field_values(RuntimeOptions, args, only=TRAINING_RUNTIME)
     rank = TrainConfig(**field_values(TrainConfig, args))
-    lm = replace(rank, **field_values(TrainConfig, args, "lm-", only=LM_PHASE), eval_every=None)
+    lm = replace(rank, **field_values(TrainConfig, args, LM_PREFIX, only=LM_PHASE), eval_every=None)
     cfg = DistillConfig(**{**values, "layers": len(values["layer_map"]) if values["layer_map"] else values["layers"]},
                         rank=rank, lm=replace(lm, max_steps=lm.max_steps or rank.max_steps),
                         bootstrap=_bootstrap(args, rank))
@@ -241,7 +244,7 @@ def register(subparsers) -> None:
     p.add_argument("--scores", help="teacher score file from 'distilrank score' (default: score into OUTPUT)")
     p.add_argument("--qrels", help="labels (needed by the fine-tune procedures; optional label loss otherwise)")
     add_fields(p, DistillConfig, only=_names(DistillConfig, LAYERS), required=("procedure",), choices={"head": HEADS})
-    add_fields(p.add_argument_group("LM distillation (lm-distill+...)"), TrainConfig, "lm-", base=LM_TRAINING,
+    add_fields(p.add_argument_group("LM distillation (lm-distill+...)"), TrainConfig, LM_PREFIX, base=LM_TRAINING,
                only=LM_PHASE)
     _training(p, RANK_TRAINING)
     _bootstrap_flags(p, "the student")

@@ -20,6 +20,8 @@ from .textfiles import BOM, checked_id, iter_lines
 FORMATS = ("trec", "msmarco")
 #: One query's ranking: its (docid, score) list, best first.
 Ranking = list[tuple[str, float]]
+#: The warning of a run file without rows (read as a run of no queries), after the file's name.
+EMPTY = "%s: the run is empty (no ranked documents)"
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +32,13 @@ def run_format(path: str | Path) -> str:
         raise InputError("run file not found", path)
     line = next((line for _, line in iter_lines(path) if line.strip()), "")
     return "msmarco" if "\t" in line and len(line.split("\t")) == 3 else "trec"
+
+
+def warn_if_empty(path: str | Path) -> None:
+    """Warn, naming the file, when the run file ``path`` holds no rows (read up to its first): what streams a run
+    reads an empty one as a run of no queries, as ``Run.read`` does."""
+    if not any(line.strip() for _, line in iter_lines(path)):
+        log.warning(EMPTY, path)
 
 
 def iter_run_rows(path: str | Path, start: int = 0, first_line: int = 1,
@@ -198,7 +207,7 @@ class Run:
                 raise InputError(f"duplicate docid {docid} for query {qid} (first on line {first})", path, lineno)
             rows.setdefault(qid, []).append((rank, docid, score, lineno))
         if not rows:
-            log.warning("%s: the run is empty (no ranked documents)", path)
+            log.warning(EMPTY, path)
         return cls({qid: rank_rows(entries) for qid, entries in rows.items()}, name or Path(path).stem)
 
     def lines(self, fmt: str = "trec", tag: str | None = None, max_rank: int | None = None) -> Iterator[str]:

@@ -119,10 +119,11 @@ def _load_tokenizer(source: str):
     return tokenizer
 
 
-def _load_model(source: str, config, dtype: torch.dtype, seed: int):
+def load_model(source: str, config, dtype: torch.dtype, seed: int = SEED):
     """``AutoModelForSequenceClassification`` (or the class of the ranking head the config names, ``heads.py``)
     with SDPA attention where the architecture has it; the model and the names of its newly initialised weights,
-    drawn from ``seed`` (on a forked CPU generator: the caller's random state is left as it was)."""
+    drawn from ``seed`` (on a forked CPU generator: the caller's random state is left as it was). A folder that
+    cannot be loaded so is an ``InputError``; so are weights of another layer count than ``config``'s."""
     from .heads import ranker_class
 
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "output_loading_info": True}
@@ -318,7 +319,7 @@ class CrossEncoderModel:
         has_head = any(a.endswith("ForSequenceClassification") for a in architectures)
         if not has_head:
             config.num_labels = 1  # an encoder without a ranking head: a fresh one-logit head
-        model, new_weights = _load_model(self.source, config, dtype, head_seed)
+        model, new_weights = load_model(self.source, config, dtype, head_seed)
         self.head_seed = head_seed if new_weights else None
         if new_weights:
             log.warning("%s: %sweights newly initialised (%s%s; seed %d): scores are meaningless until the model is "

@@ -14,9 +14,10 @@ gathered from it, and no passage text is read or tokenized while reranking; with
 from the docstore and tokenized in the engine's background thread. The scores are the same either way.
 
 Missing passages (docids the docstore lacks) are an ``InputError`` listing the first few, or, with
-``skip_missing=True``, dropped from the output with a count in the timing. Empty passages (blank text; with the
-token cache, no tokens) are treated the same way: an error naming them, or skipped and counted. NaN scores are
-an error: no run is made.
+``skip_missing=True``, dropped from the output with a count in the timing (and a warning). Empty passages (blank
+text; with the token cache, no tokens) are treated the same way: an error naming them, or skipped and counted. The
+error and the warning name where the passages come from (``passage_source``: the collection file, the index).
+NaN scores are an error: no run is made.
 
 Chunks: the run's queries are cut into chunks of whole queries (``plan_chunks``), the unit of scoring, of a
 journal record and of a rank's share under ``torchrun`` (``rerank_file``): a chunk is scored in the same
@@ -70,6 +71,12 @@ def combine(ce_scores: np.ndarray, first_scores: np.ndarray, interpolation: floa
             + (1 - interpolation) * _minmax(first_scores.astype(np.float64)))
 
 
+def passage_source(docstore: Passages) -> Path | None:
+    """Where ``docstore``'s passages come from (``DocStore``: the collection file; ``IndexDocStore``: the index),
+    named by the errors and warnings about them; None for a docstore that has no ``path``."""
+    return getattr(docstore, "path", None)
+
+
 def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth: int = RERANK_DEPTH,
                  skip_missing: bool = False, hint: str = "") -> dict[str, set[str]]:
     """Queries without text are an ``InputError``; so are docids of the top ``depth`` that the docstore lacks,
@@ -89,7 +96,7 @@ def check_inputs(run: Run, topics: Mapping[str, str], docstore: Passages, depth:
             examples.extend(f"{docid} (query {qid})" for docid in absent[: SHOW - len(examples)])
     if count and not skip_missing:
         raise InputError(f"{count} candidate docids are not in the collection: {', '.join(examples)}"
-                         f"{', ...' if count > len(examples) else ''}{hint}")
+                         f"{', ...' if count > len(examples) else ''}{hint}", passage_source(docstore))
     return missing
 
 
@@ -126,7 +133,7 @@ def query_candidates(qid: str, ranking: Ranking, depth: int, gone: set[str] | tu
     if empty:
         if not skip_missing:
             raise InputError(f"{len(empty)} passages of query {qid} are empty: {_ids(empty)}",
-                             getattr(docstore, "path", None))
+                             passage_source(docstore))
         head = [h for h, k in zip(head, keep, strict=True) if k]
         passages = passages[np.asarray(keep)] if token_cache is not None else [
             t for t, k in zip(passages, keep, strict=True) if k]
@@ -251,7 +258,7 @@ class Reranker(Ranker):
         ``resumed_pairs``."""
         if depth < 1:
             raise InputError(f"depth must be at least 1, got {depth}")
-        if self.token_cache is not None and getattr(docstore, "path", None) != self.token_cache.docstore.path:
+        if self.token_cache is not None and passage_source(docstore) != self.token_cache.docstore.path:
             raise ValueError(f"the token cache is of {self.token_cache.docstore.path}, not of the docstore given")
         start = time.perf_counter()
         if missing is None:
@@ -281,7 +288,9 @@ class Reranker(Ranker):
         sync(self.encoder.device)
         wall = time.perf_counter() - start
         if totals["missing"] or totals["empty"]:
-            log.warning("skipped %d missing and %d empty passages", totals["missing"], totals["empty"])
+            where = passage_source(docstore)
+            log.warning("%sskipped %d missing and %d empty passages", f"{where}: " if where else "", totals["missing"],
+                        totals["empty"])
         ordered = {qid: rankings[qid] for i in share for qid in plan[i].qids}
         timing = StageTiming("rerank", wall, len(ordered) - totals["resumed_queries"], totals["pairs"], latencies,
                              device=str(self.encoder.device), extra=self._timing_extra(depth, totals))

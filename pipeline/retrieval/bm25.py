@@ -82,22 +82,29 @@ def build_index(collection: str | Path, index_dir: str | Path, threads: int = 1,
 
 
 class IndexDocStore:
-    """Passage text from a Lucene index's stored raw documents (same interface as ``DocStore``)."""
+    """Passage text from a Lucene index's stored raw documents (same interface as ``DocStore``). ``path``: the
+    index (its folder, or a prebuilt index's name), which errors and warnings about its passages name, as
+    ``DocStore.path`` names the collection file."""
 
-    def __init__(self, searcher) -> None:
+    def __init__(self, searcher, path: str | Path) -> None:
         self._searcher = searcher
+        self.path = Path(path)
 
     @classmethod
     def open(cls, index_dir: str | Path) -> IndexDocStore:
         lucene = import_pyserini()
-        return cls(lucene.LuceneSearcher(str(_require_index(index_dir))))
+        return cls(lucene.LuceneSearcher(str(_require_index(index_dir))), index_dir)
 
-    def _text(self, doc) -> str:
+    def _text(self, docid: str, doc) -> str:
         raw = doc.raw()
         try:
             return str(json.loads(raw)["contents"])
         except (json.JSONDecodeError, KeyError, TypeError):
-            return doc.contents() or raw
+            text = doc.contents() if raw is None else doc.contents() or raw
+        if text is None:
+            raise InputError(f"passage {docid} has no stored text in this index (build it with 'distilrank index', "
+                             "which stores it)", self.path)
+        return text
 
     def missing(self, docids: Sequence[str]) -> list[str]:
         return [d for d in docids if self._searcher.doc(d) is None]
@@ -108,7 +115,7 @@ class IndexDocStore:
             doc = self._searcher.doc(docid)
             if doc is None:
                 raise KeyError(docid)
-            texts.append(self._text(doc))
+            texts.append(self._text(docid, doc))
         return texts
 
     def get(self, docid: str) -> str:
@@ -166,7 +173,7 @@ class BM25:
     @property
     def docstore(self) -> IndexDocStore:
         """Passage text from this index's stored raw documents."""
-        return IndexDocStore(self._searcher)
+        return IndexDocStore(self._searcher, self.index)
 
     def search(self, query: str, k: int = DEFAULT_HITS) -> Ranking:
         """The top ``k`` (docid, score) for one query."""

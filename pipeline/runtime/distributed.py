@@ -7,8 +7,11 @@
   exists; ``auto`` means CPU otherwise. ``cuda:N`` is refused in a run of several processes (they would share
   one GPU). ``devices.resolve_device`` applies this rule, so every model of the package follows it.
 - **Process group** (``start``): made on first need; gloo carries CPU tensors, NCCL CUDA tensors where the
-  device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``) only move small CPU objects. torch is
-  imported only there, so the command line reads the context cheaply.
+  device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``, ``on_main``) only move small CPU objects.
+  torch is imported only there, so the command line reads the context cheaply.
+- **Rank 0 writes** (``on_main``): what one rank writes alone (a checkpoint, a record) is waited for by every rank,
+  and its failure reaches every rank: a full disk on rank 0 stops each rank with the same one-line error instead of
+  leaving the others waiting at the next collective.
 - **Split** (``balanced_ranges``): units of work (chunks of whole queries) are cut into one contiguous range per
   rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
   joining the ranks' parts in rank order gives the single-process output.
@@ -30,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .atomic import atomic_write
 
 if TYPE_CHECKING:
@@ -136,6 +139,32 @@ def barrier(ctx: Context | None = None) -> None:
         import torch
 
         torch.distributed.all_reduce(torch.zeros(1))
+
+
+def on_main(work: Callable[[], Any], ctx: Context | None = None) -> None:
+    """Run ``work`` on rank 0 alone while every other rank waits for it (a ``barrier``), and raise its error on
+    every rank: rank 0 its own, the others the same ``InputError`` (a full disk stays a one-line ``DiskFull``) or a
+    ``RuntimeError`` quoting any other. No rank is left waiting for rank 0 at a later collective. It costs one
+    all-reduce of one number (a barrier's cost); the error travels only when there is one."""
+    ctx = start(ctx=ctx)
+    error: Exception | None = None
+    if ctx.is_main:
+        try:
+            work()
+        except Exception as exc:  # every kind: the other ranks must learn of it (signals reach every rank anyway)
+            error = exc
+    if ctx.distributed:
+        import torch
+
+        failed = torch.tensor([0.0 if error is None else 1.0])
+        torch.distributed.all_reduce(failed)
+        if failed.item():
+            shared = [error if error is None or isinstance(error, InputError)
+                      else RuntimeError(f"rank 0 failed: {one_line(error)}")]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            error = error or shared[0]
+    if error is not None:
+        raise error
 
 
 def all_sum(values: Sequence[float], ctx: Context | None = None) -> list[float]:

@@ -161,6 +161,12 @@ class DistillConfig:
         return list(self.layer_map) if self.layer_map else self.layers
 
 
+def phase_prefix(config: Any, name: str) -> str:
+    """The prefix of the flags of ``config``'s nested phase ``name`` (a dataclass or its class), as its field's
+    metadata declares it: ``phase_prefix(DistillConfig, "lm")`` is ``"lm-"`` (``--lm-batch-size``)."""
+    return {f.name: f for f in fields(config)}[name].metadata["prefix"]
+
+
 def result_fields(config: Any) -> list[Field]:
     """The fields of a config dataclass that change what training makes: all but those marked ``result: False``."""
     return [f for f in fields(config) if f.metadata.get("result", True) is not False]

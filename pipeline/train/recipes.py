@@ -58,6 +58,7 @@ from .options import (
     BootstrapConfig,
     DistillConfig,
     TrainConfig,
+    phase_prefix,
     refuse_changed,
     result_options,
 )
@@ -99,6 +100,7 @@ class Inputs:
         run = Path(run)
         if not run.is_file():
             raise InputError("run file not found", run)
+        runs.warn_if_empty(run)
         sources = {"topics": topics, "run": run, "collection": collection, "qrels": qrels, "exclude_qids": exclude_qids}
         return cls(t, run, docstore or DocStore(collection), read_qrels(qrels) if qrels else None, token_cache,
                    {role: Path(path) for role, path in sources.items() if path is not None})
@@ -187,10 +189,12 @@ def recorded_options(output: Path, options: dict[str, Any], config: dict[str, An
         refuse_changed(recorded, options, path)
         yield
         return
-    if distributed.context().is_main:  # a new run, or one started before options were recorded
+
+    def record() -> None:  # a new run, or one started before options were recorded
         with atomic_write(path) as out:
             json.dump({"options": options, "config": config}, out, indent=2, default=str)
-    distributed.barrier()
+
+    distributed.on_main(record)  # rank 0 writes; its failure (a full disk) stops every rank
     try:
         yield
     except BaseException as exc:
@@ -434,11 +438,13 @@ def biencoder_scores(path: Path, biencoder_dir: Path, inputs: Inputs, depth: int
             return existing
         except InputError:
             pass
-    if distributed.context().is_main:  # one writer; under torchrun the other ranks wait for the file
+
+    def score() -> None:
         encoder = BiEncoder(biencoder_dir, device=device)
         lists = encoder.score_lists(iter_run_lists(inputs.run, depth), inputs.topics, inputs.docstore)
         write_scores(path, lists, depth, f"biencoder:{biencoder_dir}")
-    distributed.barrier()
+
+    distributed.on_main(score)  # one writer; under torchrun the other ranks wait for the file (or its error)
     return ScoreFile(path)
 
 
@@ -474,7 +480,8 @@ def train_teacher(init: str | Path, inputs: Inputs, output: str | Path, config: 
     check_restart(output, resume, overwrite)
     options = {**result_options(config), "--negatives": negatives, "--negatives-depth": negatives_depth,
                "--short": short, "--max-length": max_length,
-               **(result_options(bootstrap, "bootstrap-") if bootstrap else {"--bootstrap": None})}
+               **(result_options(bootstrap, phase_prefix(DistillConfig, "bootstrap")) if bootstrap
+                  else {"--bootstrap": None})}
     whole = {"lce": asdict(config), "bootstrap": asdict(bootstrap) if bootstrap else None, "negatives": negatives,
              "negatives_depth": negatives_depth, "short": short, "max_length": max_length}
     with recorded_options(output, options, whole, resume):

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
+from ..defaults import SEED
 from ..errors import InputError
-from ..rerank.heads import ranker_class
+from ..rerank.model import load_model
 
 
 def evenly_spaced_layers(num_teacher: int, num_student: int) -> list[int]:
@@ -41,13 +42,14 @@ def encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
         raise InputError(f"{type(model).__name__} has no BERT-style encoder.layer list: cannot copy layers") from None
 
 
-def load_ranker(path: str | Path, num_labels: int = 1) -> PreTrainedModel:
-    """Load a folder as a 1-logit sequence-classification model (a headless encoder gets a new head)."""
+def load_ranker(path: str | Path, num_labels: int = 1, seed: int = SEED) -> PreTrainedModel:
+    """Load a folder as a 1-logit sequence-classification model in fp32 (a headless encoder gets a new head, drawn
+    from ``seed`` without touching the caller's random state: two loads are alike)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InputError("not a model folder (no config.json)", path)
     config = AutoConfig.from_pretrained(str(path), num_labels=num_labels)
-    return ranker_class(config).from_pretrained(str(path), config=config)
+    return load_model(str(path), config, torch.float32, seed)[0]
 
 
 def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
@@ -67,7 +69,7 @@ def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrai
 
 
 def random_student(like: PreTrainedModel | str | Path, layers: int, hidden: int | None = None,
-                   heads: int | None = None, intermediate: int | None = None, seed: int = 0) -> PreTrainedModel:
+                   heads: int | None = None, intermediate: int | None = None, seed: int = SEED) -> PreTrainedModel:
     """A randomly initialised 1-logit model with the config of ``like`` reshaped as given."""
     config = copy.deepcopy(like.config) if isinstance(like, PreTrainedModel) else AutoConfig.from_pretrained(str(like))
     config.num_hidden_layers = layers
@@ -85,24 +87,25 @@ def random_student(like: PreTrainedModel | str | Path, layers: int, hidden: int 
 
 
 def make_student(source: str | Path | PreTrainedModel, layers: int | list[int] | None = None,
-                 init: str = "copy", **shape) -> PreTrainedModel:
+                 init: str = "copy", seed: int = SEED, **shape) -> PreTrainedModel:
     """Build a student.
 
     ``init="copy"``: copy embeddings and ``layers`` of ``source`` (an int picks that many evenly
     spaced layers; a list names them; None keeps all). ``init="pretrained"``: ``source`` itself, a
     pretrained folder, as is. ``init="random"``: random weights shaped like ``source`` with
-    ``layers`` layers (and optional ``hidden``, ``heads``, ``intermediate``).
+    ``layers`` layers (and optional ``hidden``, ``heads``, ``intermediate``). ``seed``: of random weights, and of
+    the fresh head of a headless ``source`` folder.
     """
     model = source if isinstance(source, PreTrainedModel) else None
     if init == "pretrained":
-        return model if model is not None else load_ranker(source)
+        return model if model is not None else load_ranker(source, seed=seed)
     if init == "random":
         if not isinstance(layers, int):
             raise InputError("a random student needs a layer count (--layers N)")
-        return random_student(source, layers, **shape)
+        return random_student(source, layers, seed=seed, **shape)
     if init != "copy":
         raise ValueError(f"unknown student init {init!r}: copy, pretrained or random")
-    model = model if model is not None else load_ranker(source)
+    model = model if model is not None else load_ranker(source, seed=seed)
     total = len(encoder_layers(model))
     if layers is None:
         chosen = list(range(total))

@@ -24,7 +24,9 @@ last) and swapped in by renames that leave a complete one in place throughout (`
 swap stopped halfway); the final model appears whole (``config.json`` last). ``resume`` continues from the last
 complete checkpoint, refuses one saved under options that change the result (``TrainConfig``'s ``result``
 metadata; the first that differs is named), and refuses to start over when the log records a checkpoint that is
-gone. A full disk is a one-line ``DiskFull`` that keeps the last checkpoint.
+gone. A full disk is a one-line ``DiskFull`` that keeps the last checkpoint; under ``torchrun`` what rank 0 writes
+alone (a checkpoint, the final model, the log's first record) is waited for with ``distributed.on_main``, so its
+failure stops every rank with the same line.
 """
 from __future__ import annotations
 
@@ -254,9 +256,8 @@ class Trainer:
 
     def _save_checkpoint(self, modules, optimizer, scheduler, scaler, step: int, epoch: int, in_epoch: int) -> None:
         rngs = distributed.gather(self._rng_state(), self.ctx)
-        if self.ctx.is_main:
-            self._write_checkpoint(modules, optimizer, scheduler, scaler, step, epoch, in_epoch, rngs)
-        distributed.barrier(self.ctx)
+        distributed.on_main(lambda: self._write_checkpoint(modules, optimizer, scheduler, scaler, step, epoch,
+                                                           in_epoch, rngs), self.ctx)
 
     def _write_checkpoint(self, modules, optimizer, scheduler, scaler, step: int, epoch: int, in_epoch: int,
                           rngs: list[dict]) -> None:
@@ -299,9 +300,7 @@ class Trainer:
         """Where a resumed run continues: the last complete checkpoint (loaded), or step 0 for a run stopped before
         its first; a run whose log records a checkpoint that is gone or incomplete is refused, as is a folder that
         holds no run at all."""
-        if self.ctx.is_main:
-            recover_checkpoint(self.output)
-        distributed.barrier(self.ctx)
+        distributed.on_main(lambda: recover_checkpoint(self.output), self.ctx)
         folder = self.output / CHECKPOINT
         if (folder / STATE_FILE).is_file():
             return self._load_checkpoint(modules, optimizer, scheduler, scaler)
@@ -409,15 +408,20 @@ class Trainer:
         step = epoch = in_epoch = 0
         if resume:
             step, epoch, in_epoch = self._resume(modules, optimizer, scheduler, scaler)
-            self._trim_log(step)
-            self._log({"event": "resume", "step": step})
-        elif self.ctx.is_main:  # a fresh start: an earlier run's state must not be resumed by mistake later
-            recover_checkpoint(self.output)
+
+        def begin() -> None:  # rank 0: the log's first record of this process
+            if resume:
+                self._trim_log(step)
+                self._log({"event": "resume", "step": step})
+                return
+            recover_checkpoint(self.output)  # a fresh start: an earlier run's state must not be resumed later
             shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
             (self.output / LOG_FILE).unlink(missing_ok=True)
             self._log({"event": "start", "task": self.task.name, "device": str(self.device), "steps": total,
                        "steps_per_epoch": per_epoch, "examples": self.task.num_examples(), "config": asdict(cfg),
                        "world_size": self.ctx.world_size, "global_batch": self.global_batch})
+
+        distributed.on_main(begin, self.ctx)
         for module in modules.values():
             module.train()
         train = self._wrap(modules)
@@ -495,10 +499,13 @@ class Trainer:
         summary = {"task": self.task.name, "steps": step, "total_steps": total, "running_loss": running.value,
                    "seconds": round(seconds, 3), "complete": step >= total, "resumed_at": first_step,
                    "steps_this_run": step - first_step}
-        if step >= total and self.ctx.is_main:
-            self._save_model(modules)
-        self._log({"event": "end", **summary})
-        if step >= total and self.ctx.is_main:  # finished, logged: the checkpoint goes last (a kill before: resumed)
-            shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
-        distributed.barrier(self.ctx)  # every rank returns once the model is saved
+
+        def end() -> None:  # rank 0: the model saved, the end logged
+            if step >= total:
+                self._save_model(modules)
+            self._log({"event": "end", **summary})
+            if step >= total:  # finished, logged: the checkpoint goes last (a kill before: resumed)
+                shutil.rmtree(self.output / CHECKPOINT, ignore_errors=True)
+
+        distributed.on_main(end, self.ctx)  # every rank returns once the model is saved (or with its error)
         return summary
