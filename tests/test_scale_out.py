@@ -1,7 +1,7 @@
 """Past one process: rerank and score under torchrun (2 processes, gloo), data-parallel training, a run killed
-with SIGKILL that resumes from its journal, and a full disk on rank 0 at a checkpoint that stops every rank. Every
-run here uses one thread per process (torchrun's default): scores are then the same to the bit in one process and
-in two."""
+with SIGKILL that resumes from its journal, and a full disk on rank 0 (at a checkpoint, a log record, a learning
+curve) that stops every rank. Every run here uses one thread per process (torchrun's default): scores are then the
+same to the bit in one process and in two."""
 from __future__ import annotations
 
 import json
@@ -236,8 +236,9 @@ def test_on_main_runs_on_rank_0_and_its_error_reaches_every_rank(tmp_path):
 
 #: One rank of ``torchrun`` running ``distilrank``: ``RANK.py OUT MODE COMMAND_JSON [FLAGS]``. Its stderr goes to
 #: ``OUT/stderr.MODE.RANK`` and the exit code the command returned to ``OUT/code.MODE.RANK`` (torchrun stops the
-#: other ranks once one exits with an error, so a process's own exit code may be that SIGTERM's). MODE ``full``:
-#: rank 0's disk fills up as it writes its second checkpoint's state file.
+#: other ranks once one exits with an error, so a process's own exit code may be that SIGTERM's). Rank 0's disk fills
+#: up as it writes, by MODE: ``full`` its second checkpoint's state file, ``log`` the log record of step 2, ``plot``
+#: any learning curve.
 RANK = """
 import errno, json, os, sys
 from pathlib import Path
@@ -245,6 +246,33 @@ from pathlib import Path
 out, mode, command = Path(sys.argv[1]), sys.argv[2], json.loads(Path(sys.argv[3]).read_text()) + sys.argv[4:]
 rank = os.environ["RANK"]
 os.dup2(os.open(out / f"stderr.{mode}.{rank}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+if mode == "log" and rank == "0":
+    import pipeline.train.trainer as trainer
+
+    class Log:
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            if text.startswith('{"step": 2,'):
+                raise FULL
+            return self.file.write(text)
+
+    trainer.open = lambda *args, **kwargs: Log(open(*args, **kwargs))
+if mode == "plot" and rank == "0":
+    from matplotlib.figure import Figure
+
+    def savefig(self, *args, **kwargs):
+        raise FULL
+
+    Figure.savefig = savefig
 if mode == "full" and rank == "0":
     import torch
 
@@ -254,7 +282,7 @@ if mode == "full" and rank == "0":
         if str(f).endswith("checkpoint.tmp/trainer_state.pt"):
             saves.append(f)
             if len(saves) == 2:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                raise FULL
         return real_save(obj, f, *args, **kwargs)
 
     torch.save = save
@@ -289,24 +317,38 @@ def _ranks(out: Path, mode: str, *flags: str, timeout: int = 300) -> dict[int, t
     return ranks
 
 
-def test_a_full_disk_on_rank_0_at_a_checkpoint_stops_every_rank_and_keeps_the_last(tmp_path, tiny_bert, tiny_data):
-    """Rank 0's disk fills up as it writes the second checkpoint: every rank stops with the same one line naming
-    the checkpoint and exit code 2 (none is left waiting for rank 0), the first checkpoint is kept whole, and the
-    same command with --resume continues from it to the end."""
+def _stopped_by_a_full_disk(ranks: dict[int, tuple[int, str]], path: Path) -> None:
+    """Every rank returned 2 with the same one line: ``path``'s disk is full, ``--resume`` continues."""
+    for rank, (code, stderr) in ranks.items():
+        assert code == 2 and stderr.count("\n") == 1, (rank, stderr)
+        assert stderr.startswith(f"distilrank: error: {path}: no space left on the device ("), (rank, stderr)
+        assert stderr.endswith("free some space and run the command again with --resume: finished work is kept\n")
+    assert ranks[0][1] == ranks[1][1]
+
+
+def _train_command(tmp_path: Path, tiny_bert, tiny_data, *flags: str, heldout: bool = False) -> Path:
+    """Write ``tmp_path/command.json`` (train a teacher: 4 steps of 2 groups, a checkpoint after each but the last;
+    with ``heldout``, evaluated on the training queries' top 4 before step 1, after step 2 and at the end; ``flags``
+    added) and ``rank.py``; the output folder."""
     data = tiny_data(tmp_path / "data", queries=8)
     output = tmp_path / "teacher"
+    evaluation = ["--eval-every", "2", "--eval-depth", "4", "--eval-run", str(data["run"]), "--eval-topics",
+                  str(data["topics"]), "--eval-qrels", str(data["qrels"])] if heldout else []
     (tmp_path / "command.json").write_text(json.dumps([
         "train", "--init", str(tiny_bert(tmp_path / "model")), "--topics", str(data["topics"]), "--qrels",
         str(data["qrels"]), "--run", str(data["run"]), "--collection", str(data["collection"]), "--output",
         str(output), "--negatives", "3", "--batch-size", "1", "--max-steps", "4", "--save-every", "1",
-        "--max-length", "48", "--device", "cpu", "--no-progress"]))  # 4 steps of 2 groups: saves at steps 1, 2, 3
+        "--max-length", "48", "--device", "cpu", "--no-progress", *evaluation, *flags]))
     (tmp_path / "rank.py").write_text(RANK)
-    ranks = _ranks(tmp_path, "full")
-    for rank, (code, stderr) in ranks.items():
-        assert code == 2 and stderr.count("\n") == 1, (rank, stderr)
-        assert stderr.startswith(f"distilrank: error: {output / 'checkpoint'}: no space left on the device (")
-        assert stderr.endswith("free some space and run the command again with --resume: finished work is kept\n")
-    assert ranks[0][1] == ranks[1][1]
+    return output
+
+
+def test_a_full_disk_on_rank_0_at_a_checkpoint_stops_every_rank_and_keeps_the_last(tmp_path, tiny_bert, tiny_data):
+    """Rank 0's disk fills up as it writes the second checkpoint: every rank stops with the same one line naming
+    the checkpoint and exit code 2 (none is left waiting for rank 0), the first checkpoint is kept whole, and the
+    same command with --resume continues from it to the end."""
+    output = _train_command(tmp_path, tiny_bert, tiny_data)  # saves at steps 1, 2, 3
+    _stopped_by_a_full_disk(_ranks(tmp_path, "full"), output / "checkpoint")
     assert sorted(p.name for p in output.iterdir()) == ["checkpoint", "distilrank_options.json", "train_log.jsonl"]
     state = torch.load(output / "checkpoint" / "trainer_state.pt", weights_only=False)
     assert (state["step"], state["world_size"]) == (1, 2)
@@ -316,4 +358,25 @@ def test_a_full_disk_on_rank_0_at_a_checkpoint_stops_every_rank_and_keeps_the_la
     events = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
     assert [(e["event"], e["step"]) for e in events if e.get("event") in ("checkpoint", "resume")] == [
         ("checkpoint", 1), ("resume", 1), ("checkpoint", 2), ("checkpoint", 3)]
+    assert (output / "model.safetensors").is_file() and not (output / "checkpoint").exists()
+
+
+def test_a_full_disk_on_rank_0_at_a_log_record_or_a_learning_curve_stops_every_rank(tmp_path, tiny_bert, tiny_data):
+    """Rank 0's disk fills up as it appends the loss of step 2 to the log, then (resumed) as it draws the learning
+    curve after step 2's evaluation: each time every rank stops with the same one line naming that file and exit
+    code 2 (none is left waiting at the next gradient exchange), and the checkpoint of step 1 is kept; resumed once
+    more, the run finishes with a log that tells one run."""
+    output = _train_command(tmp_path, tiny_bert, tiny_data, "--log-every", "1", heldout=True)
+    _stopped_by_a_full_disk(_ranks(tmp_path, "log"), output / "train_log.jsonl")
+    state = torch.load(output / "checkpoint" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 1 and (output / "learning_curve.png").is_file()  # drawn after the evaluation at step 0
+    _stopped_by_a_full_disk(_ranks(tmp_path, "plot", "--resume"), output / "learning_curve.png")
+    assert torch.load(output / "checkpoint" / "trainer_state.pt", weights_only=False)["step"] == 1
+    ranks = _ranks(tmp_path, "resume", "--resume")
+    assert [code for code, _ in ranks.values()] == [0, 0]
+    assert not any("error:" in stderr or "Traceback" in stderr for _, stderr in ranks.values()), ranks
+    events = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert [(e.get("event", "loss"), e.get("step")) for e in events] == [
+        ("start", None), ("eval", 0), ("loss", 1), ("checkpoint", 1), ("resume", 1), ("resume", 1), ("loss", 2),
+        ("eval", 2), ("checkpoint", 2), ("loss", 3), ("checkpoint", 3), ("loss", 4), ("eval", 4), ("end", None)]
     assert (output / "model.safetensors").is_file() and not (output / "checkpoint").exists()

@@ -213,11 +213,12 @@ def group_summary(source: LabeledGroups | ScoredGroups) -> str:
 
 
 def write_info(folder: Path, info: dict) -> None:
-    """Record what a training made (rank 0 alone under torchrun)."""
-    if not distributed.context().is_main:
-        return
-    with atomic_write(Path(folder) / INFO_FILE) as out:
-        json.dump(info, out, indent=2, default=str)
+    """Record what a training made (rank 0 alone under torchrun; its failure stops every rank)."""
+    def write() -> None:
+        with atomic_write(Path(folder) / INFO_FILE) as out:
+            json.dump(info, out, indent=2, default=str)
+
+    distributed.on_main(write)
 
 
 def read_info(folder: str | Path) -> dict:

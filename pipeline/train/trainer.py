@@ -24,13 +24,16 @@ last) and swapped in by renames that leave a complete one in place throughout (`
 swap stopped halfway); the final model appears whole (``config.json`` last). ``resume`` continues from the last
 complete checkpoint, refuses one saved under options that change the result (``TrainConfig``'s ``result``
 metadata; the first that differs is named), and refuses to start over when the log records a checkpoint that is
-gone. A full disk is a one-line ``DiskFull`` that keeps the last checkpoint; under ``torchrun`` what rank 0 writes
-alone (a checkpoint, the final model, the log's first record) is waited for with ``distributed.on_main``, so its
-failure stops every rank with the same line.
+gone. A full disk is a one-line ``DiskFull`` that keeps the last checkpoint; under ``torchrun`` everything rank 0
+writes alone (a checkpoint, the final model, each log record, a held-out evaluation with its learning curve) is
+waited for with ``distributed.on_main``, so its failure stops every rank with the same line. That costs one
+all-reduce of one number per write (every ``log_every`` steps, every evaluation, every checkpoint), none on a step
+that writes nothing.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -353,17 +356,16 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------------
 
     def _log(self, record: dict) -> None:
-        if not self.ctx.is_main:
-            return
+        """Append ``record`` to the log: rank 0's work, run within ``distributed.on_main``."""
         line = json.dumps(record) + "\n"
         with space_checked(self.output / LOG_FILE, needed=len(line)), \
                 open(self.output / LOG_FILE, "a", encoding="utf-8") as out:
             out.write(line)
 
     def _trim_log(self, step: int) -> None:
-        """Drop the records of steps after ``step`` (a resumed run trains them again); rank 0 keeps the log."""
+        """Drop the records of steps after ``step`` (a resumed run trains them again): rank 0's work, like ``_log``."""
         path = self.output / LOG_FILE
-        if path.is_file() and self.ctx.is_main:
+        if path.is_file():
             records = read_log(path)
             kept = [r for r in records if r.get("event") in ("start", "resume") or r.get("step", 0) <= step]
             with atomic_write(path) as out:
@@ -379,12 +381,10 @@ class Trainer:
                 os.replace(file, self.output / file.name)
 
     def _evaluate(self, modules, step: int) -> None:
-        """Held-out effectiveness at ``step`` into the log, and the learning curve redrawn (rank 0 alone: the
-        other ranks go on to the next step and wait for it at its gradient exchange)."""
+        """Held-out effectiveness at ``step`` into the log, and the learning curve redrawn: rank 0's work, run within
+        ``distributed.on_main`` (the other ranks wait for it, and its failure, a full disk, stops every rank)."""
         from .curves import plot_log
 
-        if not self.ctx.is_main:
-            return
         for module in modules.values():
             module.eval()
         started = time.perf_counter()
@@ -433,7 +433,7 @@ class Trainer:
                            enabled=cfg.progress if self.ctx.is_main else False)
         evaluate = self.evaluator is not None and cfg.eval_every is not None
         if evaluate and step == 0:
-            self._evaluate(modules, 0)
+            distributed.on_main(functools.partial(self._evaluate, modules, 0), self.ctx)
         running, started, interrupted, first_step = RunningMean(), time.perf_counter(), False, step
         while step < total and not interrupted:
             for batch in self._batches(epoch, in_epoch):
@@ -476,12 +476,13 @@ class Trainer:
                 running.update(loss_value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{running.value:.4f}")
-                if step % cfg.log_every == 0 or step == total:
-                    self._log({"step": step, "epoch": epoch, "loss": loss_value, "running_loss": running.value,
-                               "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
-                               **{k: float(v) for k, v in metrics.items()}})
+                if step % cfg.log_every == 0 or step == total:  # rank 0 writes, the others wait (one all-reduce)
+                    record = {"step": step, "epoch": epoch, "loss": loss_value, "running_loss": running.value,
+                              "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
+                              **{k: float(v) for k, v in metrics.items()}}
+                    distributed.on_main(functools.partial(self._log, record), self.ctx)
                 if evaluate and (step % cfg.eval_every == 0 or step == total):
-                    self._evaluate(modules, step)
+                    distributed.on_main(functools.partial(self._evaluate, modules, step), self.ctx)
                 if step >= total:
                     break
                 if (cfg.save_every and step % cfg.save_every == 0) or (cfg.stop_after and step >= cfg.stop_after):
