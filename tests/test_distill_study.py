@@ -70,7 +70,10 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
     assert set(speed["train pairs/s"]) == {"6", "3", "2"} and 0 <= speed["truncated share"]["48"] <= 1
     scores = json.loads((state / "rows" / "scores.json").read_text())
     assert scores["random_negatives"] == 2 and scores["queries"] == 8 + 4  # dev + labeled training queries
-    assert not any((state / "work").iterdir())  # finished students leave only their row and log
+    assert not any((state / "work").iterdir())  # finished students move out of work/, into students/
+    for name in students.split(","):
+        assert (state / "students" / name / "config.json").is_file()
+        assert not (state / "students" / name / "checkpoint").exists()
     for log in ("2L", "teacher-bootstrap", "teacher-lce"):  # every ranking phase has its held-out curve
         records = [json.loads(line) for line in (state / "logs" / f"{log}.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records if r.get("event") == "eval"][0] == 0

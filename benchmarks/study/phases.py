@@ -171,7 +171,8 @@ class Phases:
         print(f"  {header['pairs']:,} pairs of {header['queries']:,} queries scored", flush=True)
 
     def student(self, name: str) -> None:
-        """One student: trained in ``work/NAME``, its row and log kept, its folder deleted."""
+        """One student: trained in ``work/NAME``, then its row and log saved and its folder moved to
+        ``students/NAME`` (its checkpoint gone: a few tens of MB)."""
         cfg = self.student_config(name)
         folder = self.state.folder / "work" / name
         scores = None if is_fine_tune(cfg.procedure) else self.state.folder / "scores" / "teacher.scores"
@@ -185,7 +186,9 @@ class Phases:
         self.state.save_row(f"student-{name}", {"system": f"student {name}", "layers": cfg.layers,
                                                 "lever": STUDENTS[name], **self.evaluate_folder(folder),
                                                 "train s": seconds})
-        shutil.rmtree(folder)
+        kept = self.state.student(name)
+        shutil.rmtree(kept, ignore_errors=True)  # a student trained again replaces the one kept
+        folder.rename(kept)
 
     def evaluate_folder(self, folder: Path) -> dict:
         """Held-out measures of a saved ranker and its rerank pairs/s (a small rerank: per-call overheads in)."""

@@ -21,14 +21,15 @@ PACKED = ("scale.json", "rows", "logs", "scores")
 
 
 class State:
-    """The study's folder: the scale, the rows, the logs, the teacher, its scores, the students in progress."""
+    """The study's folder: the scale, the rows, the logs, the teacher, its scores, the students in progress
+    (``work/NAME``) and the finished ones (``students/NAME``, for ``compare`` and for use)."""
 
     def __init__(self, folder: Path, overrides: dict | None = None, sample: bool = False):
         """Open ``folder``: its saved scale, or for a new state ``Scale.sample()`` (``sample``) or ``Scale()`` with
         ``overrides`` (field -> value) applied and saved."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        for sub in ("rows", "logs", "work"):
+        for sub in ("rows", "logs", "work", "students"):
             (folder / sub).mkdir(exist_ok=True)
         overrides = overrides or {}
         path = folder / "scale.json"
@@ -66,6 +67,10 @@ class State:
         spent[name] = spent.get(name, 0.0) + seconds
         path.write_text(json.dumps(spent, indent=2))
         return spent[name]
+
+    def student(self, name: str) -> Path:
+        """Where the finished student ``name`` is kept."""
+        return self.folder / "students" / name
 
     def log(self, name: str) -> Path:
         """Where the training log of ``name`` (a student, ``teacher-bootstrap``, ``teacher-lce``) is kept."""
