@@ -51,7 +51,7 @@ def plot_curves(logs: dict[str, str | Path], output: str | Path, measure: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 5))
     for label, log in logs.items():
         points = eval_points(log, measure)
         if points:
@@ -62,11 +62,11 @@ def plot_curves(logs: dict[str, str | Path], output: str | Path, measure: str = 
     ax.set_ylabel(f"held-out {measure}")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: never over a curve
     fig.tight_layout()
     output = Path(output)
     with atomic_write(output, mode="wb") as out:
-        fig.savefig(out, format="png", dpi=110)
+        fig.savefig(out, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return output
 
