@@ -49,7 +49,17 @@ from unittest import mock
 
 import numpy as np
 import torch
-from common import CARRY, RESULTS, SUBSET, device_description, machine, packaged_minilm, plain_file, write_results
+from common import (
+    CARRY,
+    RESULTS,
+    SUBSET,
+    device_description,
+    machine,
+    model_label,
+    packaged_minilm,
+    plain_file,
+    write_results,
+)
 
 from pipeline.defaults import DEFAULT_HITS, RERANK_DEPTH
 from pipeline.eval.speedups import speedup
@@ -569,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds, identities = run_rounds(bench)
         template = bench.templates[CHECKED]
         work_record = {"queries": args.queries, "depth": args.depth, "pairs": pairs, "run": run_source,
-                       "model": str(encoder.source), "passages": passages,
+                       "model": model_label(encoder.source), "passages": passages,
                        "chunks": rounds[CHECKED][0]["restore"]["chunks"],
                        "chunk_pairs": rounds[CHECKED][0]["restore"]["chunk_pairs"],
                        "journal_bytes": template.stat().st_size, "cache_bytes": cache_bytes}

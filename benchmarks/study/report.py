@@ -32,11 +32,16 @@ def best_student(rows: dict[str, dict], layers: int) -> tuple[str, dict] | None:
     return max(mine, key=lambda item: item[1][TARGET_MEASURE]) if mine else None
 
 
+def teacher_gain(rows: dict[str, dict]) -> float | None:
+    """The teacher's gain over BM25 on the target measure (None without both rows)."""
+    bm25, teacher = rows.get("ref-bm25"), rows.get("teacher")
+    return teacher[TARGET_MEASURE] - bm25[TARGET_MEASURE] if bm25 and teacher else None
+
+
 def target_lines(rows: dict[str, dict], targets: Targets = TARGETS) -> list[str]:
     """One line a target the rows can answer, each saying met or NOT met."""
     m, lines = TARGET_MEASURE, []
-    bm25, teacher = rows.get("ref-bm25"), rows.get("teacher")
-    gain = teacher[m] - bm25[m] if bm25 and teacher else None
+    bm25, teacher, gain = rows.get("ref-bm25"), rows.get("teacher"), teacher_gain(rows)
     if gain is not None:
         lines.append(f"Target: teacher >= BM25 + {targets.teacher_gain:.2f} {m}: {teacher[m]:.4f} vs {bm25[m]:.4f} "
                      f"+ {targets.teacher_gain:.2f}: {verdict(gain >= targets.teacher_gain)}.")
@@ -80,8 +85,7 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     speed, scores = rows.pop("speed", None), rows.pop("scores", None)
     s = state.scale
 
-    bm25, teacher = rows.get("ref-bm25"), rows.get("teacher")
-    gain = teacher[TARGET_MEASURE] - bm25[TARGET_MEASURE] if bm25 and teacher else None
+    bm25, gain = rows.get("ref-bm25"), teacher_gain(rows)
 
     def cells(row: dict) -> list[str]:
         return [*(f"{row[m]:.4f}" for m in MEASURES), f"{row['pairs/s']:,.0f}" if row.get("pairs/s") else "-",
