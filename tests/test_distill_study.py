@@ -104,6 +104,24 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
     CrossEncoder(restored / "teacher", device="cpu")  # the bf16 teacher loads
 
 
+
+def test_students_share_an_lm_distillation_phase_they_agree_on(study, layout, capsys):
+    """``2L-lm-distill+fine-tune`` starts from the LM-distilled student that ``2L-lm-distill+ranker-distill``
+    trained (same settings): the phase is trained once, kept in ``lm-distilled/``, and its cost counted in both."""
+    state = layout[0] / "shared-state"
+    names = ("2L-lm-distill+ranker-distill", "2L-lm-distill+fine-tune")
+    args = [a if a != str(layout[0] / "state") else str(state) for a in _args(layout)]
+    assert study.main([*args, "--phases", "teacher,scores,students", "--students", ",".join(names)]) == 0
+    assert "LM-distillation phase" in capsys.readouterr().out
+    kept = list((state / "lm-distilled").iterdir())
+    assert len(kept) == 1 and not (kept[0] / "checkpoint").exists()
+    weights = {(state / "students" / n / "lm-distill" / "model.safetensors").read_bytes() for n in names}
+    assert weights == {(kept[0] / "model.safetensors").read_bytes()}
+    first, second = (json.loads((state / "rows" / f"student-{n}.json").read_text()) for n in names)
+    assert (first["lm-distill shared"], second["lm-distill shared"]) == (False, True)
+    spent = json.loads((state / "rows" / "seconds.json").read_text())
+    assert second["train s"] > spent[names[1]]  # the shared phase's seconds are in the student's cost
+
 def _row(system: str, layers, ndcg: float, pairs_per_s: float | None = None) -> dict:
     row = {"system": system, "layers": layers, "nDCG@10": ndcg, "RR(rel=2)@10": ndcg, "R(rel=2)@100": ndcg}
     return {**row, "pairs/s": pairs_per_s} if pairs_per_s else row

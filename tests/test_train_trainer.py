@@ -95,3 +95,14 @@ def test_random_student_shape(setup):
     _, _, model = setup
     student = make_student(model, 1, init="random", hidden=16, heads=2, intermediate=32)
     assert (student.config.num_hidden_layers, student.config.hidden_size) == (1, 16)
+
+
+def test_random_student_is_seeded_and_leaves_the_callers_random_state(setup):
+    _, _, model = setup
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    first = make_student(model, 1, init="random", seed=3)
+    assert torch.equal(torch.rand(3), expected)
+    second = make_student(model, 1, init="random", seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))

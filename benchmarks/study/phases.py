@@ -3,10 +3,12 @@ training phase checkpoints every ``save_every`` steps, so a call cut by its time
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -18,7 +20,7 @@ from pipeline.io.runs import Run
 from pipeline.rerank.cross_encoder import CrossEncoder
 from pipeline.rerank.stage import Reranker
 from pipeline.retrieval.biencoder import BiEncoder
-from pipeline.train import is_fine_tune
+from pipeline.train import is_fine_tune, uses_lm_distill
 from pipeline.train.options import (
     BOOTSTRAP_TRAINING,
     BOOTSTRAPPED_LR,
@@ -28,8 +30,8 @@ from pipeline.train.options import (
     DistillConfig,
     TrainConfig,
 )
-from pipeline.train.recipes import distill, score_run, train_teacher
-from pipeline.train.trainer import LOG_FILE
+from pipeline.train.recipes import distill, finished_summary, score_run, train_teacher
+from pipeline.train.trainer import CHECKPOINT, CHECKPOINT_OLD, LOG_FILE
 
 from . import speed
 from .cost import UNTRAINED_PHASE_S, Cost
@@ -41,6 +43,17 @@ from .state import State, holds_files
 FLOOR_SHUFFLES = 20
 #: Held-out queries reranked once before a timed rerank (loading, allocation).
 WARMUP_QUERIES = 2
+#: What a student's LM-distillation phase reads of its ``DistillConfig`` (``distill``: the student it builds, the
+#: pairs it draws, its training): students that agree on these (``2L-lm-distill+fine-tune`` and
+#: ``2L-lm-distill+ranker-distill``) train the same LM-distilled student, so the study trains it once.
+LM_PHASE_FIELDS = ("layers", "layer_map", "init_from", "head", "base", "progressive", "score_depth",
+                   "lm_pairs_per_query", "attention_weight", "max_length", "lm")
+
+
+def lm_phase_key(cfg: DistillConfig) -> str:
+    """The settings of ``cfg``'s LM-distillation phase, as a short digest (a folder name)."""
+    settings = {k: v for k, v in asdict(cfg).items() if k in LM_PHASE_FIELDS}
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def row_name(phase: str, student: str | None = None) -> str:
@@ -176,16 +189,25 @@ class Phases:
         cfg = self.student_config(name)
         folder = self.state.folder / "work" / name
         scores = None if is_fine_tune(cfg.procedure) else self.state.folder / "scores" / "teacher.scores"
+        shared = self.state.lm_distilled(lm_phase_key(cfg)) if uses_lm_distill(cfg.procedure) else None
+        lm_shared = shared is not None and (shared / "config.json").is_file()
+        if lm_shared and not holds_files(folder):  # its LM-distillation phase is done: resumed past it
+            print(f"  the LM-distillation phase of {shared.name} is shared: already trained", flush=True)
+            shutil.copytree(shared, folder / "lm-distill")
         start = time.perf_counter()
         try:
             distill(self.state.folder / "teacher", self.inputs.distill_inputs, folder, cfg, scores=scores,
                     device=str(self.device), resume=holds_files(folder), heldout=self.inputs.heldout())
         finally:  # a call stopped by its time limit counts too
             seconds = self.state.add_seconds(name, time.perf_counter() - start)
+        if lm_shared:  # the student's cost includes the phase it shares, as trained once
+            seconds += finished_summary(shared).get("seconds", 0.0)
+        if shared is not None and not lm_shared:
+            keep_finished(folder / "lm-distill", shared)
         shutil.copy(folder / LOG_FILE, self.state.log(name))
         self.state.save_row(f"student-{name}", {"system": f"student {name}", "layers": cfg.layers,
                                                 "lever": STUDENTS[name], **self.evaluate_folder(folder),
-                                                "train s": seconds})
+                                                "train s": seconds, "lm-distill shared": lm_shared})
         kept = self.state.student(name)
         shutil.rmtree(kept, ignore_errors=True)  # a student trained again replaces the one kept
         folder.rename(kept)
@@ -198,3 +220,11 @@ class Phases:
                         inputs.docstore)
         run, timing = reranker.rerank(inputs.held_run, inputs.held_q, inputs.docstore)
         return {**evaluate(run, inputs.held_qrels, MEASURES), "pairs/s": timing.pairs_per_s}
+
+
+def keep_finished(phase: Path, kept: Path) -> None:
+    """A copy of the finished training ``phase`` at ``kept`` (a whole copy or none), its checkpoints left out."""
+    partial = kept.with_name(kept.name + ".tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(phase, partial, ignore=shutil.ignore_patterns(CHECKPOINT, CHECKPOINT_OLD))
+    partial.rename(kept)

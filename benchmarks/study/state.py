@@ -2,7 +2,8 @@
 
 Layout: ``scale.json`` (the ``Scale``), ``rows/NAME.json`` (one a finished row or phase, and ``seconds.json``),
 ``logs/NAME.jsonl`` (the training logs), ``teacher/``, ``scores/teacher.scores``, ``work/NAME`` (a student in
-progress, deleted once its row is written) and ``inputs/`` (derived from the input files on every call).
+progress, moved to ``students/NAME`` once its row is written), ``lm-distilled/KEY`` (an LM-distillation phase that
+students agreeing on its settings share) and ``inputs/`` (derived from the input files on every call).
 """
 from __future__ import annotations
 
@@ -71,6 +72,10 @@ class State:
     def student(self, name: str) -> Path:
         """Where the finished student ``name`` is kept."""
         return self.folder / "students" / name
+
+    def lm_distilled(self, key: str) -> Path:
+        """Where the finished LM-distillation phase with settings ``key`` is kept for every student that has it."""
+        return self.folder / "lm-distilled" / key
 
     def log(self, name: str) -> Path:
         """Where the training log of ``name`` (a student, ``teacher-bootstrap``, ``teacher-lce``) is kept."""

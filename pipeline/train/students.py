@@ -82,8 +82,9 @@ def random_student(like: PreTrainedModel | str | Path, layers: int, hidden: int 
         config.intermediate_size = intermediate
     if config.hidden_size % config.num_attention_heads:
         raise InputError(f"hidden size {config.hidden_size} is not a multiple of {config.num_attention_heads} heads")
-    torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(config)
+    with torch.random.fork_rng(devices=[]):  # the weights from ``seed``, the caller's random state left alone
+        torch.manual_seed(seed)
+        return AutoModelForSequenceClassification.from_config(config)
 
 
 def make_student(source: str | Path | PreTrainedModel, layers: int | list[int] | None = None,
