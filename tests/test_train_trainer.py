@@ -105,4 +105,5 @@ def test_random_student_is_seeded_and_leaves_the_callers_random_state(setup):
     first = make_student(model, 1, init="random", seed=3)
     assert torch.equal(torch.rand(3), expected)
     second = make_student(model, 1, init="random", seed=3)
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
