@@ -32,6 +32,8 @@ SUBSET = ROOT.parent / "shared" / "data" / "msmarco-subset"
 CARRY = ROOT / "carry"
 #: The held-out half of the TREC DL 2020 queries: only evaluated, never trained on.
 HELDOUT_QIDS = ROOT / "configs" / "dl20-heldout.qids"
+#: The passages of the full MS MARCO passage collection (what the benchmarks scale their subset's costs to).
+MSMARCO_PASSAGES = 8_841_823
 
 
 def hub_offline() -> None:

@@ -34,13 +34,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import SUBSET, cpu_description, packaged_minilm, write_results
+from common import MSMARCO_PASSAGES, SUBSET, cpu_description, packaged_minilm, write_results
 
 from pipeline.retrieval.faiss_index import FaissParams, build, search
 
 COLLECTION = SUBSET / "collection.tsv"
 DEV_QUERIES = SUBSET / "queries.dev.small.tsv"
-MSMARCO_PASSAGES = 8_841_823
 K = 100
 #: Queries timed one a call (exact search over 1M vectors takes about 0.1 s a query on one core).
 ONE_AT_A_TIME = 200

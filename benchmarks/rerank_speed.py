@@ -51,7 +51,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import CARRY, SUBSET, device_description, packaged_minilm, plain_file, sync, write_results
+from common import (
+    CARRY,
+    MSMARCO_PASSAGES,
+    SUBSET,
+    device_description,
+    packaged_minilm,
+    plain_file,
+    sync,
+    write_results,
+)
 
 from pipeline.eval.speedups import speedup
 from pipeline.io.data import DocStore
@@ -73,7 +82,6 @@ SHAPES = {
 }
 BASE, SMALL, SMALLEST = "BERT-base 12L-768", "4L-312 (TinyBERT)", "2L-128"
 VARIANTS = ("graphs", "padded", "static")
-MSMARCO_PASSAGES = 8_841_823
 DEV_PAIRS = 6_980 * 1_000
 SYNTHETIC_WORDS = ("the of and to in is for that on with as are by this be it from or at an was which can "
                    "water body blood cell heart what how long does take cost average temperature definition "

@@ -122,6 +122,18 @@ def test_students_share_an_lm_distillation_phase_they_agree_on(study, layout, ca
     spent = json.loads((state / "rows" / "seconds.json").read_text())
     assert second["train s"] > spent[names[1]]  # the shared phase's seconds are in the student's cost
 
+
+def test_logged_seconds_add_up_every_process_of_a_resumed_phase(study, tmp_path):
+    """A phase killed after 30 s and resumed for 12 s more trained for 42 s, though its end record says 12."""
+    from study.phases import logged_seconds
+
+    log = tmp_path / "train_log.jsonl"
+    events = [{"event": "start"}, {"step": 10, "seconds": 20.0}, {"event": "checkpoint", "step": 10},
+              {"step": 20, "seconds": 30.0}, {"event": "resume", "step": 10}, {"step": 20, "seconds": 11.0},
+              {"event": "end", "seconds": 12.0}]
+    log.write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert logged_seconds(log) == 42.0
+
 def _row(system: str, layers, ndcg: float, pairs_per_s: float | None = None) -> dict:
     row = {"system": system, "layers": layers, "nDCG@10": ndcg, "RR(rel=2)@10": ndcg, "R(rel=2)@100": ndcg}
     return {**row, "pairs/s": pairs_per_s} if pairs_per_s else row
@@ -171,3 +183,26 @@ def test_report_targets_come_from_the_design(study, tmp_path):
         "- Target: 2L lm-distill+ranker-distill >= fine-tune: 0.5900 vs 0.5200 (met).",
         "- Target: 3L lm-distill+ranker-distill >= fine-tune: 0.5700 vs 0.5850 (NOT met).",
     ]
+
+
+def test_report_keeps_no_share_of_a_teacher_below_bm25(study, tmp_path):
+    """A teacher below BM25 (a negative gain) has no gain to share: no share in the table, no kept-share target
+    line, the 4-layer student measured by its nDCG@10 (not a sign-flipped share)."""
+    from study.report import kept_share, target_lines, write_table
+    from study.state import State
+
+    rows = {"ref-bm25": _row("BM25", "-", 0.60), "teacher": _row("teacher", 6, 0.55),
+            "student-2L": _row("student 2L", 2, 0.50), "student-4L-hidden-states": _row("student", 4, 0.58)}
+    assert kept_share(rows, rows["student-2L"]) is None
+    assert kept_share({k: v for k, v in rows.items() if k != "ref-bm25"}, rows["student-2L"]) is None
+    assert kept_share({**rows, "teacher": _row("teacher", 6, 0.70)}, rows["student-2L"]) == pytest.approx(-1.0)
+    assert target_lines(rows) == [
+        "Target: teacher >= BM25 + 0.08 nDCG@10: 0.5500 vs 0.6000 + 0.08: NOT met.",
+        "Measured (no target at this size): the best 4-layer student (4L-hidden-states) 0.5800."]
+    state = State(tmp_path / "state")
+    for name, row in rows.items():
+        state.save_row(name, row)
+    write_table(state, tmp_path / "report.md", "a test CPU", held=4, labeled=4, dev=8)
+    table = [line.split("|") for line in (tmp_path / "report.md").read_text().splitlines()
+             if line.startswith(("| 2L ", "| 4L-hidden-states "))]
+    assert [cells[-3].strip() for cells in table] == ["-", "-"]  # the kept column of both students

@@ -312,3 +312,14 @@ def test_students_from_the_base_need_only_the_teacher_scores(env, scores, capsys
     assert main([*args, "--output", str(root / "no-teacher")]) == 0
     assert main([*args, "--output", str(root / "no-teacher-init"), "--init-from", "teacher"]) == 2
     assert "teacher folder has no config.json" in capsys.readouterr().err
+
+
+def test_a_damaged_config_is_refused_naming_the_folder(tmp_path):
+    from pipeline.train.students import make_student
+
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": ')
+    for build in (lambda: make_student(folder, 1), lambda: make_student(folder, 1, init="random")):
+        with pytest.raises(InputError, match="damaged"):
+            build()

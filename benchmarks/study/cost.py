@@ -48,12 +48,13 @@ class Cost:
         return (self.bootstrap(boot, dev, TEACHER_LAYERS)
                 + self.training(labeled, 1 + negatives, lce, TEACHER_LAYERS))
 
-    def student(self, cfg: DistillConfig, dev: int, labeled: int) -> float:
-        """A student's procedure: the bootstrap if asked, lm-distill pairs over every query, then fine-tune (LCE
-        groups of the labeled queries) or ranker-distill (scored groups of every query)."""
+    def student(self, cfg: DistillConfig, dev: int, labeled: int, lm_done: bool = False) -> float:
+        """A student's procedure: the bootstrap if asked, lm-distill pairs over every query (unless ``lm_done``:
+        another student trained that phase), then fine-tune (LCE groups of the labeled queries) or ranker-distill
+        (scored groups of every query)."""
         queries = dev + labeled
         seconds = self.bootstrap(cfg.bootstrap, dev, cfg.layers) if cfg.bootstrap else 0.0
-        if uses_lm_distill(cfg.procedure):
+        if uses_lm_distill(cfg.procedure) and not lm_done:
             pairs = cfg.lm.epochs * queries * cfg.lm_pairs_per_query * LM_PAIR_COST
             seconds += pairs / self._rate(self.train_pps, cfg.layers)
         if is_fine_tune(cfg.procedure):

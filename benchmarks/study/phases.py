@@ -21,6 +21,7 @@ from pipeline.rerank.cross_encoder import CrossEncoder
 from pipeline.rerank.stage import Reranker
 from pipeline.retrieval.biencoder import BiEncoder
 from pipeline.train import is_fine_tune, uses_lm_distill
+from pipeline.train.curves import read_log
 from pipeline.train.options import (
     BOOTSTRAP_TRAINING,
     BOOTSTRAPPED_LR,
@@ -30,7 +31,7 @@ from pipeline.train.options import (
     DistillConfig,
     TrainConfig,
 )
-from pipeline.train.recipes import distill, finished_summary, score_run, train_teacher
+from pipeline.train.recipes import LM_DIR, distill, score_run, train_teacher
 from pipeline.train.trainer import CHECKPOINT, CHECKPOINT_OLD, LOG_FILE
 
 from . import speed
@@ -44,15 +45,16 @@ FLOOR_SHUFFLES = 20
 #: Held-out queries reranked once before a timed rerank (loading, allocation).
 WARMUP_QUERIES = 2
 #: What a student's LM-distillation phase reads of its ``DistillConfig`` (``distill``: the student it builds, the
-#: pairs it draws, its training): students that agree on these (``2L-lm-distill+fine-tune`` and
-#: ``2L-lm-distill+ranker-distill``) train the same LM-distilled student, so the study trains it once.
+#: pairs it draws, its training; with the seed of ``rank``, ``lm_phase_key``): students that agree on these
+#: (``2L-lm-distill+fine-tune`` and ``2L-lm-distill+ranker-distill``) train the same LM-distilled student, so the
+#: study trains it once.
 LM_PHASE_FIELDS = ("layers", "layer_map", "init_from", "head", "base", "progressive", "score_depth",
                    "lm_pairs_per_query", "attention_weight", "max_length", "lm")
 
 
 def lm_phase_key(cfg: DistillConfig) -> str:
-    """The settings of ``cfg``'s LM-distillation phase, as a short digest (a folder name)."""
-    settings = {k: v for k, v in asdict(cfg).items() if k in LM_PHASE_FIELDS}
+    """The settings of ``cfg``'s LM-distillation phase and its seed, as a short digest (a folder name)."""
+    settings = {k: v for k, v in asdict(cfg).items() if k in LM_PHASE_FIELDS} | {"seed": cfg.rank.seed}
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -116,7 +118,9 @@ class Phases:
         if phase == "scores":
             return cost.scoring((dev + labeled) * (s.max_score_depth + s.random_negatives), TEACHER_LAYERS)
         if phase == "students" and student:
-            return cost.student(self.student_config(student), dev, labeled)
+            cfg = self.student_config(student)
+            lm_done = (self.state.lm_distilled(lm_phase_key(cfg)) / "config.json").is_file()
+            return cost.student(cfg, dev, labeled, lm_done)
         return UNTRAINED_PHASE_S
 
     # ---- the phases ------------------------------------------------------------------------------------------
@@ -191,9 +195,10 @@ class Phases:
         scores = None if is_fine_tune(cfg.procedure) else self.state.folder / "scores" / "teacher.scores"
         shared = self.state.lm_distilled(lm_phase_key(cfg)) if uses_lm_distill(cfg.procedure) else None
         lm_shared = shared is not None and (shared / "config.json").is_file()
-        if lm_shared and not holds_files(folder):  # its LM-distillation phase is done: resumed past it
-            print(f"  the LM-distillation phase of {shared.name} is shared: already trained", flush=True)
-            shutil.copytree(shared, folder / "lm-distill")
+        if lm_shared and not (folder / LM_DIR / "config.json").is_file():  # done: the student resumes past it
+            print(f"  the LM-distillation phase {shared.name} is shared: already trained", flush=True)
+            shutil.rmtree(folder / LM_DIR, ignore_errors=True)
+            keep_finished(shared, folder / LM_DIR)
         start = time.perf_counter()
         try:
             distill(self.state.folder / "teacher", self.inputs.distill_inputs, folder, cfg, scores=scores,
@@ -201,9 +206,9 @@ class Phases:
         finally:  # a call stopped by its time limit counts too
             seconds = self.state.add_seconds(name, time.perf_counter() - start)
         if lm_shared:  # the student's cost includes the phase it shares, as trained once
-            seconds += finished_summary(shared).get("seconds", 0.0)
+            seconds += logged_seconds(shared / LOG_FILE)
         if shared is not None and not lm_shared:
-            keep_finished(folder / "lm-distill", shared)
+            keep_finished(folder / LM_DIR, shared)
         shutil.copy(folder / LOG_FILE, self.state.log(name))
         self.state.save_row(f"student-{name}", {"system": f"student {name}", "layers": cfg.layers,
                                                 "lever": STUDENTS[name], **self.evaluate_folder(folder),
@@ -220,6 +225,17 @@ class Phases:
                         inputs.docstore)
         run, timing = reranker.rerank(inputs.held_run, inputs.held_q, inputs.docstore)
         return {**evaluate(run, inputs.held_qrels, MEASURES), "pairs/s": timing.pairs_per_s}
+
+
+def logged_seconds(log: Path) -> float:
+    """The seconds of training that ``log`` records over all its processes (each start or resume begins a process,
+    whose records count seconds from its own start)."""
+    total = last = 0.0
+    for event in read_log(log):
+        if event.get("event") in ("start", "resume"):
+            total, last = total + last, 0.0
+        last = event.get("seconds", last)
+    return total + last
 
 
 def keep_finished(phase: Path, kept: Path) -> None:

@@ -38,6 +38,15 @@ def teacher_gain(rows: dict[str, dict]) -> float | None:
     return teacher[TARGET_MEASURE] - bm25[TARGET_MEASURE] if bm25 and teacher else None
 
 
+def kept_share(rows: dict[str, dict], row: dict) -> float | None:
+    """The share of the teacher's gain over BM25 on the target measure that ``row`` keeps (negative: below BM25);
+    None without the BM25 and teacher rows or when the teacher gains nothing over BM25 (no share to speak of)."""
+    gain = teacher_gain(rows)
+    if gain is None or gain <= 0:
+        return None
+    return (row[TARGET_MEASURE] - rows["ref-bm25"][TARGET_MEASURE]) / gain
+
+
 def target_lines(rows: dict[str, dict], targets: Targets = TARGETS) -> list[str]:
     """One line a target the rows can answer, each saying met or NOT met."""
     m, lines = TARGET_MEASURE, []
@@ -50,9 +59,8 @@ def target_lines(rows: dict[str, dict], targets: Targets = TARGETS) -> list[str]
         if best is None:
             continue
         name, row = best
-        share = targets.kept_share.get(n)
-        if share is not None and gain is not None and gain > 0:
-            kept = (row[m] - bm25[m]) / gain
+        share, kept = targets.kept_share.get(n), kept_share(rows, row)
+        if share is not None and kept is not None:
             lines.append(f"Target: the best {n}-layer student ({name}) keeps >= {share:.0%} of the teacher's gain "
                          f"over BM25: {kept:.0%} ({verdict(kept >= share)}).")
         times = targets.speedup.get(n)
@@ -64,7 +72,8 @@ def target_lines(rows: dict[str, dict], targets: Targets = TARGETS) -> list[str]
     sizes = sorted({r["layers"] for k, r in rows.items() if k.startswith("student-")} - set(STUDENT_LAYERS))
     for n in sizes:  # sizes the targets do not cover (4 layers, where 2 and 3 fall short): measured, not judged
         name, row = best_student(rows, n)
-        kept = f"keeps {(row[m] - bm25[m]) / gain:.0%} of the teacher's gain over BM25" if gain else f"{row[m]:.4f}"
+        share = kept_share(rows, row)
+        kept = f"keeps {share:.0%} of the teacher's gain over BM25" if share is not None else f"{row[m]:.4f}"
         ratio = (f", reranks {row['pairs/s'] / teacher['pairs/s']:.2f}x as fast as the teacher"
                  if teacher and teacher.get("pairs/s") and row.get("pairs/s") else "")
         lines.append(f"Measured (no target at this size): the best {n}-layer student ({name}) {kept}{ratio}.")
@@ -85,15 +94,13 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     speed, scores = rows.pop("speed", None), rows.pop("scores", None)
     s = state.scale
 
-    bm25, gain = rows.get("ref-bm25"), teacher_gain(rows)
-
     def cells(row: dict) -> list[str]:
         return [*(f"{row[m]:.4f}" for m in MEASURES), f"{row['pairs/s']:,.0f}" if row.get("pairs/s") else "-",
                 f"{row['train s']:.0f}" if row.get("train s") else "-"]
 
     def kept(row: dict) -> str:
-        """The share of the teacher's gain over BM25 a student keeps (negative: below BM25)."""
-        return f"{(row[TARGET_MEASURE] - bm25[TARGET_MEASURE]) / gain:.0%}" if gain else "-"
+        share = kept_share(rows, row)
+        return f"{share:.0%}" if share is not None else "-"
 
     def curve(name: str) -> str:
         log = state.log(name)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, renamed
+from ..train.options import flag_name
 
 #: How a flag's help names its value, by type.
 METAVARS = {int: "N", float: "X", Path: "PATH"}
@@ -48,11 +49,6 @@ def flagged(cls: type) -> list[Field]:
     """The fields of ``cls`` that are flags: not nested dataclasses, not marked ``flag=False``."""
     return [f for f in fields(cls) if f.metadata.get("flag", True) is not False
             and not is_dataclass(_kind(_hints(cls)[f.name]))]
-
-
-def flag_name(f: Field, prefix: str = "") -> str:
-    """``--PREFIXNAME`` of a field."""
-    return f"--{prefix}{f.metadata.get('flag') or f.name.replace('_', '-')}"
 
 
 def _dest(f: Field, prefix: str) -> str:

@@ -84,7 +84,7 @@ def _locate(model_name_or_path: str | Path) -> str:
     return name
 
 
-def _load_config(source: str):
+def load_config(source: str):
     """The model's config; a hub name that is neither cached nor reachable fails with what to do instead."""
     from transformers import AutoConfig
 
@@ -313,7 +313,7 @@ class CrossEncoderModel:
         settings = _read_settings(self.source)
         device = resolve_device(device)
         dtype = resolve_dtype(precision, device)
-        config = _load_config(self.source)
+        config = load_config(self.source)
         tokenizer = _load_tokenizer(self.source)
         architectures = list(getattr(config, "architectures", None) or [])
         has_head = any(a.endswith("ForSequenceClassification") for a in architectures)

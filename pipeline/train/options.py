@@ -172,6 +172,12 @@ def result_fields(config: Any) -> list[Field]:
     return [f for f in fields(config) if f.metadata.get("result", True) is not False]
 
 
+def flag_name(f: Field, prefix: str = "") -> str:
+    """``--PREFIXNAME`` of a config field (its ``flag`` metadata, or its name with dashes): the command line's and
+    the recorded options' name of it."""
+    return f"--{prefix}{f.metadata.get('flag') or f.name.replace('_', '-')}"
+
+
 def plain(value: Any) -> Any:
     """A value as JSON keeps it: a path resolved, a tuple a list."""
     if isinstance(value, Path):
@@ -193,7 +199,7 @@ def result_options(config: Any, prefix: str = "") -> dict[str, Any]:
         elif "prefix" in f.metadata:  # a phase not run
             out[f"--{nested.rstrip('-') or f.name}"] = None
         else:
-            out[f"--{prefix}{f.metadata.get('flag') or f.name.replace('_', '-')}"] = plain(value)
+            out[flag_name(f, prefix)] = plain(value)
     return out
 
 

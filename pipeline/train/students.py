@@ -9,11 +9,11 @@ import copy
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from ..defaults import SEED
 from ..errors import InputError
-from ..rerank.model import load_model
+from ..rerank.model import load_config, load_model
 
 
 def evenly_spaced_layers(num_teacher: int, num_student: int) -> list[int]:
@@ -42,13 +42,14 @@ def encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
         raise InputError(f"{type(model).__name__} has no BERT-style encoder.layer list: cannot copy layers") from None
 
 
-def load_ranker(path: str | Path, num_labels: int = 1, seed: int = SEED) -> PreTrainedModel:
+def load_ranker(path: str | Path, seed: int = SEED) -> PreTrainedModel:
     """Load a folder as a 1-logit sequence-classification model in fp32 (a headless encoder gets a new head, drawn
     from ``seed`` without touching the caller's random state: two loads are alike)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InputError("not a model folder (no config.json)", path)
-    config = AutoConfig.from_pretrained(str(path), num_labels=num_labels)
+    config = load_config(str(path))  # a damaged config.json is an InputError naming the folder
+    config.num_labels = 1
     return load_model(str(path), config, torch.float32, seed)[0]
 
 
@@ -71,7 +72,7 @@ def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrai
 def random_student(like: PreTrainedModel | str | Path, layers: int, hidden: int | None = None,
                    heads: int | None = None, intermediate: int | None = None, seed: int = SEED) -> PreTrainedModel:
     """A randomly initialised 1-logit model with the config of ``like`` reshaped as given."""
-    config = copy.deepcopy(like.config) if isinstance(like, PreTrainedModel) else AutoConfig.from_pretrained(str(like))
+    config = copy.deepcopy(like.config) if isinstance(like, PreTrainedModel) else load_config(str(like))
     config.num_hidden_layers = layers
     config.num_labels = 1
     if hidden:
