@@ -1,7 +1,7 @@
 """Past one process: rerank and score under torchrun (2 processes, gloo), data-parallel training, a run killed
 with SIGKILL that resumes from its journal, and a full disk on rank 0 (at a checkpoint, a log record, a learning
-curve) that stops every rank. Every run here uses one thread per process (torchrun's default): scores are then the
-same to the bit in one process and in two."""
+curve, the join of the ranks' parts) or an output another process writes, which stops every rank. Every run here
+uses one thread per process (torchrun's default): scores are then the same to the bit in one process and in two."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.runtime.outputs import claim_output
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,7 +239,7 @@ def test_on_main_runs_on_rank_0_and_its_error_reaches_every_rank(tmp_path):
 #: ``OUT/stderr.MODE.RANK`` and the exit code the command returned to ``OUT/code.MODE.RANK`` (torchrun stops the
 #: other ranks once one exits with an error, so a process's own exit code may be that SIGTERM's). Rank 0's disk fills
 #: up as it writes, by MODE: ``full`` its second checkpoint's state file, ``log`` the log record of step 2, ``plot``
-#: any learning curve.
+#: any learning curve, ``join`` the output joined from the ranks' parts (as it copies rank 1's part).
 RANK = """
 import errno, json, os, sys
 from pathlib import Path
@@ -286,6 +287,17 @@ if mode == "full" and rank == "0":
         return real_save(obj, f, *args, **kwargs)
 
     torch.save = save
+if mode == "join" and rank == "0":
+    import shutil
+
+    real_copy = shutil.copyfileobj
+
+    def copyfileobj(src, dst, *args):
+        if getattr(src, "name", "").endswith(".part1-of-2"):
+            raise FULL
+        return real_copy(src, dst, *args)
+
+    shutil.copyfileobj = copyfileobj
 from pipeline.cli import main
 
 code = main(command)
@@ -380,3 +392,42 @@ def test_a_full_disk_on_rank_0_at_a_log_record_or_a_learning_curve_stops_every_r
         ("start", None), ("eval", 0), ("loss", 1), ("checkpoint", 1), ("resume", 1), ("resume", 1), ("loss", 2),
         ("eval", 2), ("checkpoint", 2), ("loss", 3), ("checkpoint", 3), ("loss", 4), ("eval", 4), ("end", None)]
     assert (output / "model.safetensors").is_file() and not (output / "checkpoint").exists()
+
+
+def _rerank_command(tmp_path: Path, tiny_bert, tiny_data) -> Path:
+    """Write ``tmp_path/command.json`` (rerank 4 queries' top 5, in chunks of 10 pairs: one chunk per rank) and
+    ``rank.py``; the output file."""
+    data = tiny_data(tmp_path / "data", queries=4, per_query=6)
+    output = tmp_path / "out" / "run.trec"
+    (tmp_path / "command.json").write_text(json.dumps([
+        "rerank", *_inputs(data), "--model", str(tiny_bert(tmp_path / "model")), "--depth", "5", "--chunk-pairs",
+        "10", "--device", "cpu", "--no-progress", "--output", str(output)]))
+    (tmp_path / "rank.py").write_text(RANK)
+    return output
+
+
+def test_a_full_disk_on_rank_0_as_it_joins_the_parts_stops_every_rank(tmp_path, tiny_bert, tiny_data):
+    """Rank 0's disk fills up as it joins the ranks' parts of a rerank: every rank stops with the same one line
+    naming the output and exit code 2 (none is left waiting for the join), nothing is at the output's name and the
+    parts are gone, the journals are kept, and the same command with --resume writes the output from them."""
+    output = _rerank_command(tmp_path, tiny_bert, tiny_data)
+    _stopped_by_a_full_disk(_ranks(tmp_path, "join"), output)
+    journals = ["run.trec.rank0-of-2.journal", "run.trec.rank1-of-2.journal"]
+    assert sorted(p.name for p in output.parent.iterdir()) == journals
+    ranks = _ranks(tmp_path, "resume", "--resume")
+    assert [code for code, _ in ranks.values()] == [0, 0], ranks
+    assert sorted(p.name for p in output.parent.iterdir()) == ["run.trec", "run.trec.timing.json"]
+    assert len(output.read_text().splitlines()) == 4 * 6
+
+
+def test_an_output_another_process_writes_stops_every_rank(tmp_path, tiny_bert, tiny_data):
+    """Rank 0 cannot take the output's lock (this test holds it, as another run writing the output would): every
+    rank stops with the same one line naming the output and the holder, exit code 2, none left waiting for rank 0;
+    nothing is written."""
+    output = _rerank_command(tmp_path, tiny_bert, tiny_data)
+    with claim_output(output):
+        ranks = _ranks(tmp_path, "locked", timeout=120)
+    line = (f"distilrank: error: {output}: process {os.getpid()} is writing this output (lock .run.trec.lock); wait "
+            "for it to finish or choose another output\n")
+    assert ranks == {0: (2, line), 1: (2, line)}
+    assert not any(output.parent.iterdir())

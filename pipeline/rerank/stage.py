@@ -427,9 +427,12 @@ def rerank_file(reranker: Reranker, run: Run, topics: Mapping[str, str], docstor
     timing.extra["candidates"] = reranked.num_pairs
     distributed.write_output(output, lambda part: reranked.write(part, fmt=fmt, tag=tag or output.stem), ctx=ctx)
     total = combine_ranks(distributed.gather(timing, ctx), SUMMED)
-    if ctx.is_main:
+
+    def record() -> None:
         write_timings(timing_path(output), [total], run=str(output), model=reranker.encoder.source,
                       inputs={name: str(path) for name, path in (sources or {}).items()})
+
+    distributed.on_main(record, ctx)  # rank 0 writes; its failure (a full disk) stops every rank
     journal.remove()
     return total
 

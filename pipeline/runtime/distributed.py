@@ -16,8 +16,9 @@
   rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
   joining the ranks' parts in rank order gives the single-process output.
 - **Output** (``write_output``): each rank writes its part atomically beside the output (``part_path``); after a
-  barrier rank 0 joins the parts into the final file (atomically) and removes them. A single process with the
-  default join (concatenation) writes the output itself: its one part would be the output, copied.
+  barrier rank 0 joins the parts into the final file (atomically) and removes them, within ``on_main``: every rank
+  returns once the output exists, or stops with the join's error. A single process with the default join
+  (concatenation) writes the output itself: its one part would be the output, copied.
 """
 from __future__ import annotations
 
@@ -230,20 +231,23 @@ def write_output(output: str | Path, write_part: Callable[[Path], Any],
                  join: Callable[[Sequence[Path], Path], Any] = concatenate, ctx: Context | None = None) -> Path:
     """Write ``output`` from every rank's share: ``write_part(path)`` writes this rank's part atomically, then rank
     0 ``join``s the parts in rank order into ``output`` and removes them (a single process: one part, or with the
-    default join ``output`` itself, written by ``write_part``); every rank returns once the output exists."""
+    default join ``output`` itself, written by ``write_part``); every rank returns once the output exists, or
+    raises the join's error (``on_main``: the parts are removed either way)."""
     output, ctx = Path(output), ctx or context()
     if not ctx.distributed and join is concatenate:
         write_part(output)
         return output
     write_part(part_path(output, ctx))
     barrier(ctx)
-    if ctx.is_main:
-        parts = [part_path(output, Context(r, ctx.world_size, launched=ctx.launched)) for r in range(ctx.world_size)]
+    parts = [part_path(output, Context(r, ctx.world_size, launched=ctx.launched)) for r in range(ctx.world_size)]
+
+    def join_parts() -> None:
         try:
             join(parts, output)
         finally:
             for part in parts:
                 with contextlib.suppress(FileNotFoundError):
                     part.unlink()
-    barrier(ctx)
+
+    on_main(join_parts, ctx)  # its failure (a full disk) stops every rank with the same line
     return output

@@ -19,7 +19,8 @@ SIGTERM) it removes the folders it made: the parents it created and a folder out
 (``-``, ``/dev/stdout``) needs none of this.
 
 Under ``torchrun`` (``pipeline.distributed``) every process checks the output, rank 0 alone makes the folders,
-takes the lock and removes the leftovers, and no process goes on before all have (a barrier): the run is one
+takes the lock and removes the leftovers, and no process goes on before it has (``distributed.on_main``: its
+failure, a lock held by another process or a full disk, stops every rank with the same line): the run is one
 writer.
 
 ``building(path)`` is the same lock for a cache file that many processes may want at once (the docstore's offset
@@ -234,18 +235,26 @@ def claim_output(path: PathLike, inputs: Inputs | None = None, folder: bool = Fa
     """
     target = check_output(path, inputs, folder, also, replaces)
     ctx = distributed.context()
-    if is_stdout(path) or not ctx.is_main:
+    if is_stdout(path):
         if ctx.distributed:
-            distributed.barrier(ctx)  # rank 0 has made the folders, taken the lock and swept
+            distributed.barrier(ctx)
         yield target
         return
-    made = _make_parents(target.parent)
-    existed = target.exists()
+    made: list[Path] = []  # rank 0's: the other ranks make nothing, so remove nothing
+    existed = True
     try:
-        with _lock(target, path):
-            _sweep(target, folder)
+        with contextlib.ExitStack() as held:
+            def claim() -> None:
+                nonlocal existed
+                made.extend(_make_parents(target.parent))
+                existed = target.exists()
+                held.enter_context(_lock(target, path))
+                _sweep(target, folder)
+
             if ctx.distributed:
-                distributed.barrier(ctx)
+                distributed.on_main(claim, ctx)  # the others wait; a held lock or a full disk stops every rank
+            else:
+                claim()
             yield target
     except BaseException:
         for empty in ([target] if folder and not existed else []) + made:

@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 INFO_FILE = "distilrank_train.json"
 #: The options a training run was started with, written into its output first (``recorded_options``).
 OPTIONS_FILE = "distilrank_options.json"
+#: The LM-distillation phase's folder inside a student's output (``lm-distill+...`` procedures).
+LM_DIR = "lm-distill"
 
 
 @dataclass
@@ -420,10 +422,13 @@ def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int 
     distributed.write_output(output, lambda part: _write_part(journal, part),
                              lambda parts, path: join_scores(parts, path, depth, str(model), queries,
                                                              random_negatives), ctx)
-    if ctx.is_main:
+
+    def record() -> None:
         write_timings(timing_path(output), [timing], scores=str(output), model=str(model),
                       inputs={role: str(path) for role, path in inputs.sources.items()})
         log.info("%s", timing.summary())
+
+    distributed.on_main(record, ctx)  # rank 0 writes; its failure (a full disk) stops every rank
     journal.remove()
     return ScoreFile(output).header
 
@@ -576,7 +581,8 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
     check_layers(teacher, base, cfg)
     check_restart(output, resume, overwrite)
     lm_options = uses_lm_distill(cfg.procedure)  # the --lm-* options of another procedure change nothing
-    options = {k: v for k, v in result_options(cfg).items() if lm_options or not k.startswith("--lm-")}
+    lm_prefix = f"--{phase_prefix(DistillConfig, 'lm')}"
+    options = {k: v for k, v in result_options(cfg).items() if lm_options or not k.startswith(lm_prefix)}
     with recorded_options(output, options, asdict(cfg), resume):
         score_file = None
         if not fine_tune:
@@ -593,7 +599,7 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
         student = build_student(teacher, base, replace(cfg, layers=first_size, layer_map=None) if cfg.progressive
                                 else cfg, seed)
         if uses_lm_distill(cfg.procedure):
-            lm_dir = output / "lm-distill"
+            lm_dir = output / LM_DIR
             lm_teacher = load_encoder(base, seed, cfg.max_length)
             source = PairSource(inputs.topics, inputs.run, cfg.lm_pairs_per_query, cfg.score_depth, seed=cfg.lm.seed)
             task = LMDistillTask("lm-distill", student, lm_teacher, source, inputs.docstore, cfg.attention_weight,
