@@ -22,7 +22,7 @@ class InputError(Exception):
 
     def __reduce__(self):
         """Pickled whole (its class, message, file and line): it crosses processes, e.g. from the rank that met it
-        to the others of a ``torchrun`` job (``distributed.on_main``)."""
+        to the others of a ``torchrun`` job (``distributed.on_main``, ``distributed.on_every``)."""
         return type(self), (self.message, self.path, self.line)
 
 

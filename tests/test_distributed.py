@@ -1,6 +1,8 @@
 """The distributed rules that need no second process: context, device, split, parts joined in rank order, rank 0's
-work and its error (``on_main``; two ranks: ``test_scale_out.py``)."""
+work, every rank's work and their errors (``on_main``, ``on_every``; two ranks: ``test_scale_out.py``)."""
 from __future__ import annotations
+
+import sys
 
 import pytest
 
@@ -86,6 +88,23 @@ def test_on_main_in_one_process_runs_the_work_and_raises_its_error(monkeypatch):
     with pytest.raises(DiskFull) as err:
         distributed.on_main(fill_up)
     assert err.value is full
+
+
+def test_on_every_in_one_process_runs_the_work_and_raises_its_error_without_torch(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # outside torchrun, neither imports torch
+    assert distributed.on_every(lambda: 7) == 7
+    distributed.on_main(lambda: None)
+    broken = ValueError("not a number")
+
+    def fail() -> None:
+        raise broken
+
+    for share in (distributed.on_every, distributed.on_main):
+        with pytest.raises(ValueError) as err:
+            share(fail)
+        assert err.value is broken
 
 
 def test_an_input_error_crosses_processes_whole():

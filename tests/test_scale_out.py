@@ -1,6 +1,7 @@
 """Past one process: rerank and score under torchrun (2 processes, gloo), data-parallel training, a run killed
 with SIGKILL that resumes from its journal, and a full disk on rank 0 (at a checkpoint, a log record, a learning
-curve, the join of the ranks' parts) or an output another process writes, which stops every rank. Every run here
+curve, the join of the ranks' parts) or on rank 1 (its part of the output), or an output another process writes,
+which stops every rank. Every run here
 uses one thread per process (torchrun's default): scores are then the same to the bit in one process and in two."""
 from __future__ import annotations
 
@@ -196,10 +197,11 @@ def test_bad_input_found_while_scoring_drops_the_journal(tmp_path, tiny_bert, ti
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]
 
 
-# ---- what rank 0 does alone, and its failure (``distributed.on_main``) ------------------------------------------
+# ---- what rank 0 does alone, what every rank does, and their failures (``on_main``, ``on_every``) ----------------
 
-#: Each rank runs ``on_main`` three times: work that succeeds, a full disk, and another error; what it saw goes into
-#: ``OUT/RANK.json`` (``ON_MAIN.py OUT``).
+#: Each rank runs ``on_main`` three times: work that succeeds, a full disk, and another error; then ``on_every`` four
+#: times, the errors by rank: none, a full disk on rank 1, another error on rank 1, another error on rank 0 and a full
+#: disk on rank 1. What it saw goes into ``OUT/RANK.json`` (``ON_MAIN.py OUT``).
 ON_MAIN = """
 import json, os, sys
 from pathlib import Path
@@ -207,15 +209,19 @@ from pipeline.runtime import distributed
 from pipeline.runtime.diskspace import DiskFull
 
 rank, ran, outcomes = int(os.environ["RANK"]), [], []
-for error in (None, DiskFull("no space left on the device (0 B free)", "out/checkpoint"),
-              PermissionError(13, "Permission denied")):
-    def work(error=error):
+FULL = DiskFull("no space left on the device (0 B free)", "out/checkpoint")
+DENIED = PermissionError(13, "Permission denied")
+for share, errors in [(distributed.on_main, (None, None)), (distributed.on_main, (FULL, None)),
+                      (distributed.on_main, (DENIED, None)), (distributed.on_every, (None, None)),
+                      (distributed.on_every, (None, FULL)), (distributed.on_every, (None, DENIED)),
+                      (distributed.on_every, (DENIED, FULL))]:
+    def work(error=errors[rank]):
         ran.append(rank)
         if error is not None:
             raise error
+        return rank
     try:
-        distributed.on_main(work)
-        outcomes.append(None)
+        outcomes.append(share(work))
     except Exception as exc:
         outcomes.append([type(exc).__name__, str(exc)])
 distributed.barrier()
@@ -223,23 +229,29 @@ Path(sys.argv[1], f"{rank}.json").write_text(json.dumps({"ran": ran, "outcomes":
 """
 
 
-def test_on_main_runs_on_rank_0_and_its_error_reaches_every_rank(tmp_path):
+def test_on_main_and_on_every_raise_the_first_failing_ranks_error_on_every_rank(tmp_path):
+    """``on_main`` runs on rank 0 alone, ``on_every`` on each rank (returning its result); a failure anywhere stops
+    every rank with the lowest failing rank's error: that rank's own, a full disk whole elsewhere, any other error
+    quoted in a ``RuntimeError`` naming its rank."""
     script = tmp_path / "on_main.py"
     script.write_text(ON_MAIN)
     _torchrun(str(script), str(tmp_path), timeout=120)
     seen = {rank: json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)}
     full = ["DiskFull", "out/checkpoint: no space left on the device (0 B free)"]
-    assert seen[0]["ran"] == [0, 0, 0] and seen[1]["ran"] == []
-    assert seen[0]["outcomes"] == [None, full, ["PermissionError", "[Errno 13] Permission denied"]]
-    assert seen[1]["outcomes"] == [None, full, ["RuntimeError", "rank 0 failed: PermissionError: [Errno 13] "
-                                                                "Permission denied"]]
+    denied = ["PermissionError", "[Errno 13] Permission denied"]
+    quoted = "failed: PermissionError: [Errno 13] Permission denied"
+    assert seen[0]["ran"] == [0] * 7 and seen[1]["ran"] == [1] * 4
+    assert seen[0]["outcomes"] == [None, full, denied, 0, full, ["RuntimeError", f"rank 1 {quoted}"], denied]
+    assert seen[1]["outcomes"] == [None, full, ["RuntimeError", f"rank 0 {quoted}"], 1, full, denied,
+                                   ["RuntimeError", f"rank 0 {quoted}"]]
 
 
 #: One rank of ``torchrun`` running ``distilrank``: ``RANK.py OUT MODE COMMAND_JSON [FLAGS]``. Its stderr goes to
 #: ``OUT/stderr.MODE.RANK`` and the exit code the command returned to ``OUT/code.MODE.RANK`` (torchrun stops the
 #: other ranks once one exits with an error, so a process's own exit code may be that SIGTERM's). Rank 0's disk fills
 #: up as it writes, by MODE: ``full`` its second checkpoint's state file, ``log`` the log record of step 2, ``plot``
-#: any learning curve, ``join`` the output joined from the ranks' parts (as it copies rank 1's part).
+#: any learning curve, ``join`` the output joined from the ranks' parts (as it copies rank 1's part); ``part``: rank
+#: 1's disk fills up as it writes its own part of a run file (after its first line).
 RANK = """
 import errno, json, os, sys
 from pathlib import Path
@@ -298,6 +310,18 @@ if mode == "join" and rank == "0":
         return real_copy(src, dst, *args)
 
     shutil.copyfileobj = copyfileobj
+if mode == "part" and rank == "1":
+    from pipeline.io.runs import Run
+
+    real_lines = Run.lines
+
+    def lines(self, *args, **kwargs):
+        for number, line in enumerate(real_lines(self, *args, **kwargs)):
+            if number == 1:
+                raise FULL
+            yield line
+
+    Run.lines = lines
 from pipeline.cli import main
 
 code = main(command)
@@ -418,6 +442,23 @@ def test_a_full_disk_on_rank_0_as_it_joins_the_parts_stops_every_rank(tmp_path, 
     assert [code for code, _ in ranks.values()] == [0, 0], ranks
     assert sorted(p.name for p in output.parent.iterdir()) == ["run.trec", "run.trec.timing.json"]
     assert len(output.read_text().splitlines()) == 4 * 6
+
+
+def test_a_full_disk_on_rank_1_as_it_writes_its_part_stops_every_rank(tmp_path, tiny_bert, tiny_data):
+    """Rank 1's disk fills up as it writes its part of a rerank (rank 0's part is written): every rank stops with the
+    same one line naming rank 1's part and exit code 2 (rank 0 is not left waiting for it), nothing is at the
+    output's name and no part or temporary file is left, the journals are kept, and the same command with --resume
+    writes the bytes of one process."""
+    output = _rerank_command(tmp_path, tiny_bert, tiny_data)
+    _stopped_by_a_full_disk(_ranks(tmp_path, "part"), output.with_name("run.trec.part1-of-2"))
+    assert sorted(p.name for p in output.parent.iterdir()) == ["run.trec.rank0-of-2.journal",
+                                                               "run.trec.rank1-of-2.journal"]
+    ranks = _ranks(tmp_path, "resume", "--resume")
+    assert [code for code, _ in ranks.values()] == [0, 0], ranks
+    assert sorted(p.name for p in output.parent.iterdir()) == ["run.trec", "run.trec.timing.json"]
+    alone = tmp_path / "alone" / "run.trec"
+    assert main([*json.loads((tmp_path / "command.json").read_text())[:-1], str(alone)]) == 0
+    assert output.read_bytes() == alone.read_bytes()
 
 
 def test_an_output_another_process_writes_stops_every_rank(tmp_path, tiny_bert, tiny_data):

@@ -7,18 +7,21 @@
   exists; ``auto`` means CPU otherwise. ``cuda:N`` is refused in a run of several processes (they would share
   one GPU). ``devices.resolve_device`` applies this rule, so every model of the package follows it.
 - **Process group** (``start``): made on first need; gloo carries CPU tensors, NCCL CUDA tensors where the
-  device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``, ``on_main``) only move small CPU objects.
-  torch is imported only there, so the command line reads the context cheaply.
+  device is a GPU. Collectives here (``barrier``, ``gather``, ``all_sum``, ``on_main``, ``on_every``) only move
+  small CPU objects. torch is imported only there, so the command line reads the context cheaply.
 - **Rank 0 writes** (``on_main``): what one rank writes alone (a checkpoint, a record) is waited for by every rank,
   and its failure reaches every rank: a full disk on rank 0 stops each rank with the same one-line error instead of
   leaving the others waiting at the next collective.
+- **Every rank's work** (``on_every``): what each rank does on its own and may fail on some ranks only (its part
+  of an output on a full disk) is waited for the same way: every rank stops with the lowest failing rank's error.
 - **Split** (``balanced_ranges``): units of work (chunks of whole queries) are cut into one contiguous range per
   rank with pair counts as even as the units allow: deterministic, and rank order is the units' order, so
   joining the ranks' parts in rank order gives the single-process output.
-- **Output** (``write_output``): each rank writes its part atomically beside the output (``part_path``); after a
-  barrier rank 0 joins the parts into the final file (atomically) and removes them, within ``on_main``: every rank
-  returns once the output exists, or stops with the join's error. A single process with the default join
-  (concatenation) writes the output itself: its one part would be the output, copied.
+- **Output** (``write_output``): each rank writes its part atomically beside the output (``part_path``), within
+  ``on_every`` (a failed part write stops every rank, and the parts written are removed); then rank 0 joins the
+  parts into the final file (atomically) and removes them, within ``on_main``: every rank returns once the output
+  exists, or stops with the join's error. A single process with the default join (concatenation) writes the output
+  itself: its one part would be the output, copied.
 """
 from __future__ import annotations
 
@@ -142,30 +145,47 @@ def barrier(ctx: Context | None = None) -> None:
         torch.distributed.all_reduce(torch.zeros(1))
 
 
-def on_main(work: Callable[[], Any], ctx: Context | None = None) -> None:
-    """Run ``work`` on rank 0 alone while every other rank waits for it (a ``barrier``), and raise its error on
-    every rank: rank 0 its own, the others the same ``InputError`` (a full disk stays a one-line ``DiskFull``) or a
-    ``RuntimeError`` quoting any other. No rank is left waiting for rank 0 at a later collective. It costs one
-    all-reduce of one number (a barrier's cost); the error travels only when there is one."""
-    ctx = start(ctx=ctx)
-    error: Exception | None = None
-    if ctx.is_main:
+def _shared(work: Callable[[], Any], runs: bool, ctx: Context) -> Any:
+    """Run ``work`` where ``runs`` (on this rank), then share any rank's failure: one all-reduce of a failure flag;
+    when a rank failed, every rank's error is gathered (an ``InputError`` whole, any other as a one-line
+    ``RuntimeError`` naming its rank) and every rank raises the lowest failing rank's: that rank its own exception.
+    ``work``'s result on this rank (``None`` where it did not run)."""
+    if not ctx.distributed:
+        return work() if runs else None
+    start(ctx=ctx)
+    import torch
+
+    result, error = None, None
+    if runs:
         try:
-            work()
+            result = work()
         except Exception as exc:  # every kind: the other ranks must learn of it (signals reach every rank anyway)
             error = exc
-    if ctx.distributed:
-        import torch
+    failed = torch.tensor([0.0 if error is None else 1.0])
+    torch.distributed.all_reduce(failed)
+    if failed.item():
+        errors = gather(error if error is None or isinstance(error, InputError)
+                        else RuntimeError(f"rank {ctx.rank} failed: {one_line(error)}"), ctx)
+        first = next(rank for rank, shared in enumerate(errors) if shared is not None)
+        raise error if first == ctx.rank else errors[first]
+    return result
 
-        failed = torch.tensor([0.0 if error is None else 1.0])
-        torch.distributed.all_reduce(failed)
-        if failed.item():
-            shared = [error if error is None or isinstance(error, InputError)
-                      else RuntimeError(f"rank 0 failed: {one_line(error)}")]
-            torch.distributed.broadcast_object_list(shared, src=0)
-            error = error or shared[0]
-    if error is not None:
-        raise error
+
+def on_main(work: Callable[[], Any], ctx: Context | None = None) -> None:
+    """Run ``work`` on rank 0 alone while every other rank waits for it, and raise its error on every rank: rank 0
+    its own, the others the same ``InputError`` (a full disk stays a one-line ``DiskFull``) or a ``RuntimeError``
+    quoting any other. No rank is left waiting for rank 0 at a later collective. It costs one all-reduce of one
+    number (a barrier's cost); the error travels only when there is one. A single process just runs ``work``."""
+    ctx = ctx or context()
+    _shared(work, ctx.is_main, ctx)
+
+
+def on_every(work: Callable[[], Any], ctx: Context | None = None) -> Any:
+    """Run ``work`` on every rank, wait for every rank to finish it, and raise the lowest failing rank's error on
+    every rank (that rank its own, the others the same ``InputError`` or a ``RuntimeError`` quoting any other), so
+    that a failure on some ranks only leaves none waiting at a later collective. Returns this rank's result of
+    ``work``. The cost of ``on_main``; a single process just runs ``work``."""
+    return _shared(work, True, ctx or context())
 
 
 def all_sum(values: Sequence[float], ctx: Context | None = None) -> list[float]:
@@ -232,13 +252,19 @@ def write_output(output: str | Path, write_part: Callable[[Path], Any],
     """Write ``output`` from every rank's share: ``write_part(path)`` writes this rank's part atomically, then rank
     0 ``join``s the parts in rank order into ``output`` and removes them (a single process: one part, or with the
     default join ``output`` itself, written by ``write_part``); every rank returns once the output exists, or
-    raises the join's error (``on_main``: the parts are removed either way)."""
+    raises the first failing rank's error in writing its part (``on_every``: each rank removes the part it wrote)
+    or the join's (``on_main``: the parts are removed either way)."""
     output, ctx = Path(output), ctx or context()
     if not ctx.distributed and join is concatenate:
         write_part(output)
         return output
-    write_part(part_path(output, ctx))
-    barrier(ctx)
+    part = part_path(output, ctx)
+    try:
+        on_every(lambda: write_part(part), ctx)  # a rank's failure (a full disk) stops every rank with the same line
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+        raise
     parts = [part_path(output, Context(r, ctx.world_size, launched=ctx.launched)) for r in range(ctx.world_size)]
 
     def join_parts() -> None:

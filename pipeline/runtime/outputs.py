@@ -18,9 +18,10 @@ Holding the lock, it removes what a killed writer of the same output left (the t
 SIGTERM) it removes the folders it made: the parents it created and a folder output left empty. Standard output
 (``-``, ``/dev/stdout``) needs none of this.
 
-Under ``torchrun`` (``pipeline.distributed``) every process checks the output, rank 0 alone makes the folders,
-takes the lock and removes the leftovers, and no process goes on before it has (``distributed.on_main``: its
-failure, a lock held by another process or a full disk, stops every rank with the same line): the run is one
+Under ``torchrun`` (``pipeline.distributed``) every process checks the output and waits for the others to
+(``distributed.on_every``: a refusal on any rank stops every rank with the same line), then rank 0 alone makes the
+folders, takes the lock and removes the leftovers, and no process goes on before it has (``distributed.on_main``:
+its failure, a lock held by another process or a full disk, stops every rank with the same line): the run is one
 writer.
 
 ``building(path)`` is the same lock for a cache file that many processes may want at once (the docstore's offset
@@ -233,11 +234,9 @@ def claim_output(path: PathLike, inputs: Inputs | None = None, folder: bool = Fa
 
     On failure the folders made here are removed again when empty (a folder output too, when this claim made it).
     """
-    target = check_output(path, inputs, folder, also, replaces)
     ctx = distributed.context()
+    target = distributed.on_every(lambda: check_output(path, inputs, folder, also, replaces), ctx)
     if is_stdout(path):
-        if ctx.distributed:
-            distributed.barrier(ctx)
         yield target
         return
     made: list[Path] = []  # rank 0's: the other ranks make nothing, so remove nothing

@@ -155,8 +155,13 @@ def check_restart(output: Path, resume: bool, overwrite: bool) -> None:
 
     ``resume`` continues what the folder holds and needs something there; without it a folder that holds
     anything (a checkpoint, a trained model) is refused unless ``overwrite``: training never silently starts
-    again over earlier work.
+    again over earlier work. Under torchrun every rank checks before any rank writes into the folder, and a
+    refusal on any rank stops every rank with the same line (``distributed.on_every``).
     """
+    distributed.on_every(lambda: _check_restart(output, resume, overwrite))
+
+
+def _check_restart(output: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise InputError("--resume and --overwrite exclude each other (continue the run, or start it again)")
     held = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
@@ -172,7 +177,6 @@ def check_restart(output: Path, resume: bool, overwrite: bool) -> None:
             what = f"files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
         raise InputError(f"the output folder already holds {what}: pass --resume to continue it, or --overwrite "
                          "to train again over it", output)
-    distributed.barrier()  # under torchrun, every rank checks before any rank writes into the folder
 
 
 @contextlib.contextmanager
