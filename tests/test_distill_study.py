@@ -206,3 +206,14 @@ def test_report_keeps_no_share_of_a_teacher_below_bm25(study, tmp_path):
     table = [line.split("|") for line in (tmp_path / "report.md").read_text().splitlines()
              if line.startswith(("| 2L ", "| 4L-hidden-states "))]
     assert [cells[-3].strip() for cells in table] == ["-", "-"]  # the kept column of both students
+
+
+def test_a_fine_tuning_students_pairs_are_counted_in_its_own_groups(study):
+    """The curves' pairs: a fine-tuning group is a positive and its negatives, a distillation group the scale's."""
+    from study.design import Scale, group_pairs
+
+    from pipeline.train.options import NEGATIVES
+
+    scale = Scale()
+    assert group_pairs("3L-fine-tune", scale) == group_pairs("2L-lm-distill+fine-tune", scale) == 1 + NEGATIVES
+    assert group_pairs("3L-ranker-distill", scale) == group_pairs("2L-hidden-states", scale) == scale.group_size

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.train import PROCEDURES
+from pipeline.train import PROCEDURES, is_fine_tune
+from pipeline.train.options import NEGATIVES
 
 #: The held-out measures of every row (the first two also make the learning curves).
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
@@ -45,8 +46,9 @@ STUDENT_LAYERS = (2, 3)
 PROCEDURE_ROWS: dict[str, dict] = {f"{n}L-{p}": {"layers": n, "procedure": p}
                                    for n in STUDENT_LAYERS for p in PROCEDURES}
 STUDENTS = {**LEVERS, **PROCEDURE_ROWS}
-#: The default layers of a student whose lever does not say.
+#: The default layers and procedure of a student whose lever does not say.
 DEFAULT_LAYERS = 2
+DEFAULT_PROCEDURE = "ranker-distill"
 #: Shapes whose cost the speed phase measures (MiniLM width): the teacher and the students.
 TEACHER_LAYERS = 6
 SHAPES = (TEACHER_LAYERS, *sorted(STUDENT_LAYERS, reverse=True))
@@ -98,6 +100,17 @@ class Scale:
         return cls(dev_queries=None, depth=8, score_depth=6, max_score_depth=10, random_negatives=2, group_size=4,
                    batch_size=4, max_length=96, bootstrap_epochs=1, finetune_epochs=1, lm_pairs_per_query=2,
                    lm_batch_size=16, eval_every=8, eval_depth=20, save_every=4)
+
+
+def procedure(name: str) -> str:
+    """The procedure of student ``name``."""
+    return STUDENTS[name].get("procedure", DEFAULT_PROCEDURE)
+
+
+def group_pairs(name: str, scale: Scale) -> int:
+    """The pairs of one training group of student ``name``: a labeled query's positive and its negatives when it
+    fine-tunes, else a distillation group."""
+    return 1 + NEGATIVES if is_fine_tune(procedure(name)) else scale.group_size
 
 
 def student_names(spec: str) -> list[str]:

@@ -36,7 +36,7 @@ from pipeline.train.trainer import CHECKPOINT, CHECKPOINT_OLD, LOG_FILE
 
 from . import speed
 from .cost import UNTRAINED_PHASE_S, Cost
-from .design import DEFAULT_LAYERS, MEASURES, SHAPES, STUDENTS, TEACHER_LAYERS
+from .design import DEFAULT_LAYERS, DEFAULT_PROCEDURE, MEASURES, SHAPES, STUDENTS, TEACHER_LAYERS
 from .inputs import StudyInputs
 from .state import State, holds_files
 
@@ -92,7 +92,7 @@ class Phases:
     def student_config(self, name: str) -> DistillConfig:
         """The default student at the study's scale with the lever of ``name`` applied."""
         s, lever = self.scale, dict(STUDENTS[name])
-        procedure = lever.pop("procedure", "ranker-distill")
+        procedure = lever.pop("procedure", DEFAULT_PROCEDURE)
         epochs = lever.pop("epochs", s.finetune_epochs if is_fine_tune(procedure) else s.student_epochs)
         rank = self.train(epochs=epochs, batch_size=s.batch_size, lr=lever.pop("lr", s.student_lr))
         bootstrap = self.bootstrap_config(epochs=1) if lever.pop("bootstrap", False) else None

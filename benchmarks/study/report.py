@@ -10,7 +10,17 @@ from tabulate import tabulate
 
 from pipeline.train.curves import eval_points, plot_curves
 
-from .design import LEVERS, LONG_LENGTH, MEASURES, PROCEDURE_ROWS, SHAPES, STUDENT_LAYERS, TARGETS, Targets
+from .design import (
+    LEVERS,
+    LONG_LENGTH,
+    MEASURES,
+    PROCEDURE_ROWS,
+    SHAPES,
+    STUDENT_LAYERS,
+    TARGETS,
+    Targets,
+    group_pairs,
+)
 from .state import State
 
 #: The measure the targets are set on.
@@ -108,7 +118,7 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
         if not points:
             return "-"
         best = max(points, key=lambda p: p[2])
-        return f"{best[2]:.4f} @ {best[1] * s.group_size:,} pairs"
+        return f"{best[2]:.4f} @ {best[1] * group_pairs(name, s):,} pairs"
 
     head = ["system", "layers", *MEASURES, "rerank pairs/s", "train s"]
     refs = [[rows[k]["system"], rows[k]["layers"], *cells(rows[k])] for k in REFERENCES if k in rows]
