@@ -129,8 +129,8 @@ def test_logged_seconds_add_up_every_process_of_a_resumed_phase(study, tmp_path)
 
     log = tmp_path / "train_log.jsonl"
     events = [{"event": "start"}, {"step": 10, "seconds": 20.0}, {"event": "checkpoint", "step": 10},
-              {"step": 20, "seconds": 30.0}, {"event": "resume", "step": 10}, {"step": 20, "seconds": 11.0},
-              {"event": "end", "seconds": 12.0}]
+              {"step": 20, "seconds": 30.0}, {"event": "eval", "step": 20, "seconds": 4.0},
+              {"event": "resume", "step": 10}, {"step": 20, "seconds": 11.0}, {"event": "end", "seconds": 12.0}]
     log.write_text("".join(json.dumps(e) + "\n" for e in events))
     assert logged_seconds(log) == 42.0
 

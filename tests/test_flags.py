@@ -43,7 +43,7 @@ FLAGGED = {
     "train": [(TrainConfig, "", TrainConfig(), None, {"lr"}), (BootstrapConfig, "bootstrap-", None, None, set()),
               (TrainConfig, "bootstrap-", BOOTSTRAP_TRAINING, BOOTSTRAP_PHASE, set()),
               (RuntimeOptions, "", None, ("device", "token_cache"), set())],
-    "distill": [(DistillConfig, "", None, None, {"procedure", *LAYERS}), (TrainConfig, "", RANK_TRAINING, None, set()),
+    "distill": [(DistillConfig, "", None, None, set(LAYERS)), (TrainConfig, "", RANK_TRAINING, None, set()),
                 (TrainConfig, "lm-", LM_TRAINING, LM_PHASE, set()), (BootstrapConfig, "bootstrap-", None, None, set()),
                 (TrainConfig, "bootstrap-", BOOTSTRAP_TRAINING, BOOTSTRAP_PHASE, set()),
                 (RuntimeOptions, "", None, ("device", "token_cache"), set())],

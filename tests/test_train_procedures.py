@@ -78,17 +78,18 @@ def scores(env, teacher):
     return path
 
 
-@pytest.mark.parametrize("procedure", PROCEDURES)
+@pytest.mark.parametrize("procedure", [*PROCEDURES, None], ids=[*PROCEDURES, "default"])
 def test_each_procedure_end_to_end(procedure, env, teacher, scores):
+    """Each procedure, and ``distill`` without ``--procedure``: the paper's lm-distill+ranker-distill."""
     root, data, _ = env
-    out = root / f"student-{procedure}"
-    args = ["distill", "--procedure", procedure, "--teacher", str(teacher), "--layers", "2", "--output", str(out),
-            *_inputs(data), "--scores", str(scores), "--qrels", str(data["qrels"]), "--group-size", "4",
-            "--score-depth", "8", "--batch-size", "4", "--lm-batch-size", "16", "--lm-pairs-per-query", "4",
-            "--max-steps", "2", *FAST]
-    if procedure == "lm-distill+ranker-distill":
-        args += ["--hidden-weight", "0.5"]
+    out = root / f"student-{procedure or 'default'}"
+    hidden = procedure == "lm-distill+ranker-distill"
+    args = ["distill", *(["--procedure", procedure] if procedure else []), "--teacher", str(teacher), "--layers", "2",
+            "--output", str(out), *_inputs(data), "--scores", str(scores), "--qrels", str(data["qrels"]),
+            "--group-size", "4", "--score-depth", "8", "--batch-size", "4", "--lm-batch-size", "16",
+            "--lm-pairs-per-query", "4", "--max-steps", "2", *FAST, *(["--hidden-weight", "0.5"] if hidden else [])]
     assert main(args) == 0
+    procedure = procedure or "lm-distill+ranker-distill"
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(out))
@@ -100,8 +101,7 @@ def test_each_procedure_end_to_end(procedure, env, teacher, scores):
         assert (out / "lm-distill" / "model.safetensors").is_file()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["event"] == "end" and log[-1]["steps"] >= 1
-    if procedure == "lm-distill+ranker-distill":
-        assert any("hidden_loss" in r for r in log)
+    assert any("hidden_loss" in r for r in log) == hidden
 
 
 def test_mismatching_score_file_is_refused(env, teacher, scores, capsys):

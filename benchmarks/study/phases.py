@@ -229,12 +229,14 @@ class Phases:
 
 def logged_seconds(log: Path) -> float:
     """The seconds of training that ``log`` records over all its processes (each start or resume begins a process,
-    whose records count seconds from its own start)."""
+    whose step records and end count seconds from its own start; an evaluation's seconds are its own)."""
     total = last = 0.0
     for event in read_log(log):
-        if event.get("event") in ("start", "resume"):
+        kind = event.get("event")
+        if kind in ("start", "resume"):
             total, last = total + last, 0.0
-        last = event.get("seconds", last)
+        elif kind in (None, "end"):
+            last = event.get("seconds", last)
     return total + last
 
 

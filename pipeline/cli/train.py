@@ -243,7 +243,7 @@ def register(subparsers) -> None:
     p.add_argument("--collection", required=True)
     p.add_argument("--scores", help="teacher score file from 'distilrank score' (default: score into OUTPUT)")
     p.add_argument("--qrels", help="labels (needed by the fine-tune procedures; optional label loss otherwise)")
-    add_fields(p, DistillConfig, only=_names(DistillConfig, LAYERS), required=("procedure",), choices={"head": HEADS})
+    add_fields(p, DistillConfig, only=_names(DistillConfig, LAYERS), choices={"head": HEADS})
     add_fields(p.add_argument_group("LM distillation (lm-distill+...)"), TrainConfig, LM_PREFIX, base=LM_TRAINING,
                only=LM_PHASE)
     _training(p, RANK_TRAINING)

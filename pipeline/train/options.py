@@ -107,7 +107,9 @@ class BootstrapConfig:
 class DistillConfig:
     """Options of ``distill`` beyond the inputs (each field's help is its ``distilrank distill`` flag's)."""
 
-    procedure: str = field(default="ranker-distill", metadata={
+    # The default: the paper's procedure, the best of the four at 3 layers on the CPU study (held-out nDCG@10
+    # 0.334 against ranker-distill's 0.187; benchmarks/results/distill_study_cpu_students.md).
+    procedure: str = field(default="lm-distill+ranker-distill", metadata={
         "help": "fine-tune (labels alone), ranker-distill (the teacher's scores), or either after LM distillation "
         "(lm-distill+fine-tune, lm-distill+ranker-distill: the pretrained encoder's hidden states and attention "
         "maps first)", "choices": PROCEDURES})
