@@ -39,6 +39,9 @@ LEVERS: dict[str, dict] = {
     # The size above the cliff: 4 of the teacher's layers with hidden states matched, a whole epoch (the first
     # progressive stage, which recovered to BM25's level in 6,400 pairs, trained 5 times longer).
     "4L-hidden-states": {"layers": 4, "init_from": "teacher", "hidden_weight": 1.0},
+    # The best of the four procedures at 3 layers, with 4 of each group's 16 members teacher-scored random
+    # passages of the collection (topicality first); it shares 3L-lm-distill+ranker-distill's LM phase.
+    "3L-lm-distill-random-negatives": {"layers": 3, "procedure": "lm-distill+ranker-distill", "random_negatives": 4},
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
