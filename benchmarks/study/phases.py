@@ -119,8 +119,7 @@ class Phases:
             return cost.scoring((dev + labeled) * (s.max_score_depth + s.random_negatives), TEACHER_LAYERS)
         if phase == "students" and student:
             cfg = self.student_config(student)
-            lm_done = (self.state.lm_distilled(lm_phase_key(cfg)) / "config.json").is_file()
-            return cost.student(cfg, dev, labeled, lm_done)
+            return cost.student(cfg, dev, labeled, lm_done=self.lm_finished(cfg))
         return UNTRAINED_PHASE_S
 
     # ---- the phases ------------------------------------------------------------------------------------------
@@ -194,7 +193,7 @@ class Phases:
         folder = self.state.folder / "work" / name
         scores = None if is_fine_tune(cfg.procedure) else self.state.folder / "scores" / "teacher.scores"
         shared = self.state.lm_distilled(lm_phase_key(cfg)) if uses_lm_distill(cfg.procedure) else None
-        lm_shared = shared is not None and (shared / "config.json").is_file()
+        lm_shared = self.lm_finished(cfg)
         if lm_shared and not (folder / LM_DIR / "config.json").is_file():  # done: the student resumes past it
             print(f"  the LM-distillation phase {shared.name} is shared: already trained", flush=True)
             shutil.rmtree(folder / LM_DIR, ignore_errors=True)
@@ -216,6 +215,10 @@ class Phases:
         kept = self.state.student(name)
         shutil.rmtree(kept, ignore_errors=True)  # a student trained again replaces the one kept
         folder.rename(kept)
+
+    def lm_finished(self, cfg: DistillConfig) -> bool:
+        """Whether another student already trained ``cfg``'s LM-distillation phase (kept in ``lm-distilled/``)."""
+        return uses_lm_distill(cfg.procedure) and (self.state.lm_distilled(lm_phase_key(cfg)) / "config.json").is_file()
 
     def evaluate_folder(self, folder: Path) -> dict:
         """Held-out measures of a saved ranker and its rerank pairs/s (a small rerank: per-call overheads in)."""
