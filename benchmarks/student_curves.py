@@ -125,7 +125,7 @@ def main() -> int:
                             seed=args.seed, log_every=10, eval_every=args.eval_every, progress=False)
         cfg = DistillConfig(procedure="ranker-distill", layers=2, base=args.minilm, teacher_temperature=0.1,
                             group_size=args.group_size, score_depth=args.depth, max_length=args.max_length, rank=train,
-                            **lever)
+                            random_negatives=0, **lever)  # the bi-encoder scored no random passages
         out = work / arm
         print(f"\n== arm {arm}: {ARMS[arm] or 'the default'}", flush=True)
         summary = distill(args.minilm, inputs, out, cfg, scores=scores.path, device="cpu",

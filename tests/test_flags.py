@@ -160,7 +160,8 @@ def test_score_batch_tokens_reaches_the_engine(tmp_path, tiny_bert, tiny_data):
     output = tmp_path / "t.scores"
     assert main(["score", "--model", str(tiny_bert(tmp_path / "model")), "--run", str(data["run"]), "--topics",
                  str(data["topics"]), "--collection", str(data["collection"]), "--output", str(output),
-                 "--score-depth", "4", "--batch-tokens", "1024", "--bucket", "16", "--device", "cpu"]) == 0
+                 "--score-depth", "4", "--random-negatives", "0", "--batch-tokens", "1024", "--bucket", "16",
+                 "--device", "cpu"]) == 0
     stage = json.loads((tmp_path / "t.scores.timing.json").read_text())["stages"][0]
     assert stage["batch_tokens"] == 1024 and stage["pairs"] == 12
 

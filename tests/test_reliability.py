@@ -612,7 +612,7 @@ def interrupted(world, tmp_path_factory):
 #: distill: flag -> a changed value (None: a switch), each one that changes the result.
 DISTILL_CHANGES = {
     "layers": "2", "init_from": "base", "head": "mean", "base": "{teacher}", "objective": "margin-mse",
-    "temperature": "2", "teacher_temperature": "0.5", "random_negatives": "1", "label_weight": "0.5",
+    "temperature": "2", "teacher_temperature": "0.5", "random_negatives": "0", "label_weight": "0.5",
     "hidden_weight": "0.5", "group_size": "3", "negatives": "3", "negatives_depth": "50", "score_depth": "3",
     "progressive": "2", "progressive_steps": "3", "attention_weight": "0.5", "max_length": "40", "epochs": "3",
     "batch_size": "2", "accumulation": "2", "lr": "0.0002", "lrs": "0.0001,0.00005", "warmup": "0.2",

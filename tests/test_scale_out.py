@@ -19,6 +19,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.runtime.outputs import claim_output
+from pipeline.train.options import RANDOM_NEGATIVES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,12 +66,13 @@ def test_two_processes_write_the_bytes_of_one(tmp_path, tiny_bert, tiny_data):
     names = sorted(p.name for p in cache.iterdir())  # the docstore's offsets and one token cache; nothing else
     assert len(names) == 4 and sum(n.endswith(".offsets.npz") for n in names) == 1, names
     assert sum(".tokens-" in n for n in names) == 3 and not any(n.startswith(".") for n in names), names
+    pairs = {"run.trec": 8 * 10, "t.scores": 8 * (10 + RANDOM_NEGATIVES)}  # score's random passages too
     for name in ("run.trec", "t.scores"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
         timing = json.loads((tmp_path / "two" / f"{name}.timing.json").read_text())["stages"][0]
         assert timing["world_size"] == 2 and [r["rank"] for r in timing["ranks"]] == [0, 1]
         assert all(r["pairs"] > 0 and r["wall_s"] > 0 for r in timing["ranks"])
-        assert sum(r["pairs"] for r in timing["ranks"]) == timing["pairs"] == 80
+        assert sum(r["pairs"] for r in timing["ranks"]) == timing["pairs"] == pairs[name]
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         ["run.trec", "run.trec.timing.json", "t.scores", "t.scores.timing.json"])  # no parts, no journals left
 
@@ -176,7 +178,7 @@ def test_an_interrupted_score_resumes_to_the_same_bytes(tmp_path, tiny_bert, tin
     assert main([*args, "--output", str(output), "--resume"]) == 0
     assert output.read_bytes() == (tmp_path / "straight.scores").read_bytes()
     timing = json.loads(Path(f"{output}.timing.json").read_text())["stages"][0]
-    assert (timing["resumed_queries"], timing["queries"], timing["pairs"]) == (2, 4, 32)
+    assert (timing["resumed_queries"], timing["queries"], timing["pairs"]) == (2, 4, 4 * (8 + RANDOM_NEGATIVES))
     assert timing["token_cache"] and sorted(p.name for p in tmp_path.glob("stopped*")) == [
         "stopped.scores", "stopped.scores.timing.json"]
 

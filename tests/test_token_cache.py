@@ -11,6 +11,7 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.io.data import DocStore
 from pipeline.rerank.token_cache import MAX_TOKENS, TokenCache
+from pipeline.train.options import RANDOM_NEGATIVES
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_teacher_scores_from_the_cache_are_the_same(reranking, tmp_path):
         inputs = Inputs.load(reranking["topics"], tmp_path / "run.trec", reranking["collection"], token_cache=use)
         score_run(reranking["model"], inputs, tmp_path / f"{use}.scores", depth=8, device="cpu")
         files.append((tmp_path / f"{use}.scores").read_text())
-    assert files[0] == files[1] and len(files[0].splitlines()) == 1 + 16
+    assert files[0] == files[1] and len(files[0].splitlines()) == 1 + 2 * (8 + RANDOM_NEGATIVES)
 
 
 def test_tokenize_command_and_a_corrupt_cache_exit_2(reranking, tmp_path, capsys):

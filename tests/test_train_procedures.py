@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.train import PROCEDURES, uses_lm_distill
+from pipeline.train.options import RANDOM_SHARE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["--max-length", "48", "--no-progress", "--device", "cpu"]
@@ -96,6 +97,7 @@ def test_each_procedure_end_to_end(procedure, env, teacher, scores):
     assert config.num_hidden_layers == 2 and config.num_labels == 1
     info = json.loads((out / "distilrank_train.json").read_text())
     assert info["procedure"] == procedure
+    assert info["config"]["random_negatives"] == 4 // RANDOM_SHARE  # by default, one in RANDOM_SHARE of a group
     assert ("lm-distill" in info["summaries"]) == uses_lm_distill(procedure)
     if uses_lm_distill(procedure):
         assert (out / "lm-distill" / "model.safetensors").is_file()

@@ -18,7 +18,7 @@ from pipeline.rerank.heads import HEAD_KEY, MeanPoolBertForSequenceClassificatio
 from pipeline.train.curves import eval_points, plot_curves
 from pipeline.train.groups import LabeledGroups, ScoredGroups, random_passages
 from pipeline.train.heldout import HeldOut
-from pipeline.train.options import DistillConfig, TrainConfig
+from pipeline.train.options import RANDOM_NEGATIVES, DistillConfig, TrainConfig
 from pipeline.train.recipes import Inputs, build_student, load_encoder, score_run
 from pipeline.train.scores import ScoreFile, write_scores
 from pipeline.train.tasks import RankerTask
@@ -231,6 +231,34 @@ def test_layer_map_mean_head_random_negatives_and_label_loss(env, scores):
     assert info["config"]["layer_map"] == [0, 2] and info["config"]["random_negatives"] == 2
     assert any("label_loss" in r for r in _log(out))
     assert isinstance(CrossEncoder(out, device="cpu").model, MeanPoolBertForSequenceClassification)
+
+
+def test_random_passages_are_scored_and_drawn_by_default(env, capsys):
+    """``score`` scores RANDOM_NEGATIVES random passages a query unless told otherwise, and ``distill`` draws one
+    member in RANDOM_SHARE of each group from them; a score file without them is refused, naming the file, until
+    ``--random-negatives 0``."""
+    root, data, teacher = env
+    made = {}
+    for name, extra in (("default", []), ("without", ["--random-negatives", "0"])):
+        made[name] = root / f"{name}.scores"
+        assert main(["score", "--model", str(teacher), *_inputs(data), "--output", str(made[name]),
+                     "--score-depth", "8", "--device", "cpu", *extra]) == 0
+    assert ScoreFile(made["default"]).random_negatives == RANDOM_NEGATIVES
+    assert all(len(p) == RANDOM_NEGATIVES for p in ScoreFile(made["default"]).random_lists().values())
+    assert ScoreFile(made["without"]).random_negatives == 0
+    capsys.readouterr()
+    args = ["distill", "--procedure", "ranker-distill", "--teacher", str(teacher), "--base", str(teacher),
+            *_inputs(data), "--group-size", "8", "--batch-size", "4", "--max-steps", "1", "--layers", "2", *FAST]
+    refused = root / "refused"
+    assert main([*args, "--scores", str(made["without"]), "--output", str(refused)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(made["without"]) in err and "--random-negatives 0" in err
+    assert not refused.exists()
+    default = root / "default-config"
+    assert main([*args, "--scores", str(made["default"]), "--output", str(default)]) == 0
+    assert json.loads((default / "distilrank_train.json").read_text())["config"]["random_negatives"] == 2  # 8 // 4
+    assert main([*args, "--scores", str(made["without"]), "--output", str(root / "none"), "--random-negatives",
+                 "0"]) == 0
 
 
 def test_lm_distillation_follows_the_layer_map(env, scores):

@@ -42,6 +42,14 @@ LEVERS: dict[str, dict] = {
     # The best of the four procedures at 3 layers, with 4 of each group's 16 members teacher-scored random
     # passages of the collection (topicality first); it shares 3L-lm-distill+ranker-distill's LM phase.
     "3L-lm-distill-random-negatives": {"layers": 3, "procedure": "lm-distill+ranker-distill", "random_negatives": 4},
+    # The two best 3-layer levers together: the teacher's layers with hidden states matched, and random passages.
+    "3L-hidden-states-random-negatives": {"layers": 3, "init_from": "teacher", "hidden_weight": 1.0,
+                                          "random_negatives": 4},
+    # Random passages at 2 layers (sharing 2L-lm-distill+ranker-distill's LM phase).
+    "2L-lm-distill-random-negatives": {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4},
+    # The best 3-layer student trained twice as long: its curve was still climbing at one epoch.
+    "3L-lm-distill-random-negatives-2-epochs": {"layers": 3, "procedure": "lm-distill+ranker-distill",
+                                                "random_negatives": 4, "epochs": 2},
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)

@@ -96,8 +96,9 @@ class Phases:
         epochs = lever.pop("epochs", s.finetune_epochs if is_fine_tune(procedure) else s.student_epochs)
         rank = self.train(epochs=epochs, batch_size=s.batch_size, lr=lever.pop("lr", s.student_lr))
         bootstrap = self.bootstrap_config(epochs=1) if lever.pop("bootstrap", False) else None
-        if "random_negatives" in lever:  # at most what the teacher scored (a smaller scale scores fewer)
-            lever["random_negatives"] = min(lever["random_negatives"], s.random_negatives, s.group_size - 1)
+        # No random passages unless the lever says (the students ran so before they became distill's default); at
+        # most what the teacher scored (a smaller scale scores fewer).
+        lever["random_negatives"] = min(lever.get("random_negatives", 0), s.random_negatives, s.group_size - 1)
         return DistillConfig(procedure=procedure, layers=lever.pop("layers", DEFAULT_LAYERS), base=self.minilm,
                              score_depth=min(lever.pop("score_depth", s.score_depth), s.max_score_depth),
                              group_size=s.group_size, lm_pairs_per_query=s.lm_pairs_per_query,

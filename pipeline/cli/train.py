@@ -25,6 +25,7 @@ from ..train.options import (
     LM_TRAINING,
     NEGATIVES,
     NEGATIVES_DEPTH,
+    RANDOM_NEGATIVES,
     RANK_TRAINING,
     SCORE_CHUNK_QUERIES,
     SCORE_DEPTH,
@@ -220,9 +221,9 @@ def register(subparsers) -> None:
     p.add_argument("--score-depth", type=int, default=SCORE_DEPTH,
                    help="candidates scored per query (default %(default)s)")
     refuse(p, "--depth", "--score-depth")
-    p.add_argument("--random-negatives", type=int, default=0,
+    p.add_argument("--random-negatives", type=int, default=RANDOM_NEGATIVES,
                    help="also score K passages a query drawn at random from the collection (seeded by --seed), for "
-                        "'distill --random-negatives'")
+                        "'distill --random-negatives' (default %(default)s)")
     p.add_argument("--chunk-queries", type=int, default=SCORE_CHUNK_QUERIES,
                    help="queries scored, journaled and shared out together (default %(default)s)")
     p.add_argument("--seed", type=int, default=SEED,

@@ -226,7 +226,8 @@ class ScoredGroups:
         if group_size < 2:
             raise InputError(f"a distillation group needs at least 2 candidates, got {group_size}")
         if not 0 <= random_negatives < group_size:
-            raise InputError(f"random negatives must be between 0 and the group size - 1, got {random_negatives}")
+            raise InputError(f"--random-negatives {random_negatives} must be at least 0 and less than --group-size "
+                             f"{group_size}")
         if random_negatives and not random:
             raise InputError("random negatives need teacher-scored random passages: score with --random-negatives")
         self.topics, self.lists, self.group_size, self.seed, self.qrels = topics, lists, group_size, seed, qrels

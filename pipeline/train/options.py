@@ -32,6 +32,12 @@ NEGATIVES_DEPTH = 100
 GROUP_SIZE = 16
 #: Candidates per query a teacher scores for distillation.
 SCORE_DEPTH = 30
+#: One member in RANDOM_SHARE of a distillation group is by default a teacher-scored random passage of the
+#: collection (4 of 16): the best lever at 3 layers on the CPU study (held-out nDCG@10 0.386 against 0.334 without
+#: them, p 0.025; benchmarks/results/distill_study_cpu_students.md).
+RANDOM_SHARE = 4
+#: Random passages a query the teacher scores by default (``score``): enough for a default group.
+RANDOM_NEGATIVES = GROUP_SIZE // RANDOM_SHARE
 #: Queries a chunk of teacher scoring (``recipes.score_run``): scored together, journaled together, and shared out
 #: whole under torchrun.
 SCORE_CHUNK_QUERIES = 256
@@ -130,14 +136,15 @@ class DistillConfig:
     temperature: float = field(default=1.0, metadata={"help": "the student's softmax temperature (kl)"})
     teacher_temperature: float | None = field(default=None, metadata={
         "help": "the teacher's softmax temperature (kl; default: the student's); e.g. 0.1 for cosine scores"})
-    random_negatives: int = field(default=0, metadata={
-        "help": "K members of each group drawn from teacher-scored random passages of the collection (needs a "
-        "score file from 'score --random-negatives K' or more)"})
     label_weight: float = field(default=0.0, metadata={"help": "weight of a label loss added to distillation"})
     hidden_weight: float = field(default=0.0, metadata={
         "help": "ranker distillation: weight of matching each student layer's hidden states to its teacher "
         "layer's (TinyBERT)"})
     group_size: int = field(default=GROUP_SIZE, metadata={"help": "candidates per ranker-distillation group"})
+    random_negatives: int | None = field(default=None, metadata={
+        "help": f"K members of each group drawn from teacher-scored random passages of the collection (default: one "
+        f"in {RANDOM_SHARE} of --group-size, {GROUP_SIZE // RANDOM_SHARE} of {GROUP_SIZE}; 0: BM25 candidates alone); "
+        "a given --scores file needs K or more ('score --random-negatives K')", "min": 0})
     negatives: int = field(default=NEGATIVES, metadata={"help": "fine-tune procedures: hard negatives per group"})
     negatives_depth: int = field(default=NEGATIVES_DEPTH, metadata={
         "help": "fine-tune procedures: negatives come from the run's top-K"})
@@ -156,6 +163,10 @@ class DistillConfig:
     lm: TrainConfig = field(default_factory=lambda: replace(LM_TRAINING), metadata={"prefix": "lm-"})
     #: the teacher's bi-encoder bootstrap, applied to the student first
     bootstrap: BootstrapConfig | None = field(default=None, metadata={"prefix": "bootstrap-"})
+
+    def __post_init__(self) -> None:
+        if self.random_negatives is None:
+            self.random_negatives = self.group_size // RANDOM_SHARE
 
     @property
     def student_layers(self) -> int | list[int]:

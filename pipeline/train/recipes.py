@@ -52,6 +52,7 @@ from .lm_distill import HiddenMatcher, LMDistillTask, PairSource
 from .options import (
     NEGATIVES,
     NEGATIVES_DEPTH,
+    RANDOM_NEGATIVES,
     SCORE_CHUNK_QUERIES,
     SCORE_DEPTH,
     SEED,
@@ -392,7 +393,7 @@ def _write_part(journal: Journal, path: Path) -> None:
 
 
 def score_run(model: str | Path, inputs: Inputs, output: str | Path, depth: int | None = SCORE_DEPTH, *,
-              options: RuntimeOptions | None = None, random_negatives: int = 0, seed: int = SEED,
+              options: RuntimeOptions | None = None, random_negatives: int = RANDOM_NEGATIVES, seed: int = SEED,
               resume: bool = False, chunk_queries: int = SCORE_CHUNK_QUERIES, **runtime: Any) -> dict:
     """Write the teacher's scores for the run's top-``depth`` lists (and ``random_negatives`` random passages a
     query, drawn from ``seed``, which also seeds the fresh head of a model folder without one) to ``output`` (see
@@ -598,6 +599,11 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
                               random_negatives=cfg.random_negatives, seed=seed, resume=resume)
             score_file = ScoreFile(scores)
             score_file.check_run(inputs.run)
+            if score_file.random_negatives < cfg.random_negatives:
+                raise InputError(f"has {score_file.random_negatives} teacher-scored random passages a query, fewer "
+                                 f"than --random-negatives {cfg.random_negatives}: score with 'distilrank score "
+                                 f"--random-negatives {cfg.random_negatives}', or distill with --random-negatives 0",
+                                 scores)
         summaries = {}
         first_size = cfg.progressive[0] if cfg.progressive else cfg.layers
         student = build_student(teacher, base, replace(cfg, layers=first_size, layer_map=None) if cfg.progressive
