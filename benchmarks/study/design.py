@@ -11,8 +11,9 @@ from pipeline.train.options import NEGATIVES
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
 #: The phases, in the order they run (``--phases``).
 PHASES = ("speed", "references", "teacher", "scores", "students", "table")
-#: One lever at a time against "2L" (what ``distilrank distill --layers 2`` does, at the study's scale), and the
-#: pair of levers the CPU learning curves favoured (benchmarks/results/student_curves_cpu.md).
+#: One lever at a time against "2L" (``distilrank distill --layers 2 --procedure ranker-distill --random-negatives 0``
+#: at the study's scale: distill's default when the study began), and the pair of levers the CPU learning curves
+#: favoured (benchmarks/results/student_curves_cpu.md). A student draws random passages only where its lever says.
 LEVERS: dict[str, dict] = {
     "2L": {},
     "2L-mean-head": {"head": "mean"},
@@ -49,6 +50,8 @@ LEVERS: dict[str, dict] = {
     "2L-lm-distill-random-negatives": {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4},
     # The best 3-layer student trained twice as long: its curve was still climbing at one epoch.
     "3L-lm-distill-random-negatives-2-epochs": {"layers": 3, "procedure": "lm-distill+ranker-distill",
+                                                "random_negatives": 4, "epochs": 2},
+    "2L-lm-distill-random-negatives-2-epochs": {"layers": 2, "procedure": "lm-distill+ranker-distill",
                                                 "random_negatives": 4, "epochs": 2},
 }
 #: The students' sizes (layers) in the procedures' table and the targets.

@@ -143,7 +143,7 @@ class DistillConfig:
     group_size: int = field(default=GROUP_SIZE, metadata={"help": "candidates per ranker-distillation group"})
     random_negatives: int | None = field(default=None, metadata={
         "help": f"K members of each group drawn from teacher-scored random passages of the collection (default: one "
-        f"in {RANDOM_SHARE} of --group-size, {GROUP_SIZE // RANDOM_SHARE} of {GROUP_SIZE}; 0: BM25 candidates alone); "
+        f"in {RANDOM_SHARE} of --group-size, {RANDOM_NEGATIVES} of {GROUP_SIZE}; 0: BM25 candidates alone); "
         "a given --scores file needs K or more ('score --random-negatives K')", "min": 0})
     negatives: int = field(default=NEGATIVES, metadata={"help": "fine-tune procedures: hard negatives per group"})
     negatives_depth: int = field(default=NEGATIVES_DEPTH, metadata={
@@ -165,6 +165,7 @@ class DistillConfig:
     bootstrap: BootstrapConfig | None = field(default=None, metadata={"prefix": "bootstrap-"})
 
     def __post_init__(self) -> None:
+        """An unset ``random_negatives`` is one member in ``RANDOM_SHARE`` of the group."""
         if self.random_negatives is None:
             self.random_negatives = self.group_size // RANDOM_SHARE
 
