@@ -22,6 +22,8 @@ def test_demo_trains_both_models_and_writes_the_report(tmp_path: Path, minilm_pa
     assert Path(teacher.model).parent == tmp_path / "models"
     assert teacher.model_info["layers"] == 6 and student.model_info["layers"] == 2
     assert (Path(student.model) / "config.json").is_file()
+    info = json.loads((Path(student.model) / "distilrank_train.json").read_text())
+    assert info["config"]["random_negatives"] == 0  # the demo's measured choice (DemoSettings)
     report = json.loads((tmp_path / "runs" / "report.json").read_text())
     assert [p["name"] for p in report["pipelines"]] == ["bm25", "teacher-6L", "student-2L"]
     assert (tmp_path / "runs" / "effectiveness_vs_speed.png").is_file()

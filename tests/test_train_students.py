@@ -18,7 +18,7 @@ from pipeline.rerank.heads import HEAD_KEY, MeanPoolBertForSequenceClassificatio
 from pipeline.train.curves import eval_points, plot_curves
 from pipeline.train.groups import LabeledGroups, ScoredGroups, random_passages
 from pipeline.train.heldout import HeldOut
-from pipeline.train.options import RANDOM_NEGATIVES, DistillConfig, TrainConfig
+from pipeline.train.options import RANDOM_NEGATIVES, RANDOM_SHARE, DistillConfig, TrainConfig
 from pipeline.train.recipes import Inputs, build_student, load_encoder, score_run
 from pipeline.train.scores import ScoreFile, write_scores
 from pipeline.train.tasks import RankerTask
@@ -256,7 +256,8 @@ def test_random_passages_are_scored_and_drawn_by_default(env, capsys):
     assert not refused.exists()
     default = root / "default-config"
     assert main([*args, "--scores", str(made["default"]), "--output", str(default)]) == 0
-    assert json.loads((default / "distilrank_train.json").read_text())["config"]["random_negatives"] == 2  # 8 // 4
+    config = json.loads((default / "distilrank_train.json").read_text())["config"]
+    assert config["random_negatives"] == 8 // RANDOM_SHARE
     assert main([*args, "--scores", str(made["without"]), "--output", str(root / "none"), "--random-negatives",
                  "0"]) == 0
 
