@@ -36,8 +36,15 @@ SCORE_DEPTH = 30
 #: collection (4 of 16): the best lever at 3 layers on the CPU study (held-out nDCG@10 0.386 against 0.334 without
 #: them, p 0.025; benchmarks/results/distill_study_cpu_students.md).
 RANDOM_SHARE = 4
+
+
+def default_random_negatives(group_size: int) -> int:
+    """The random passages of a distillation group of ``group_size`` when ``--random-negatives`` is not given."""
+    return group_size // RANDOM_SHARE
+
+
 #: Random passages a query the teacher scores by default (``score``): enough for a default group.
-RANDOM_NEGATIVES = GROUP_SIZE // RANDOM_SHARE
+RANDOM_NEGATIVES = default_random_negatives(GROUP_SIZE)
 #: Queries a chunk of teacher scoring (``recipes.score_run``): scored together, journaled together, and shared out
 #: whole under torchrun.
 SCORE_CHUNK_QUERIES = 256
@@ -167,7 +174,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         """An unset ``random_negatives`` is one member in ``RANDOM_SHARE`` of the group."""
         if self.random_negatives is None:
-            self.random_negatives = self.group_size // RANDOM_SHARE
+            self.random_negatives = default_random_negatives(self.group_size)
 
     @property
     def student_layers(self) -> int | list[int]:

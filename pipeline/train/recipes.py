@@ -599,11 +599,7 @@ def distill(teacher: str | Path, inputs: Inputs, output: str | Path, cfg: Distil
                               random_negatives=cfg.random_negatives, seed=seed, resume=resume)
             score_file = ScoreFile(scores)
             score_file.check_run(inputs.run)
-            if score_file.random_negatives < cfg.random_negatives:
-                raise InputError(f"has {score_file.random_negatives} teacher-scored random passages a query, fewer "
-                                 f"than --random-negatives {cfg.random_negatives}: score with 'distilrank score "
-                                 f"--random-negatives {cfg.random_negatives}', or distill with --random-negatives 0",
-                                 scores)
+            score_file.check_random(cfg.random_negatives)  # before any phase trains
         summaries = {}
         first_size = cfg.progressive[0] if cfg.progressive else cfg.layers
         student = build_student(teacher, base, replace(cfg, layers=first_size, layer_map=None) if cfg.progressive

@@ -148,6 +148,14 @@ class ScoreFile:
                 f"score file does not match the candidate lists of {run_path} (top-{self.depth}): "
                 "it was written for another run or depth; rescore with 'distilrank score'", self.path, 1)
 
+    def check_random(self, wanted: int) -> None:
+        """Refuse the file when its lists hold fewer teacher-scored random passages a query than ``wanted``."""
+        if self.random_negatives < wanted:
+            raise InputError(
+                f"has {self.random_negatives} teacher-scored random passages a query, fewer than --random-negatives "
+                f"{wanted}: score with 'distilrank score --random-negatives {wanted}', or distill with "
+                "--random-negatives 0", self.path, 1)
+
     def _rows(self) -> Iterator[tuple[str, str, float, bool]]:
         """``(qid, docid, score, is_random)`` of every body row; once the last is read, the body is checked against
         the header's fingerprint and digest."""
