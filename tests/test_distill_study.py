@@ -90,7 +90,9 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
     report = results.read_text()
     gain = sys.modules["study.design"].TARGETS.teacher_gain
     assert "2L-mean-head" in report and f"Target: teacher >= BM25 + {gain:.2f} nDCG@10" in report
-    assert (root / "results" / "study_levers.png").is_file()
+    figures = {p.name for p in (root / "results").glob("*.png")}  # a figure per family of levers with two curves
+    assert {"study_head-and-lr.png", "study_groups.png"} <= figures and "study_start.png" not in figures
+    assert "Learning curves (head-and-lr): `study_head-and-lr.png`" in report
 
     parts = root / "parts"
     assert study.main(["--state", str(state), "--pack", str(parts)]) == 0
@@ -103,6 +105,32 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
 
     CrossEncoder(restored / "teacher", device="cpu")  # the bf16 teacher loads
 
+
+
+def test_every_lever_has_a_figure_of_students_that_exist(study):
+    """Each lever is drawn in a family's figure, and a family names only students the study can train."""
+    from study.design import LEVER_FAMILIES, LEVERS, STUDENTS
+
+    drawn = {n for names in LEVER_FAMILIES.values() for n in names}
+    assert set(LEVERS) <= drawn <= set(STUDENTS)
+
+
+def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_path):
+    """Against distill's 3-layer default, Margin-MSE, the learning rate and the head change only their setting; twice
+    the LM pairs a query makes an LM phase of its own, as the head does (the model that phase saves holds its head);
+    the others share the default's."""
+    from study.phases import Phases, lm_phase_key
+    from study.state import State
+
+    phases = Phases(State(tmp_path / "state", sample=True), inputs=None, minilm=tmp_path / "minilm", device=None)
+    base = phases.student_config("3L-lm-distill-random-negatives")
+    cfg = {n: phases.student_config(f"3L-default-{n}") for n in ("margin-mse", "lm-8-a-query", "lr-3e-4", "mean-head")}
+    assert (base.layers, base.procedure, base.objective, base.head) == (3, "lm-distill+ranker-distill", "kl", "cls")
+    assert base.random_negatives == phases.scale.random_negatives
+    assert (cfg["margin-mse"].objective, cfg["lr-3e-4"].rank.lr, cfg["mean-head"].head) == ("margin-mse", 3e-4, "mean")
+    assert cfg["lm-8-a-query"].lm_pairs_per_query == 8 != base.lm_pairs_per_query
+    keys = {n: lm_phase_key(c) for n, c in cfg.items()}
+    assert keys["margin-mse"] == keys["lr-3e-4"] == lm_phase_key(base) != keys["lm-8-a-query"] != keys["mean-head"]
 
 
 def test_students_share_an_lm_distillation_phase_they_agree_on(study, layout, capsys):

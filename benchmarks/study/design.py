@@ -11,6 +11,8 @@ from pipeline.train.options import NEGATIVES
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
 #: The phases, in the order they run (``--phases``).
 PHASES = ("speed", "references", "teacher", "scores", "students", "table")
+#: distill's default at 3 layers: the paper's procedure with 4 random passages in each group of 16.
+DEFAULT_3L = {"layers": 3, "procedure": "lm-distill+ranker-distill", "random_negatives": 4}
 #: One lever at a time against "2L" (``distilrank distill --layers 2 --procedure ranker-distill --random-negatives 0``
 #: at the study's scale: distill's default when the study began), and the pair of levers the CPU learning curves
 #: favoured (benchmarks/results/student_curves_cpu.md). A student draws random passages only where its lever says.
@@ -42,17 +44,38 @@ LEVERS: dict[str, dict] = {
     "4L-hidden-states": {"layers": 4, "init_from": "teacher", "hidden_weight": 1.0},
     # The best of the four procedures at 3 layers, with 4 of each group's 16 members teacher-scored random
     # passages of the collection (topicality first); it shares 3L-lm-distill+ranker-distill's LM phase.
-    "3L-lm-distill-random-negatives": {"layers": 3, "procedure": "lm-distill+ranker-distill", "random_negatives": 4},
+    "3L-lm-distill-random-negatives": DEFAULT_3L,
     # The two best 3-layer levers together: the teacher's layers with hidden states matched, and random passages.
     "3L-hidden-states-random-negatives": {"layers": 3, "init_from": "teacher", "hidden_weight": 1.0,
                                           "random_negatives": 4},
     # Random passages at 2 layers (sharing 2L-lm-distill+ranker-distill's LM phase).
     "2L-lm-distill-random-negatives": {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4},
     # The best 3-layer student trained twice as long: its curve was still climbing at one epoch.
-    "3L-lm-distill-random-negatives-2-epochs": {"layers": 3, "procedure": "lm-distill+ranker-distill",
-                                                "random_negatives": 4, "epochs": 2},
+    "3L-lm-distill-random-negatives-2-epochs": {**DEFAULT_3L, "epochs": 2},
     "2L-lm-distill-random-negatives-2-epochs": {"layers": 2, "procedure": "lm-distill+ranker-distill",
                                                 "random_negatives": 4, "epochs": 2},
+    # One lever at a time against distill's default at 3 layers (3L-lm-distill-random-negatives), a student that
+    # learns: Margin-MSE instead of listwise KL, twice the LM distillation (8 candidates a query), three times the
+    # learning rate, and the mean head.
+    "3L-default-margin-mse": {**DEFAULT_3L, "objective": "margin-mse"},
+    "3L-default-lm-8-a-query": {**DEFAULT_3L, "lm_pairs_per_query": 8},
+    "3L-default-lr-3e-4": {**DEFAULT_3L, "lr": 3e-4},
+    "3L-default-mean-head": {**DEFAULT_3L, "head": "mean"},
+}
+#: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
+#: students they are measured against. Every lever is in at least one family (tests check).
+LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
+    "start": ("2L", "2L-bottom-layers", "2L-teacher-init", "2L-lm-distill", "2L-bootstrap"),
+    "head-and-lr": ("2L", "2L-mean-head", "2L-lr-5e-4", "2L-mean-head-lr-5e-4"),
+    "objective": ("2L", "2L-label-loss", "2L-margin-mse", "2L-mse"),
+    "groups": ("2L", "2L-random-negatives", "2L-score-depth-100", "2L-3-epochs"),
+    "teacher-layers": ("2L", "2L-hidden-states", "2L-progressive", "3L-hidden-states", "4L-hidden-states",
+                       "3L-hidden-states-random-negatives"),
+    "random-passages": ("2L-lm-distill+ranker-distill", "2L-lm-distill-random-negatives",
+                        "2L-lm-distill-random-negatives-2-epochs", "3L-lm-distill+ranker-distill",
+                        "3L-lm-distill-random-negatives", "3L-lm-distill-random-negatives-2-epochs"),
+    "default-3L": ("3L-lm-distill-random-negatives", "3L-default-margin-mse", "3L-default-lm-8-a-query",
+                   "3L-default-lr-3e-4", "3L-default-mean-head"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)

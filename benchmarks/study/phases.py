@@ -101,7 +101,8 @@ class Phases:
         lever["random_negatives"] = min(lever.get("random_negatives", 0), s.random_negatives, s.group_size - 1)
         return DistillConfig(procedure=procedure, layers=lever.pop("layers", DEFAULT_LAYERS), base=self.minilm,
                              score_depth=min(lever.pop("score_depth", s.score_depth), s.max_score_depth),
-                             group_size=s.group_size, lm_pairs_per_query=s.lm_pairs_per_query,
+                             group_size=s.group_size,
+                             lm_pairs_per_query=lever.pop("lm_pairs_per_query", s.lm_pairs_per_query),
                              max_length=s.max_length, rank=rank,
                              lm=self.train(LM_TRAINING, batch_size=s.lm_batch_size, eval_every=None),
                              bootstrap=bootstrap, **lever)

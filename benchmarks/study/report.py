@@ -11,6 +11,7 @@ from tabulate import tabulate
 from pipeline.train.curves import eval_points, plot_curves
 
 from .design import (
+    LEVER_FAMILIES,
     LEVERS,
     LONG_LENGTH,
     MEASURES,
@@ -165,15 +166,15 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
 
 
 def write_curves(state: State, rows: dict[str, dict], results: Path) -> list[str]:
-    """The held-out learning curves of the levers and of the procedures, as PNGs beside ``results`` (the floor:
-    BM25 in random order, BM25 and the teacher as references); the report's lines naming them."""
+    """The held-out learning curves of each family of levers and of the procedures, as PNGs beside ``results``
+    (the floor: BM25 in random order, BM25 and the teacher as references); the report's lines naming them."""
     references = {rows[k]["system"]: rows[k][TARGET_MEASURE] for k in ("ref-random", "ref-bm25", "teacher")
                   if k in rows}
     lines = []
-    for suffix, names in (("levers", list(LEVERS)), ("procedures", list(PROCEDURE_ROWS))):
+    for suffix, names in (*LEVER_FAMILIES.items(), ("procedures", tuple(PROCEDURE_ROWS))):
         logs = {n: state.log(n) for n in names if state.log(n).is_file()}
-        if logs:
+        if len(logs) > 1:  # a figure compares
             png = results.with_name(f"{results.stem}_{suffix}.png")
             plot_curves(logs, png, title=f"held-out nDCG@10 while training ({suffix})", references=references)
-            lines.append(f"\nLearning curves: `{png.name}`.")
+            lines.append(f"\nLearning curves ({suffix}): `{png.name}`.")
     return lines
