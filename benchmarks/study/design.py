@@ -11,8 +11,9 @@ from pipeline.train.options import NEGATIVES
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
 #: The phases, in the order they run (``--phases``).
 PHASES = ("speed", "references", "teacher", "scores", "students", "table")
-#: distill's default at 3 layers: the paper's procedure with 4 random passages in each group of 16.
-DEFAULT_3L = {"layers": 3, "procedure": "lm-distill+ranker-distill", "random_negatives": 4}
+#: distill's default student: the paper's procedure with 4 random passages in each group of 16.
+DEFAULT_2L = {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4}
+DEFAULT_3L = {**DEFAULT_2L, "layers": 3}
 #: One lever at a time against "2L" (``distilrank distill --layers 2 --procedure ranker-distill --random-negatives 0``
 #: at the study's scale: distill's default when the study began), and the pair of levers the CPU learning curves
 #: favoured (benchmarks/results/student_curves_cpu.md). A student draws random passages only where its lever says.
@@ -49,11 +50,10 @@ LEVERS: dict[str, dict] = {
     "3L-hidden-states-random-negatives": {"layers": 3, "init_from": "teacher", "hidden_weight": 1.0,
                                           "random_negatives": 4},
     # Random passages at 2 layers (sharing 2L-lm-distill+ranker-distill's LM phase).
-    "2L-lm-distill-random-negatives": {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4},
+    "2L-lm-distill-random-negatives": DEFAULT_2L,
     # The best 3-layer student trained twice as long: its curve was still climbing at one epoch.
     "3L-lm-distill-random-negatives-2-epochs": {**DEFAULT_3L, "epochs": 2},
-    "2L-lm-distill-random-negatives-2-epochs": {"layers": 2, "procedure": "lm-distill+ranker-distill",
-                                                "random_negatives": 4, "epochs": 2},
+    "2L-lm-distill-random-negatives-2-epochs": {**DEFAULT_2L, "epochs": 2},
     # One lever at a time against distill's default at 3 layers (3L-lm-distill-random-negatives), a student that
     # learns: Margin-MSE instead of listwise KL, twice the LM distillation (8 candidates a query), three times the
     # learning rate, and the mean head.
@@ -61,6 +61,9 @@ LEVERS: dict[str, dict] = {
     "3L-default-lm-8-a-query": {**DEFAULT_3L, "lm_pairs_per_query": 8},
     "3L-default-lr-3e-4": {**DEFAULT_3L, "lr": 3e-4},
     "3L-default-mean-head": {**DEFAULT_3L, "head": "mean"},
+    # The learning rate that won at 3 layers, at 2 layers; and twice it at 3.
+    "2L-default-lr-3e-4": {**DEFAULT_2L, "lr": 3e-4},
+    "3L-default-lr-6e-4": {**DEFAULT_3L, "lr": 6e-4},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -75,7 +78,9 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                         "2L-lm-distill-random-negatives-2-epochs", "3L-lm-distill+ranker-distill",
                         "3L-lm-distill-random-negatives", "3L-lm-distill-random-negatives-2-epochs"),
     "default-3L": ("3L-lm-distill-random-negatives", "3L-default-margin-mse", "3L-default-lm-8-a-query",
-                   "3L-default-lr-3e-4", "3L-default-mean-head"),
+                   "3L-default-lr-3e-4", "3L-default-lr-6e-4", "3L-default-mean-head"),
+    "default-2L": ("2L-lm-distill-random-negatives", "2L-lm-distill-random-negatives-2-epochs",
+                   "2L-default-lr-3e-4"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
