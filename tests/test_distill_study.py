@@ -106,7 +106,6 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
     CrossEncoder(restored / "teacher", device="cpu")  # the bf16 teacher loads
 
 
-
 def test_every_lever_has_a_figure_of_students_that_exist(study):
     """Each lever is drawn in a family's figure, and a family names only students the study can train."""
     from study.design import LEVER_FAMILIES, LEVERS, STUDENTS
