@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.train import PROCEDURES, is_fine_tune
-from pipeline.train.options import NEGATIVES
+from pipeline.train.options import NEGATIVES, RANK_TRAINING
 
 #: The held-out measures of every row (the first two also make the learning curves).
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
@@ -131,7 +131,7 @@ class Scale:
     bootstrap_epochs: int = 2
     lce_epochs: int = 1  # the teacher's LCE epochs over the labeled half
     student_epochs: int = 1
-    student_lr: float = 1.5e-4
+    student_lr: float = RANK_TRAINING.lr  # distill's default (a saved state keeps the rate it began with)
     finetune_epochs: int = 10
     lm_pairs_per_query: int = 4
     lm_batch_size: int = 128
