@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.train import PROCEDURES, is_fine_tune
-from pipeline.train.options import NEGATIVES, RANK_TRAINING
+from pipeline.train.options import NEGATIVES, RANDOM_NEGATIVES, RANK_TRAINING
 
 #: The held-out measures of every row (the first two also make the learning curves).
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
@@ -88,10 +88,19 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
-#: The study's table: the four procedures x the students' sizes, with the default settings.
-PROCEDURE_ROWS: dict[str, dict] = {f"{n}L-{p}": {"layers": n, "procedure": p}
+#: The study's table: the four procedures x the students' sizes at distill's defaults, the best settings the levers
+#: found (its learning rate and random passages). The paper's procedure at these settings is a lever's student
+#: (``3L-default-lr-6e-4``): a student whose configuration another one trained shares its row.
+PROCEDURE_ROWS: dict[str, dict] = {f"{n}L-{p}-defaults": {"layers": n, "procedure": p, "lr": RANK_TRAINING.lr,
+                                                          "random_negatives": RANDOM_NEGATIVES}
                                    for n in STUDENT_LAYERS for p in PROCEDURES}
-STUDENTS = {**LEVERS, **PROCEDURE_ROWS}
+#: The same table at the settings the study began with (its lr 1e-4, no random passages).
+FIRST_PROCEDURE_ROWS: dict[str, dict] = {f"{n}L-{p}": {"layers": n, "procedure": p}
+                                         for n in STUDENT_LAYERS for p in PROCEDURES}
+#: The procedure tables of the report, by title (the target on the procedures' order judges PROCEDURE_ROWS).
+PROCEDURE_TABLES: dict[str, dict[str, dict]] = {"at distill's defaults": PROCEDURE_ROWS,
+                                                "at the study's first settings": FIRST_PROCEDURE_ROWS}
+STUDENTS = {**LEVERS, **PROCEDURE_ROWS, **FIRST_PROCEDURE_ROWS}
 #: The default layers and procedure of a student whose lever does not say.
 DEFAULT_LAYERS = 2
 DEFAULT_PROCEDURE = "ranker-distill"
@@ -160,14 +169,16 @@ def group_pairs(name: str, scale: Scale) -> int:
 
 
 def student_names(spec: str) -> list[str]:
-    """The students ``--students`` names: ``levers``, ``procedures``, ``all`` or names, comma-separated."""
-    groups = {"levers": list(LEVERS), "procedures": list(PROCEDURE_ROWS), "all": list(STUDENTS)}
+    """The students ``--students`` names: ``levers``, ``procedures``, ``first-procedures``, ``all`` or names,
+    comma-separated."""
+    groups = {"levers": list(LEVERS), "procedures": list(PROCEDURE_ROWS),
+              "first-procedures": list(FIRST_PROCEDURE_ROWS), "all": list(STUDENTS)}
     names: list[str] = []
     for part in spec.split(","):
         chosen = groups.get(part, [part])
         unknown = [n for n in chosen if n not in STUDENTS]
         if unknown:
-            raise SystemExit(f"unknown student {unknown[0]!r}; choose from levers, procedures, all, "
+            raise SystemExit(f"unknown student {unknown[0]!r}; choose from {', '.join(groups)}, "
                              + ", ".join(STUDENTS))
         names += [n for n in chosen if n not in names]
     return names

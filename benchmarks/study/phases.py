@@ -120,6 +120,8 @@ class Phases:
         if phase == "scores":
             return cost.scoring((dev + labeled) * (s.max_score_depth + s.random_negatives), TEACHER_LAYERS)
         if phase == "students" and student:
+            if self.twin(student):
+                return 0.0
             cfg = self.student_config(student)
             return cost.student(cfg, dev, labeled, lm_done=self.lm_finished(cfg))
         return UNTRAINED_PHASE_S
@@ -190,7 +192,15 @@ class Phases:
 
     def student(self, name: str) -> None:
         """One student: trained in ``work/NAME``, then its row and log saved and its folder moved to
-        ``students/NAME`` (its checkpoint gone: a few tens of MB)."""
+        ``students/NAME`` (its checkpoint gone: a few tens of MB). A student whose configuration another one
+        already trained shares that one's row, log and folder instead."""
+        twin = self.twin(name)
+        if twin:
+            print(f"  the same configuration as {twin}: its row is shared", flush=True)
+            self.state.save_row(f"student-{name}", {**self.state.row(f"student-{twin}"), "system": f"student {name}",
+                                                    "lever": STUDENTS[name], "same as": twin})
+            shutil.copy(self.state.log(twin), self.state.log(name))
+            return
         cfg = self.student_config(name)
         folder = self.state.folder / "work" / name
         scores = None if is_fine_tune(cfg.procedure) else self.state.folder / "scores" / "teacher.scores"
@@ -217,6 +227,15 @@ class Phases:
         kept = self.state.student(name)
         shutil.rmtree(kept, ignore_errors=True)  # a student trained again replaces the one kept
         folder.rename(kept)
+
+    def twin(self, name: str) -> str | None:
+        """A trained student (not itself a twin) with ``name``'s configuration, if any."""
+        cfg = self.student_config(name)
+        for other in STUDENTS:
+            row = self.state.row(f"student-{other}")
+            if other != name and row and "same as" not in row and self.student_config(other) == cfg:
+                return other
+        return None
 
     def lm_finished(self, cfg: DistillConfig) -> bool:
         """Whether another student already trained ``cfg``'s LM-distillation phase (kept in ``lm-distilled/``)."""

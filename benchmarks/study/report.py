@@ -11,11 +11,13 @@ from tabulate import tabulate
 from pipeline.train.curves import eval_points, plot_curves
 
 from .design import (
+    FIRST_PROCEDURE_ROWS,
     LEVER_FAMILIES,
     LEVERS,
     LONG_LENGTH,
     MEASURES,
     PROCEDURE_ROWS,
+    PROCEDURE_TABLES,
     SHAPES,
     STUDENT_LAYERS,
     TARGETS,
@@ -90,10 +92,17 @@ def target_lines(rows: dict[str, dict], targets: Targets = TARGETS) -> list[str]
         lines.append(f"Measured (no target at this size): the best {n}-layer student ({name}) {kept}{ratio}.")
     first, second = targets.better
     for n in STUDENT_LAYERS:
-        a, b = rows.get(f"student-{n}L-{first}"), rows.get(f"student-{n}L-{second}")
+        names = [procedure_student(n, p) for p in (first, second)]
+        a, b = (rows.get(f"student-{name}") for name in names)
         if a and b:
-            lines.append(f"Target: {n}L {first} >= {second}: {a[m]:.4f} vs {b[m]:.4f} ({verdict(a[m] >= b[m])}).")
+            lines.append(f"Target: {names[0]} >= {names[1]}: {a[m]:.4f} vs {b[m]:.4f} ({verdict(a[m] >= b[m])}).")
     return lines
+
+
+def procedure_student(layers: int, procedure: str) -> str:
+    """The student of the study's procedures table (``PROCEDURE_ROWS``) with ``layers`` and ``procedure``."""
+    return next(n for n, lever in PROCEDURE_ROWS.items()
+                if (lever["layers"], lever["procedure"]) == (layers, procedure))
 
 
 def write_table(state: State, results: Path, device: str, held: int, labeled: int, dev: int) -> None:
@@ -125,8 +134,8 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     refs = [[rows[k]["system"], rows[k]["layers"], *cells(rows[k])] for k in REFERENCES if k in rows]
     levers = [[n, json.dumps(LEVERS[n]) if LEVERS[n] else "(default)", *cells(rows[f"student-{n}"]),
                kept(rows[f"student-{n}"]), curve(n)] for n in LEVERS if f"student-{n}" in rows]
-    procs = [[n, *cells(rows[f"student-{n}"]), kept(rows[f"student-{n}"]), curve(n)]
-             for n in PROCEDURE_ROWS if f"student-{n}" in rows]
+    tables = {title: [[n, *cells(rows[f"student-{n}"]), kept(rows[f"student-{n}"]), curve(n)]
+                      for n in names if f"student-{n}" in rows] for title, names in PROCEDURE_TABLES.items()}
     parts = [
         "# Distillation study\n",
         f"`python benchmarks/distill_study.py` on {speed['device'] if speed else device}, in phases "
@@ -138,10 +147,11 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     if levers:
         parts += ["\n## Students, one lever at a time (against `2L`)\n",
                   tabulate(levers, ["student", "lever", *head[2:], KEPT, "best on the curve"], tablefmt="github")]
-    if procs:
-        sizes = ", ".join(str(n) for n in STUDENT_LAYERS)
-        parts += [f"\n## The four procedures x {{{sizes}}} layers\n",
-                  tabulate(procs, ["student", *head[2:], KEPT, "best on the curve"], tablefmt="github")]
+    sizes = ", ".join(str(n) for n in STUDENT_LAYERS)
+    for title, procs in tables.items():
+        if procs:
+            parts += [f"\n## The four procedures x {{{sizes}}} layers {title}\n",
+                      tabulate(procs, ["student", *head[2:], KEPT, "best on the curve"], tablefmt="github")]
     targets = target_lines(rows)
     if targets:
         parts += ["\n## Targets\n", *(f"- {line}" for line in targets)]
@@ -171,7 +181,8 @@ def write_curves(state: State, rows: dict[str, dict], results: Path) -> list[str
     references = {rows[k]["system"]: rows[k][TARGET_MEASURE] for k in ("ref-random", "ref-bm25", "teacher")
                   if k in rows}
     lines = []
-    for suffix, names in (*LEVER_FAMILIES.items(), ("procedures", tuple(PROCEDURE_ROWS))):
+    for suffix, names in (*LEVER_FAMILIES.items(), ("procedures", tuple(PROCEDURE_ROWS)),
+                          ("first-procedures", tuple(FIRST_PROCEDURE_ROWS))):
         logs = {n: state.log(n) for n in names if state.log(n).is_file()}
         if len(logs) > 1:  # a figure compares
             png = results.with_name(f"{results.stem}_{suffix}.png")
