@@ -123,7 +123,7 @@ class Phases:
             if self.twin(student):
                 return 0.0
             cfg = self.student_config(student)
-            return cost.student(cfg, dev, labeled, lm_done=self.lm_finished(cfg))
+            return cost.student(cfg, dev, labeled, lm_done=finished(self.lm_phase(cfg)))
         return UNTRAINED_PHASE_S
 
     # ---- the phases ------------------------------------------------------------------------------------------
@@ -204,9 +204,9 @@ class Phases:
         cfg = self.student_config(name)
         folder = self.state.folder / "work" / name
         scores = None if is_fine_tune(cfg.procedure) else self.state.folder / "scores" / "teacher.scores"
-        shared = self.state.lm_distilled(lm_phase_key(cfg)) if uses_lm_distill(cfg.procedure) else None
-        lm_shared = self.lm_finished(cfg)
-        if lm_shared and not (folder / LM_DIR / "config.json").is_file():  # done: the student resumes past it
+        shared = self.lm_phase(cfg)
+        lm_shared = finished(shared)
+        if lm_shared and not finished(folder / LM_DIR):  # done: the student resumes past it
             print(f"  the LM-distillation phase {shared.name} is shared: already trained", flush=True)
             shutil.rmtree(folder / LM_DIR, ignore_errors=True)
             keep_finished(shared, folder / LM_DIR)
@@ -237,9 +237,9 @@ class Phases:
                 return other
         return None
 
-    def lm_finished(self, cfg: DistillConfig) -> bool:
-        """Whether another student already trained ``cfg``'s LM-distillation phase (kept in ``lm-distilled/``)."""
-        return uses_lm_distill(cfg.procedure) and (self.state.lm_distilled(lm_phase_key(cfg)) / "config.json").is_file()
+    def lm_phase(self, cfg: DistillConfig) -> Path | None:
+        """Where ``cfg``'s LM-distillation phase is kept for every student that shares it (None: it has none)."""
+        return self.state.lm_distilled(lm_phase_key(cfg)) if uses_lm_distill(cfg.procedure) else None
 
     def evaluate_folder(self, folder: Path) -> dict:
         """Held-out measures of a saved ranker and its rerank pairs/s (a small rerank: per-call overheads in)."""
@@ -249,6 +249,11 @@ class Phases:
                         inputs.docstore)
         run, timing = reranker.rerank(inputs.held_run, inputs.held_q, inputs.docstore)
         return {**evaluate(run, inputs.held_qrels, MEASURES), "pairs/s": timing.pairs_per_s}
+
+
+def finished(phase: Path | None) -> bool:
+    """Whether a training phase kept at ``phase`` finished (another student already trained it)."""
+    return phase is not None and (phase / "config.json").is_file()
 
 
 def logged_seconds(log: Path) -> float:
