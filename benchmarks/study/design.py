@@ -68,6 +68,9 @@ LEVERS: dict[str, dict] = {
     "2L-default-lr-6e-4": {**DEFAULT_2L, "lr": 6e-4},
     # The head, against the 2-layer default at that rate (a student that learns).
     "2L-default-lr-6e-4-mean-head": {**DEFAULT_2L, "lr": 6e-4, "head": "mean"},
+    # TinyBERT's two stages on the paper's procedure: after the LM distillation (from the pretrained MiniLM), every
+    # student layer and attention map matched to the trained teacher's beside the score loss, at that rate.
+    "3L-default-lr-6e-4-hidden-states": {**DEFAULT_3L, "lr": 6e-4, "hidden_weight": 1.0},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -82,7 +85,8 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                         "2L-lm-distill-random-negatives-2-epochs", "3L-lm-distill+ranker-distill",
                         "3L-lm-distill-random-negatives", "3L-lm-distill-random-negatives-2-epochs"),
     "default-3L": ("3L-lm-distill-random-negatives", "3L-default-margin-mse", "3L-default-lm-8-a-query",
-                   "3L-default-lr-3e-4", "3L-default-lr-6e-4", "3L-default-mean-head"),
+                   "3L-default-lr-3e-4", "3L-default-lr-6e-4", "3L-default-mean-head",
+                   "3L-default-lr-6e-4-hidden-states"),
     "default-2L": ("2L-lm-distill-random-negatives", "2L-lm-distill-random-negatives-2-epochs",
                    "2L-default-lr-3e-4", "2L-default-lr-6e-4", "2L-default-lr-6e-4-mean-head"),
 }
