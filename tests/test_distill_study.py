@@ -129,15 +129,16 @@ def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_pat
     phases = Phases(State(tmp_path / "state", sample=True), inputs=None, minilm=tmp_path / "minilm", device=None)
     base = phases.student_config("3L-lm-distill-random-negatives")
     cfg = {n: phases.student_config(f"3L-default-{n}")
-           for n in ("margin-mse", "lm-8-a-query", "lr-3e-4", "mean-head", "lr-6e-4-hidden-states")}
+           for n in ("margin-mse", "lm-8-a-query", "lr-3e-4", "lr-6e-4-mean-head", "lr-6e-4-hidden-states")}
     assert (base.layers, base.procedure, base.objective, base.head) == (3, "lm-distill+ranker-distill", "kl", "cls")
     assert base.random_negatives == phases.scale.random_negatives
-    assert (cfg["margin-mse"].objective, cfg["lr-3e-4"].rank.lr, cfg["mean-head"].head) == ("margin-mse", 3e-4, "mean")
+    assert (cfg["margin-mse"].objective, cfg["lr-3e-4"].rank.lr) == ("margin-mse", 3e-4)
+    assert (cfg["lr-6e-4-mean-head"].head, cfg["lr-6e-4-mean-head"].rank.lr) == ("mean", 6e-4)
     assert cfg["lm-8-a-query"].lm_pairs_per_query == 8 != base.lm_pairs_per_query
     assert (base.hidden_weight, cfg["lr-6e-4-hidden-states"].hidden_weight) == (0.0, 1.0)
     keys = {n: lm_phase_key(c) for n, c in cfg.items()}
     assert keys["margin-mse"] == keys["lr-3e-4"] == keys["lr-6e-4-hidden-states"] == lm_phase_key(base)
-    assert lm_phase_key(base) != keys["lm-8-a-query"] != keys["mean-head"]
+    assert lm_phase_key(base) != keys["lm-8-a-query"] != keys["lr-6e-4-mean-head"]
 
 
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):

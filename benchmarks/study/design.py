@@ -57,17 +57,17 @@ LEVERS: dict[str, dict] = {
     "2L-lm-distill-random-negatives-2-epochs": {**DEFAULT_2L, "epochs": 2},
     # One lever at a time against distill's default at 3 layers (3L-lm-distill-random-negatives), a student that
     # learns: Margin-MSE instead of listwise KL, twice the LM distillation (8 candidates a query), three times the
-    # learning rate, and the mean head.
+    # learning rate.
     "3L-default-margin-mse": {**DEFAULT_3L, "objective": "margin-mse"},
     "3L-default-lm-8-a-query": {**DEFAULT_3L, "lm_pairs_per_query": 8},
     "3L-default-lr-3e-4": {**DEFAULT_3L, "lr": 3e-4},
-    "3L-default-mean-head": {**DEFAULT_3L, "head": "mean"},
     # A higher learning rate at both sizes.
     "2L-default-lr-3e-4": {**DEFAULT_2L, "lr": 3e-4},
     "3L-default-lr-6e-4": {**DEFAULT_3L, "lr": 6e-4},
     "2L-default-lr-6e-4": {**DEFAULT_2L, "lr": 6e-4},
-    # The head, against the 2-layer default at that rate (a student that learns).
+    # The head, against the default at that rate (a student that learns).
     "2L-default-lr-6e-4-mean-head": {**DEFAULT_2L, "lr": 6e-4, "head": "mean"},
+    "3L-default-lr-6e-4-mean-head": {**DEFAULT_3L, "lr": 6e-4, "head": "mean"},
     # TinyBERT's two stages on the paper's procedure: after the LM distillation (from the pretrained MiniLM), every
     # student layer and attention map matched to the trained teacher's beside the score loss, at that rate.
     "3L-default-lr-6e-4-hidden-states": {**DEFAULT_3L, "lr": 6e-4, "hidden_weight": 1.0},
@@ -85,7 +85,7 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                         "2L-lm-distill-random-negatives-2-epochs", "3L-lm-distill+ranker-distill",
                         "3L-lm-distill-random-negatives", "3L-lm-distill-random-negatives-2-epochs"),
     "default-3L": ("3L-lm-distill-random-negatives", "3L-default-margin-mse", "3L-default-lm-8-a-query",
-                   "3L-default-lr-3e-4", "3L-default-lr-6e-4", "3L-default-mean-head",
+                   "3L-default-lr-3e-4", "3L-default-lr-6e-4", "3L-default-lr-6e-4-mean-head",
                    "3L-default-lr-6e-4-hidden-states"),
     "default-2L": ("2L-lm-distill-random-negatives", "2L-lm-distill-random-negatives-2-epochs",
                    "2L-default-lr-3e-4", "2L-default-lr-6e-4", "2L-default-lr-6e-4-mean-head"),
