@@ -144,7 +144,7 @@ def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_pat
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
     """The table's students train at distill's learning rate with its random passages, whatever the state's rate;
     the paper's procedure there is the 3-layer default at that rate, so once that lever's student is trained its
-    row, log and folder serve both; the first settings' students keep the state's rate and no random passages."""
+    row and log serve both; the first settings' students keep the state's rate and no random passages."""
     from study.phases import Phases
     from study.state import State
 

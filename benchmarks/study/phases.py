@@ -193,7 +193,7 @@ class Phases:
     def student(self, name: str) -> None:
         """One student: trained in ``work/NAME``, then its row and log saved and its folder moved to
         ``students/NAME`` (its checkpoint gone: a few tens of MB). A student whose configuration another one
-        already trained shares that one's row, log and folder instead."""
+        already trained gets that one's row (naming it: ``same as``) and log instead; its model is that one's."""
         twin = self.twin(name)
         if twin:
             print(f"  the same configuration as {twin}: its row is shared", flush=True)
