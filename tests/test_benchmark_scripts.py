@@ -78,3 +78,24 @@ def test_check_cost_tiny(tmp_path, tiny_bert, tiny_data):
     table = out.with_suffix(".md").read_text()
     assert "| token cache open after a touch (one open) |" in table and "`journal_crc`" in table
     assert record["meta"]["machine"]["cpu"] in table
+
+
+def test_demo_student_rehearsal(tmp_path, minilm_path, private_cache):
+    """The demo's student under each recipe, one step per phase: every recipe trains what it names from the
+    demo's teacher, and one comparison ranks them all beside the demo's own student."""
+    config = tmp_path / "demo-small.toml"  # the demo preset, fewer candidates to rerank
+    config.write_text('name = "demo-small"\npreset = "demo"\n[rerank]\ndepth = 10\nwarmup_queries = 1\n')
+    out, work = tmp_path / "demo_student.md", tmp_path / "work"
+    done = run_benchmark("demo_student.py", "--rehearsal", "--config", str(config), "--models",
+                         str(tmp_path / "models"), "--work", str(work), "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = out.read_text()
+    for name in ("student-2L", "student-2L-hidden-states", "student-2L-lm-distill+ranker-distill",
+                 "student-2L-lm-distill+ranker-distill+hidden-states"):
+        assert f"| {name} " in table
+    info = json.loads((work / "lm-distill+ranker-distill+hidden-states" / "distilrank_train.json").read_text())
+    assert (info["config"]["procedure"], info["config"]["init_from"], info["config"]["hidden_weight"]) == (
+        "lm-distill+ranker-distill", "base", 1.0)
+    assert set(info["summaries"]) == {"lm-distill", "ranker-distill"}
+    own = json.loads((tmp_path / "models" / "demo-student-2L-ranker-distill" / "distilrank_train.json").read_text())
+    assert (own["config"]["procedure"], own["config"]["hidden_weight"]) == ("ranker-distill", 0.0)

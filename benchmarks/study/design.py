@@ -71,6 +71,7 @@ LEVERS: dict[str, dict] = {
     # TinyBERT's two stages on the paper's procedure: after the LM distillation (from the pretrained MiniLM), every
     # student layer and attention map matched to the trained teacher's beside the score loss, at that rate.
     "3L-default-lr-6e-4-hidden-states": {**DEFAULT_3L, "lr": 6e-4, "hidden_weight": 1.0},
+    "2L-default-lr-6e-4-hidden-states": {**DEFAULT_2L, "lr": 6e-4, "hidden_weight": 1.0},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -88,7 +89,8 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                    "3L-default-lr-3e-4", "3L-default-lr-6e-4", "3L-default-lr-6e-4-mean-head",
                    "3L-default-lr-6e-4-hidden-states"),
     "default-2L": ("2L-lm-distill-random-negatives", "2L-lm-distill-random-negatives-2-epochs",
-                   "2L-default-lr-3e-4", "2L-default-lr-6e-4", "2L-default-lr-6e-4-mean-head"),
+                   "2L-default-lr-3e-4", "2L-default-lr-6e-4", "2L-default-lr-6e-4-mean-head",
+                   "2L-default-lr-6e-4-hidden-states"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)

@@ -127,17 +127,26 @@ def train_teacher(config: Config, topics: Path, run: Path, device: str, s: DemoS
           negatives_depth=TRAIN_HITS, device=device, bootstrap=bootstrap, max_length=s.max_length)
 
 
-def distill_student(config: Config, topics: Path, run: Path, device: str, s: DemoSettings) -> None:
-    """A 2-layer student (2 of the teacher's layers) distilled from the teacher's scores on all training queries."""
-    inputs = Inputs.load(topics, run, config.data.collection, TRAIN_QRELS)
-    cfg = DistillConfig(
+def student_config(s: DemoSettings) -> DistillConfig:
+    """The demo's student recipe: 2 of the teacher's layers distilled from its scores."""
+    return DistillConfig(
         procedure="ranker-distill", layers=STUDENT_LAYERS, init_from=s.student_init, base=pretrained_minilm(),
         score_depth=s.score_depth, group_size=s.student_group, random_negatives=s.student_random_negatives,
         max_length=s.max_length,
         rank=s.phase(s.student_epochs, s.student_batch, s.student_lr),
     )
+
+
+def student_inputs(config: Config, topics: Path, run: Path) -> Inputs:
+    """What the student distils over: all training queries (labeled and unlabeled) and their candidates."""
+    return Inputs.load(topics, run, config.data.collection, TRAIN_QRELS)
+
+
+def distill_student(config: Config, topics: Path, run: Path, device: str, s: DemoSettings) -> None:
+    """A 2-layer student (2 of the teacher's layers) distilled from the teacher's scores on all training queries."""
     log.info("student: distilling %d layers into %s", STUDENT_LAYERS, config.students[0].model)
-    distill(config.teacher.model, inputs, config.students[0].model, cfg, device=device)
+    distill(config.teacher.model, student_inputs(config, topics, run), config.students[0].model, student_config(s),
+            device=device)
 
 
 def run_demo(output: str | Path | None = None, models: str | Path | None = None, device: str = "cpu",

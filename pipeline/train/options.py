@@ -98,7 +98,7 @@ class TrainConfig:
 #: ranking phase and LM distillation (pairs per step, not groups). The student's peak lr, 6e-4, won the CPU study
 #: (one epoch of the default recipe, held-out nDCG@10): 0.459 at 3 layers against 0.436 at 3e-4 and 0.386 at 1e-4;
 #: 0.346 at 2 layers against 0.361 and 0.242 (benchmarks/results/distill_study_cpu_students.md). Measured for
-#: ranker distillation; the fine-tune procedures use it too.
+#: ranker distillation; fine-tune at 6e-4 ties its 1e-4 near the floor (0.235 against 0.227 at 3 layers).
 BOOTSTRAP_TRAINING = TrainConfig(epochs=2, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4), warmup=0.05)
 RANK_TRAINING = TrainConfig(lr=6e-4)
 LM_TRAINING = TrainConfig(batch_size=64, lr=3e-4)
@@ -123,8 +123,9 @@ class BootstrapConfig:
 class DistillConfig:
     """Options of ``distill`` beyond the inputs (each field's help is its ``distilrank distill`` flag's)."""
 
-    # The default: the paper's procedure, the best of the four at 3 layers on the CPU study (held-out nDCG@10
-    # 0.334 against ranker-distill's 0.187; benchmarks/results/distill_study_cpu_students.md).
+    # The default: the paper's procedure, the best of the four at both sizes on the CPU study at these defaults
+    # (held-out nDCG@10 at 3 layers 0.459 against ranker-distill's 0.399 and fine-tune's 0.235; at 2 layers 0.346
+    # against 0.147 and 0.187; benchmarks/results/distill_study_cpu_students.md).
     procedure: str = field(default="lm-distill+ranker-distill", metadata={
         "help": "fine-tune (labels alone), ranker-distill (the teacher's scores), or either after LM distillation "
         "(lm-distill+fine-tune, lm-distill+ranker-distill: the pretrained encoder's hidden states and attention "
