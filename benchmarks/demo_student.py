@@ -18,6 +18,7 @@ Trained students are kept in ``--work`` and reused when run again.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from common import CARRY, machine
 
+from pipeline.eval.significance import compare as paired
 from pipeline.experiment.compare import compare
 from pipeline.experiment.config import ModelSpec
 from pipeline.experiment.demo import (
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out, work = args.out.resolve(), args.work.resolve()
     settings = REHEARSAL if args.rehearsal else DemoSettings()
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     demo = run_demo(output=work / "demo", models=args.models, device=args.device, progress=False,
                     settings=settings, config=args.config)  # the teacher and the demo's own student
     config = demo.config
@@ -82,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     own_seconds = sum(s["seconds"] for s in read_info(config.students[0].model)["summaries"].values())
     comparison = compare(replace(config, students=tuple(students), output=work / "compare"), progress=False)
     report = (work / "compare" / "report.md").read_text()
+    measure, own = comparison.plot_measure, comparison.pipeline(config.students[0].name)
+    tests = {spec.name: paired(comparison.pipeline(spec.name).per_query[measure], own.per_query[measure])
+             for spec in students[1:]}
     lines = [
         "# The demo's student under the study's recipes (embedded sample, CPU)",
         "",
         f"Machine: {machine()['cpu']}; torch threads {environment()['torch_threads']}; load average at the start "
-        f"{os.getloadavg()[0]:.1f}; {time.perf_counter() - start:.0f} s in all.",
+        f"{load:.1f}; {time.perf_counter() - start:.0f} s in all.",
         "",
         "Every student: 2 layers, the demo's training scale (`DemoSettings`: "
         f"{settings.student_epochs} epochs, lr {settings.student_lr}, groups of {settings.student_group}, "
@@ -97,7 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---:|",
         f"| student-2L | the demo's own: {student_config(settings).procedure}, init from the teacher's layers | "
         f"{own_seconds:.0f} |",
-        *(f"| student-2L-{name} | {RECIPES[name]} | {s:.0f} |" for name, s in seconds.items()),
+        *(f"| student-2L-{name} | `{json.dumps(RECIPES[name])}` | {s:.0f} |" for name, s in seconds.items()),
+        "",
+        f"Each recipe against the demo's own student ({measure}, paired over the {comparison.num_queries} "
+        "evaluation queries):",
+        "",
+        f"| student | {measure} | the demo's own | difference | p (t-test) | p (randomisation) |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {name} | {t.mean_a:.4f} | {t.mean_b:.4f} | {t.delta:+.4f} | {t.p_ttest:.3f} | {t.p_randomisation:.3f} |"
+          for name, t in tests.items()),
         "",
         "The comparison (`compare`, one run):",
         "",

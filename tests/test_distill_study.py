@@ -120,24 +120,29 @@ def test_every_lever_has_a_figure_of_students_that_exist(study):
 
 
 def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_path):
-    """Against distill's 3-layer default, Margin-MSE, the learning rate, the head and matching the teacher's hidden
-    states change only their setting; twice the LM pairs a query makes an LM phase of its own, as the head does (the
-    model that phase saves holds its head); the others share the default's."""
+    """Against distill's 3-layer default, Margin-MSE, the learning rate, the head, matching the teacher's hidden
+    states and a second epoch change only their setting; twice the LM pairs a query makes an LM phase of its own,
+    as the head does (the model that phase saves holds its head); the others share the default's."""
     from study.phases import Phases, lm_phase_key
     from study.state import State
 
     phases = Phases(State(tmp_path / "state", sample=True), inputs=None, minilm=tmp_path / "minilm", device=None)
     base = phases.student_config("3L-lm-distill-random-negatives")
     cfg = {n: phases.student_config(f"3L-default-{n}")
-           for n in ("margin-mse", "lm-8-a-query", "lr-3e-4", "lr-6e-4-mean-head", "lr-6e-4-hidden-states")}
+           for n in ("margin-mse", "lm-8-a-query", "lr-3e-4", "lr-6e-4-mean-head", "lr-6e-4-hidden-states",
+                     "lr-6e-4-2-epochs")}
     assert (base.layers, base.procedure, base.objective, base.head) == (3, "lm-distill+ranker-distill", "kl", "cls")
     assert base.random_negatives == phases.scale.random_negatives
     assert (cfg["margin-mse"].objective, cfg["lr-3e-4"].rank.lr) == ("margin-mse", 3e-4)
     assert (cfg["lr-6e-4-mean-head"].head, cfg["lr-6e-4-mean-head"].rank.lr) == ("mean", 6e-4)
     assert cfg["lm-8-a-query"].lm_pairs_per_query == 8 != base.lm_pairs_per_query
     assert (base.hidden_weight, cfg["lr-6e-4-hidden-states"].hidden_weight) == (0.0, 1.0)
+    assert (cfg["lr-6e-4-2-epochs"].rank.epochs, cfg["lr-6e-4-2-epochs"].rank.lr) == (2 * base.rank.epochs, 6e-4)
+    two_epochs = phases.student_config("2L-default-lr-6e-4-2-epochs")
+    assert (two_epochs.layers, two_epochs.rank.epochs) == (2, 2 * base.rank.epochs)
     keys = {n: lm_phase_key(c) for n, c in cfg.items()}
-    assert keys["margin-mse"] == keys["lr-3e-4"] == keys["lr-6e-4-hidden-states"] == lm_phase_key(base)
+    assert (keys["margin-mse"] == keys["lr-3e-4"] == keys["lr-6e-4-hidden-states"] == keys["lr-6e-4-2-epochs"]
+            == lm_phase_key(base))
     assert lm_phase_key(base) != keys["lm-8-a-query"] != keys["lr-6e-4-mean-head"]
 
 
