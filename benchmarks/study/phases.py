@@ -166,18 +166,14 @@ class Phases:
     def teacher(self) -> None:
         """MiniLM as a cross-encoder: the bi-encoder bootstrap over the dev queries, then LCE on the labeled half."""
         folder = self.state.folder / "teacher"
-        start = time.perf_counter()
-        try:
-            train_teacher(self.minilm, self.inputs.teacher_inputs(), folder, self.lce_config(),
-                          device=str(self.device), bootstrap=self.bootstrap_config(self.scale.bootstrap_epochs),
-                          max_length=self.scale.max_length, resume=holds_files(folder),
-                          heldout=self.inputs.heldout())
-        finally:  # a call stopped by its time limit counts too
-            seconds = self.state.add_seconds("teacher", time.perf_counter() - start)
+        train_teacher(self.minilm, self.inputs.teacher_inputs(), folder, self.lce_config(),
+                      device=str(self.device), bootstrap=self.bootstrap_config(self.scale.bootstrap_epochs),
+                      max_length=self.scale.max_length, resume=holds_files(folder), heldout=self.inputs.heldout())
         shutil.copy(folder / "bootstrap" / "model" / LOG_FILE, self.state.log("teacher-bootstrap"))
         shutil.copy(folder / LOG_FILE, self.state.log("teacher-lce"))
         self.state.save_row("teacher", {"system": "teacher: MiniLM cross-encoder (bootstrap + LCE)",
-                                        "layers": TEACHER_LAYERS, **self.evaluate_folder(folder), "train s": seconds})
+                                        "layers": TEACHER_LAYERS, **self.evaluate_folder(folder),
+                                        "train s": trained_seconds(folder)})
 
     def scores(self) -> None:
         """The teacher scores the distillation lists once, for every student."""
@@ -210,20 +206,14 @@ class Phases:
             print(f"  the LM-distillation phase {shared.name} is shared: already trained", flush=True)
             shutil.rmtree(folder / LM_DIR, ignore_errors=True)
             keep_finished(shared, folder / LM_DIR)
-        start = time.perf_counter()
-        try:
-            distill(self.state.folder / "teacher", self.inputs.distill_inputs, folder, cfg, scores=scores,
-                    device=str(self.device), resume=holds_files(folder), heldout=self.inputs.heldout())
-        finally:  # a call stopped by its time limit counts too
-            seconds = self.state.add_seconds(name, time.perf_counter() - start)
-        if lm_shared:  # the student's cost includes the phase it shares, as trained once
-            seconds += logged_seconds(shared / LOG_FILE)
+        distill(self.state.folder / "teacher", self.inputs.distill_inputs, folder, cfg, scores=scores,
+                device=str(self.device), resume=holds_files(folder), heldout=self.inputs.heldout())
         if shared is not None and not lm_shared:
             keep_finished(folder / LM_DIR, shared)
         shutil.copy(folder / LOG_FILE, self.state.log(name))
         self.state.save_row(f"student-{name}", {"system": f"student {name}", "layers": cfg.layers,
                                                 "lever": STUDENTS[name], **self.evaluate_folder(folder),
-                                                "train s": seconds, "lm-distill shared": lm_shared})
+                                                "train s": trained_seconds(folder), "lm-distill shared": lm_shared})
         kept = self.state.student(name)
         shutil.rmtree(kept, ignore_errors=True)  # a student trained again replaces the one kept
         folder.rename(kept)
@@ -267,6 +257,12 @@ def logged_seconds(log: Path) -> float:
         elif kind in (None, "end"):
             last = event.get("seconds", last)
     return total + last
+
+
+def trained_seconds(folder: Path) -> float:
+    """The seconds of training of every phase kept in ``folder`` (an LM phase shared with another student, as it
+    was trained once), over all their processes: a process killed before its end counts up to its last step."""
+    return sum(logged_seconds(log) for log in sorted(folder.rglob(LOG_FILE)))
 
 
 def keep_finished(phase: Path, kept: Path) -> None:

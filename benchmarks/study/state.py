@@ -1,6 +1,6 @@
 """The study's folder (``--state``), and what of it travels between GPU calls (``--pack`` / ``--unpack``).
 
-Layout: ``scale.json`` (the ``Scale``), ``rows/NAME.json`` (one a finished row or phase, and ``seconds.json``),
+Layout: ``scale.json`` (the ``Scale``), ``rows/NAME.json`` (one a finished row or phase),
 ``logs/NAME.jsonl`` (the training logs), ``teacher/``, ``scores/teacher.scores``, ``work/NAME`` (a student in
 progress, moved to ``students/NAME`` once its row is written), ``lm-distilled/KEY`` (an LM-distillation phase that
 students agreeing on its settings share) and ``inputs/`` (derived from the input files on every call).
@@ -60,14 +60,6 @@ class State:
         path = self.folder / "rows" / f"{name}.json"
         path.with_suffix(".tmp").write_text(json.dumps(row, indent=2))
         path.with_suffix(".tmp").rename(path)
-
-    def add_seconds(self, name: str, seconds: float) -> float:
-        """Wall seconds spent on ``name`` over every call so far (a phase cut by a time limit resumes)."""
-        path = self.folder / "rows" / "seconds.json"
-        spent = json.loads(path.read_text()) if path.is_file() else {}
-        spent[name] = spent.get(name, 0.0) + seconds
-        path.write_text(json.dumps(spent, indent=2))
-        return spent[name]
 
     def student(self, name: str) -> Path:
         """Where the finished student ``name`` is kept."""
