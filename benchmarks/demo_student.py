@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds[name] = sum(s["seconds"] for s in read_info(folder)["summaries"].values())
         students.append(ModelSpec(model=str(folder), name=f"student-2L-{name}",
                                   description=f"the demo's student, {name}"))
+    own_recipe = student_config(settings)
     own_seconds = sum(s["seconds"] for s in read_info(config.students[0].model)["summaries"].values())
     comparison = compare(replace(config, students=tuple(students), output=work / "compare"), progress=False)
     report = (work / "compare" / "report.md").read_text()
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| student | recipe | training s |",
         "|---|---|---:|",
-        f"| student-2L | the demo's own: {student_config(settings).procedure}, init from the teacher's layers | "
+        f"| student-2L | the demo's own: `--procedure {own_recipe.procedure} --init-from {own_recipe.init_from}` | "
         f"{own_seconds:.0f} |",
         *(f"| student-2L-{name} | `{json.dumps(RECIPES[name])}` | {s:.0f} |" for name, s in seconds.items()),
         "",
