@@ -15,7 +15,8 @@ Phases (``--phases``, in this order; each one's result is kept in ``--state`` an
   top-100, and ``--random-negatives`` random passages a query), for every student;
 - ``students``: one run per entry of ``--students`` (``levers``: one lever at a time, against ``2L`` (distill's
   default when the study began) or against distill's default recipe; ``procedures``: the four procedures x {2, 3}
-  layers at distill's defaults; ``first-procedures``: the same at the study's first settings; or names), each
+  layers at distill's defaults; ``one-epoch-procedures``: the same for one epoch; ``first-procedures``: the same
+  at the study's first settings; or names), each
   with a held-out learning curve, its rerank pairs/s and a row (a student whose configuration another one
   already trained shares that one's row);
 - ``table``: the Markdown table, the targets and the learning-curve PNGs into ``--results``.
@@ -62,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, from {', '.join(PHASES)}")
     p.add_argument("--students", default="levers,procedures",
-                   help="levers, procedures, first-procedures, all, or comma-separated names: "
+                   help="levers, procedures, one-epoch-procedures, first-procedures, all, or comma-separated names: "
                         + ", ".join(STUDENTS))
     p.add_argument("--budget", type=float, default=None, help="seconds this call may take (stops between phases)")
     p.add_argument("--torch-threads", type=int, default=None)

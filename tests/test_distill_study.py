@@ -147,9 +147,11 @@ def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_pat
 
 
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
-    """The table's students train at distill's learning rate with its random passages, whatever the state's rate;
-    the paper's procedure there is the 3-layer default at that rate, so once that lever's student is trained its
-    row and log serve both; the first settings' students keep the state's rate and no random passages."""
+    """The table's students train at distill's learning rate with its random passages and (the procedures that
+    distil the teacher) its epochs, whatever the state's; the paper's procedure there is the 3-layer default at
+    that rate for two epochs, so once that lever's student is trained its row and log serve both; the one-epoch
+    table's students train one epoch; the first settings' students keep the state's rate and no random
+    passages."""
     from study.phases import Phases
     from study.state import State
 
@@ -157,10 +159,17 @@ def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_stud
 
     state = State(tmp_path / "state", {"student_lr": 1e-4})
     phases = Phases(state, inputs=None, minilm=tmp_path / "minilm", device=None)
-    table, first = (phases.student_config(n) for n in ("2L-ranker-distill-defaults", "2L-ranker-distill"))
-    assert (table.rank.lr, table.random_negatives) == (RANK_TRAINING.lr, state.scale.random_negatives)
+    table, one_epoch, first = (phases.student_config(n) for n in (
+        "2L-ranker-distill-defaults", "2L-ranker-distill-1-epoch", "2L-ranker-distill"))
+    assert (table.rank.lr, table.random_negatives, table.rank.epochs) == (
+        RANK_TRAINING.lr, state.scale.random_negatives, RANK_TRAINING.epochs)
+    assert (one_epoch.rank.lr, one_epoch.random_negatives, one_epoch.rank.epochs) == (
+        RANK_TRAINING.lr, state.scale.random_negatives, state.scale.student_epochs)
     assert (first.rank.lr, first.random_negatives) == (1e-4, 0)
-    name, lever = "3L-lm-distill+ranker-distill-defaults", "3L-default-lr-6e-4"
+    fine_tune = [phases.student_config(f"2L-fine-tune-{t}").rank.epochs for t in ("defaults", "1-epoch")]
+    assert fine_tune == [state.scale.finetune_epochs] * 2  # fine-tuning keeps the study's own epochs
+    assert phases.twin("2L-lm-distill+ranker-distill-1-epoch") is None
+    name, lever = "3L-lm-distill+ranker-distill-defaults", "3L-default-lr-6e-4-2-epochs"
     assert phases.student_config(lever).rank.lr == RANK_TRAINING.lr and phases.twin(name) is None
     state.save_row(f"student-{lever}", {"system": f"student {lever}", "layers": 3, "nDCG@10": 0.45})
     state.log(lever).parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +179,22 @@ def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_stud
     row = state.row(f"student-{name}")
     assert (row["system"], row["same as"], row["nDCG@10"]) == (f"student {name}", lever, 0.45)
     assert state.log(name).read_text() == state.log(lever).read_text()
+
+
+def test_a_row_saved_under_another_definition_is_no_longer_current(study, tmp_path):
+    """A student's row whose lever is not the design's any more (a default changed since it trained) is left out
+    of the rows, so the student trains again when asked for; the same row under its current name counts."""
+    from study.design import STUDENTS
+    from study.state import State
+
+    state = State(tmp_path / "state")
+    name, renamed = "2L-ranker-distill-defaults", "2L-ranker-distill-1-epoch"
+    one_epoch = {k: v for k, v in STUDENTS[name].items() if k != "epochs"}
+    assert STUDENTS[name]["epochs"] == 2 and STUDENTS[renamed] == one_epoch
+    for student in (name, renamed):
+        state.save_row(f"student-{student}", {"system": student, "layers": 2, "nDCG@10": 0.3, "lever": one_epoch})
+    assert state.row(f"student-{name}") is None and f"student-{name}" not in state.rows()
+    assert state.row(f"student-{renamed}")["nDCG@10"] == state.rows()[f"student-{renamed}"]["nDCG@10"] == 0.3
 
 
 def test_students_share_an_lm_distillation_phase_they_agree_on(study, layout, capsys):

@@ -12,7 +12,7 @@ MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
 #: The phases, in the order they run (``--phases``).
 PHASES = ("speed", "references", "teacher", "scores", "students", "table")
 #: distill's default recipe: the paper's procedure with 4 random passages in each group of 16 (at the study's lr,
-#: 1e-4; distill's default lr became 6e-4 after the levers below).
+#: 1e-4, for one epoch; distill's defaults became lr 6e-4, then two epochs, after the levers below).
 DEFAULT_2L = {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4}
 DEFAULT_3L = {**DEFAULT_2L, "layers": 3}
 #: One lever at a time against "2L" (``distilrank distill --layers 2 --procedure ranker-distill --random-negatives 0``
@@ -96,19 +96,31 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
+def procedure_rows(suffix: str, **settings) -> dict[str, dict]:
+    """The four procedures x the students' sizes, named ``NL-PROCEDURE-SUFFIX`` (or ``NL-PROCEDURE``), at
+    ``settings``; ``epochs`` only for the procedures that distil the teacher (fine-tuning has its own)."""
+    return {f"{n}L-{p}{suffix}": {"layers": n, "procedure": p,
+                                  **{k: v for k, v in settings.items() if k != "epochs" or not is_fine_tune(p)}}
+            for n in STUDENT_LAYERS for p in PROCEDURES}
+
+
 #: The study's table: the four procedures x the students' sizes at distill's defaults, the best settings the levers
-#: found (its learning rate and random passages). The paper's procedure at these settings is a lever's student
-#: (``3L-default-lr-6e-4``): a student whose configuration another one trained shares its row.
-PROCEDURE_ROWS: dict[str, dict] = {f"{n}L-{p}-defaults": {"layers": n, "procedure": p, "lr": RANK_TRAINING.lr,
-                                                          "random_negatives": RANDOM_NEGATIVES}
-                                   for n in STUDENT_LAYERS for p in PROCEDURES}
+#: found (its learning rate, random passages and epochs). The paper's procedure at these settings is a lever's
+#: student (``3L-default-lr-6e-4-2-epochs``): a student whose configuration another one trained shares its row.
+PROCEDURE_ROWS = procedure_rows("-defaults", lr=RANK_TRAINING.lr, random_negatives=RANDOM_NEGATIVES,
+                                epochs=RANK_TRAINING.epochs)
+#: The same table at one epoch (distill's defaults before a second epoch won).
+ONE_EPOCH_PROCEDURE_ROWS = procedure_rows("-1-epoch", lr=RANK_TRAINING.lr, random_negatives=RANDOM_NEGATIVES)
 #: The same table at the settings the study began with (its lr 1e-4, no random passages).
-FIRST_PROCEDURE_ROWS: dict[str, dict] = {f"{n}L-{p}": {"layers": n, "procedure": p}
-                                         for n in STUDENT_LAYERS for p in PROCEDURES}
-#: The procedure tables of the report, by title (the target on the procedures' order judges PROCEDURE_ROWS).
-PROCEDURE_TABLES: dict[str, dict[str, dict]] = {"at distill's defaults": PROCEDURE_ROWS,
-                                                "at the study's first settings": FIRST_PROCEDURE_ROWS}
-STUDENTS = {**LEVERS, **PROCEDURE_ROWS, **FIRST_PROCEDURE_ROWS}
+FIRST_PROCEDURE_ROWS = procedure_rows("")
+#: The procedure tables of the report: ``--students`` group (and curve figure) -> title, students (the target on
+#: the procedures' order judges PROCEDURE_ROWS).
+PROCEDURE_TABLES: dict[str, tuple[str, dict[str, dict]]] = {
+    "procedures": ("at distill's defaults", PROCEDURE_ROWS),
+    "one-epoch-procedures": ("at distill's defaults, one epoch", ONE_EPOCH_PROCEDURE_ROWS),
+    "first-procedures": ("at the study's first settings", FIRST_PROCEDURE_ROWS),
+}
+STUDENTS = {**LEVERS, **PROCEDURE_ROWS, **ONE_EPOCH_PROCEDURE_ROWS, **FIRST_PROCEDURE_ROWS}
 #: The default layers and procedure of a student whose lever does not say.
 DEFAULT_LAYERS = 2
 DEFAULT_PROCEDURE = "ranker-distill"
@@ -177,10 +189,10 @@ def group_pairs(name: str, scale: Scale) -> int:
 
 
 def student_names(spec: str) -> list[str]:
-    """The students ``--students`` names: ``levers``, ``procedures``, ``first-procedures``, ``all`` or names,
-    comma-separated."""
-    groups = {"levers": list(LEVERS), "procedures": list(PROCEDURE_ROWS),
-              "first-procedures": list(FIRST_PROCEDURE_ROWS), "all": list(STUDENTS)}
+    """The students ``--students`` names: ``levers``, a procedure table's group (``procedures``,
+    ``one-epoch-procedures``, ``first-procedures``), ``all`` or names, comma-separated."""
+    groups = {"levers": list(LEVERS), **{group: list(rows) for group, (_, rows) in PROCEDURE_TABLES.items()},
+              "all": list(STUDENTS)}
     names: list[str] = []
     for part in spec.split(","):
         chosen = groups.get(part, [part])

@@ -11,7 +11,6 @@ from tabulate import tabulate
 from pipeline.train.curves import eval_points, plot_curves
 
 from .design import (
-    FIRST_PROCEDURE_ROWS,
     LEVER_FAMILIES,
     LEVERS,
     LONG_LENGTH,
@@ -110,7 +109,6 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     ``device`` describes this call's device (the speed phase's is used when it ran); ``held``, ``labeled``,
     ``dev``: the number of held-out, labeled training and dev queries."""
     rows = state.rows()
-    seconds = rows.pop("seconds", {})
     speed, scores = rows.pop("speed", None), rows.pop("scores", None)
     s = state.scale
 
@@ -135,7 +133,7 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     levers = [[n, json.dumps(LEVERS[n]) if LEVERS[n] else "(default)", *cells(rows[f"student-{n}"]),
                kept(rows[f"student-{n}"]), curve(n)] for n in LEVERS if f"student-{n}" in rows]
     tables = {title: [[n, *cells(rows[f"student-{n}"]), kept(rows[f"student-{n}"]), curve(n)]
-                      for n in names if f"student-{n}" in rows] for title, names in PROCEDURE_TABLES.items()}
+                      for n in names if f"student-{n}" in rows] for title, names in PROCEDURE_TABLES.values()}
     parts = [
         "# Distillation study\n",
         f"`python benchmarks/distill_study.py` on {speed['device'] if speed else device}, in phases "
@@ -167,8 +165,6 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     if scores:
         parts.append(f"\nTeacher scores: {scores['pairs']:,} pairs of {scores['queries']:,} queries in "
                      f"{scores['seconds']:.0f}s.")
-    parts.append("\n| phase | seconds (all calls) |\n|---|---:|\n"
-                 + "\n".join(f"| {k} | {v:.0f} |" for k, v in seconds.items()))
     results.parent.mkdir(parents=True, exist_ok=True)
     parts += write_curves(state, rows, results)
     results.write_text("\n".join(parts) + "\n", encoding="utf-8")
@@ -181,8 +177,8 @@ def write_curves(state: State, rows: dict[str, dict], results: Path) -> list[str
     references = {rows[k]["system"]: rows[k][TARGET_MEASURE] for k in ("ref-random", "ref-bm25", "teacher")
                   if k in rows}
     lines = []
-    for suffix, names in (*LEVER_FAMILIES.items(), ("procedures", tuple(PROCEDURE_ROWS)),
-                          ("first-procedures", tuple(FIRST_PROCEDURE_ROWS))):
+    for suffix, names in (*LEVER_FAMILIES.items(), *((group, tuple(table)) for group, (_, table)
+                                                      in PROCEDURE_TABLES.items())):
         logs = {n: state.log(n) for n in names if state.log(n).is_file()}
         if len(logs) > 1:  # a figure compares
             png = results.with_name(f"{results.stem}_{suffix}.png")

@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from .design import Scale
+from .design import STUDENTS, Scale
 
 #: The device returns files of at most 16 MiB.
 PACK_PART = 15 * 2**20
@@ -49,12 +49,15 @@ class State:
         return {f.name: values[f.name] for f in fields(Scale) if values.get(f.name) is not None}
 
     def row(self, name: str) -> dict | None:
+        """The saved row or phase result ``name``, if any and ``current``."""
         path = self.folder / "rows" / f"{name}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        row = json.loads(path.read_text()) if path.is_file() else None
+        return row if row is not None and current(name, row) else None
 
     def rows(self) -> dict[str, dict]:
-        """Every saved row and phase result, by name."""
-        return {p.stem: json.loads(p.read_text()) for p in sorted((self.folder / "rows").glob("*.json"))}
+        """Every saved row and phase result that is ``current``, by name."""
+        rows = {p.stem: json.loads(p.read_text()) for p in sorted((self.folder / "rows").glob("*.json"))}
+        return {name: row for name, row in rows.items() if current(name, row)}
 
     def save_row(self, name: str, row: dict) -> None:
         path = self.folder / "rows" / f"{name}.json"
@@ -72,6 +75,15 @@ class State:
     def log(self, name: str) -> Path:
         """Where the training log of ``name`` (a student, ``teacher-bootstrap``, ``teacher-lce``) is kept."""
         return self.folder / "logs" / f"{name}.jsonl"
+
+
+def current(name: str, row: dict) -> bool:
+    """Whether a saved row still describes the student the design names: a student's row saved under another
+    definition of its lever (a default changed since) is not, and trains again when asked for."""
+    if not name.startswith("student-") or "lever" not in row:
+        return True
+    lever = STUDENTS.get(name.removeprefix("student-"))
+    return lever is not None and json.loads(json.dumps(lever)) == row["lever"]
 
 
 def holds_files(folder: Path) -> bool:
