@@ -96,6 +96,8 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
+
+
 def procedure_rows(suffix: str, **settings) -> dict[str, dict]:
     """The four procedures x the students' sizes, named ``NL-PROCEDURE-SUFFIX`` (or ``NL-PROCEDURE``), at
     ``settings``; ``epochs`` only for the procedures that distil the teacher (fine-tuning has its own)."""
