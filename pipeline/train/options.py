@@ -99,8 +99,8 @@ class TrainConfig:
 #: (one epoch of the default recipe, held-out nDCG@10): 0.459 at 3 layers against 0.436 at 3e-4 and 0.386 at 1e-4;
 #: 0.346 at 2 layers against 0.361 and 0.242 (benchmarks/results/distill_study_cpu_students.md). Measured for
 #: ranker distillation; fine-tune at 6e-4 ties its 1e-4 near the floor (0.235 against 0.227 at 3 layers). Two
-#: epochs at that rate beat one: 0.481 against 0.346 at 2 layers; a fine-tune procedure's second epoch is
-#: unmeasured.
+#: epochs at that rate beat one at 2 layers, 0.481 against 0.346 (p = 0.001), and tie at 3, 0.469 against 0.459;
+#: a fine-tune procedure's second epoch is unmeasured.
 BOOTSTRAP_TRAINING = TrainConfig(epochs=2, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4), warmup=0.05)
 RANK_TRAINING = TrainConfig(epochs=2, lr=6e-4)
 LM_TRAINING = TrainConfig(batch_size=64, lr=3e-4)
@@ -125,9 +125,9 @@ class BootstrapConfig:
 class DistillConfig:
     """Options of ``distill`` beyond the inputs (each field's help is its ``distilrank distill`` flag's)."""
 
-    # The default: the paper's procedure, the best of the four at both sizes on the CPU study at these defaults
-    # (held-out nDCG@10 at 3 layers 0.459 against ranker-distill's 0.399 and fine-tune's 0.235; at 2 layers 0.346
-    # against 0.147 and 0.187; benchmarks/results/distill_study_cpu_students.md).
+    # The default: the paper's procedure, the best of the four at both sizes on the CPU study (held-out nDCG@10 at
+    # these defaults: 0.469 at 3 layers against fine-tune's 0.235, 0.481 at 2 against 0.187; at one epoch 0.459
+    # and 0.346 against ranker-distill's 0.399 and 0.147; benchmarks/results/distill_study_cpu_students.md).
     procedure: str = field(default="lm-distill+ranker-distill", metadata={
         "help": "fine-tune (labels alone), ranker-distill (the teacher's scores), or either after LM distillation "
         "(lm-distill+fine-tune, lm-distill+ranker-distill: the pretrained encoder's hidden states and attention "
