@@ -36,6 +36,7 @@ from pipeline.experiment.demo import (
     student_config,
     student_inputs,
     train_runs,
+    trained,
 )
 from pipeline.experiment.report import environment
 from pipeline.runtime.atomic import atomic_write
@@ -51,6 +52,11 @@ RECIPES: dict[str, dict] = {
     "lm-distill+ranker-distill+hidden-states": {"procedure": "lm-distill+ranker-distill", "init_from": "base",
                                                 "hidden_weight": 1.0},
 }
+
+
+def training_seconds(folder: Path) -> float:
+    """The seconds of a trained student's phases, as its training record sums them."""
+    return sum(phase["seconds"] for phase in read_info(folder)["summaries"].values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     students, seconds = [config.students[0]], {}
     for name, recipe in RECIPES.items():
         folder = work / name
-        if not (folder / "config.json").is_file() or not read_info(folder):
+        if not trained(folder):
             cfg = replace(student_config(settings), **recipe)
             distill(config.teacher.model, inputs, folder, cfg, device=args.device, resume=folder.exists())
-        seconds[name] = sum(s["seconds"] for s in read_info(folder)["summaries"].values())
+        seconds[name] = training_seconds(folder)
         students.append(ModelSpec(model=str(folder), name=f"student-2L-{name}",
                                   description=f"the demo's student, {name}"))
     own_recipe = student_config(settings)
-    own_seconds = sum(s["seconds"] for s in read_info(config.students[0].model)["summaries"].values())
+    own_seconds = training_seconds(Path(config.students[0].model))
     comparison = compare(replace(config, students=tuple(students), output=work / "compare"), progress=False)
     report = (work / "compare" / "report.md").read_text()
     measure, own = comparison.plot_measure, comparison.pipeline(config.students[0].name)

