@@ -100,7 +100,7 @@ class TrainConfig:
 #: 0.346 at 2 layers against 0.361 and 0.242 (benchmarks/results/distill_study_cpu_students.md). Measured for
 #: ranker distillation; fine-tune at 6e-4 ties its 1e-4 near the floor (0.235 against 0.227 at 3 layers). Two
 #: epochs at that rate beat one at 2 layers, 0.481 against 0.346 (p = 0.001), and tie at 3, 0.469 against 0.459;
-#: a fine-tune procedure's second epoch is unmeasured.
+#: three end lower at 2 layers, 0.447. A fine-tune procedure's second epoch is unmeasured.
 BOOTSTRAP_TRAINING = TrainConfig(epochs=2, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4), warmup=0.05)
 RANK_TRAINING = TrainConfig(epochs=2, lr=6e-4)
 LM_TRAINING = TrainConfig(batch_size=64, lr=3e-4)
@@ -126,8 +126,9 @@ class DistillConfig:
     """Options of ``distill`` beyond the inputs (each field's help is its ``distilrank distill`` flag's)."""
 
     # The default: the paper's procedure, the best of the four at both sizes on the CPU study (held-out nDCG@10 at
-    # these defaults: 0.469 at 3 layers against fine-tune's 0.235, 0.481 at 2 against 0.187; at one epoch 0.459
-    # and 0.346 against ranker-distill's 0.399 and 0.147; benchmarks/results/distill_study_cpu_students.md).
+    # these defaults: 0.469 at 3 layers against fine-tune's 0.235 and ranker-distill's 0.456, 0.481 at 2 against
+    # 0.187 and 0.356; at one epoch 0.459 and 0.346 against ranker-distill's 0.399 and 0.147;
+    # benchmarks/results/distill_study_cpu_students.md).
     procedure: str = field(default="lm-distill+ranker-distill", metadata={
         "help": "fine-tune (labels alone), ranker-distill (the teacher's scores), or either after LM distillation "
         "(lm-distill+fine-tune, lm-distill+ranker-distill: the pretrained encoder's hidden states and attention "
@@ -136,6 +137,9 @@ class DistillConfig:
     layer_map: tuple[int, ...] | None = field(default=None, metadata={
         "help": "the source's layers the student keeps (0-based, comma-separated), e.g. 0,1 (bottom two)",
         "items": "layer indices", "min": 0})
+    # base: at these defaults, 2 layers, the paper's procedure from the pretrained MiniLM's layers (0.481) beats
+    # ranker distillation from the trained teacher's own layers (0.380; from the MiniLM's without LM distillation:
+    # 0.356). The demo's student starts from the teacher's layers: on its tiny sample that measured best.
     init_from: str = field(default="base", metadata={
         "help": "student weights: base (layers of the pretrained encoder), teacher (layers of the fine-tuned "
         "teacher), random, or a model folder"})
