@@ -15,6 +15,8 @@ PHASES = ("speed", "references", "teacher", "scores", "students", "table")
 #: 1e-4, for one epoch; distill's defaults became lr 6e-4, then two epochs, after the levers below).
 DEFAULT_2L = {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4}
 DEFAULT_3L = {**DEFAULT_2L, "layers": 3}
+#: The two-epoch default's settings from the teacher's own layers (no LM distillation): the start as the lever.
+TEACHER_LAYERS_2L = {**DEFAULT_2L, "procedure": "ranker-distill", "init_from": "teacher", "lr": 6e-4, "epochs": 2}
 #: One lever at a time against "2L" (``distilrank distill --layers 2 --procedure ranker-distill --random-negatives 0``
 #: at the study's scale: distill's default when the study began), and the pair of levers the CPU learning curves
 #: favoured (benchmarks/results/student_curves_cpu.md). A student draws random passages only where its lever says.
@@ -78,10 +80,8 @@ LEVERS: dict[str, dict] = {
     "2L-default-lr-6e-4-3-epochs": {**DEFAULT_2L, "lr": 6e-4, "epochs": 3},
     # The start, against the two-epoch default: the teacher's own layers, embeddings and head (the demo's student)
     # instead of an LM distillation from the pretrained MiniLM, ranker distillation at the same settings.
-    "2L-default-2-epochs-teacher-layers": {"layers": 2, "procedure": "ranker-distill", "init_from": "teacher",
-                                           "random_negatives": 4, "lr": 6e-4, "epochs": 2},
-    "3L-default-2-epochs-teacher-layers": {"layers": 3, "procedure": "ranker-distill", "init_from": "teacher",
-                                           "random_negatives": 4, "lr": 6e-4, "epochs": 2},
+    "2L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L},
+    "3L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L, "layers": 3},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
