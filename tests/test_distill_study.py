@@ -146,6 +146,22 @@ def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_pat
     assert lm_phase_key(base) != keys["lm-8-a-query"] != keys["lr-6e-4-mean-head"]
 
 
+def test_the_longer_lm_distillation_changes_only_its_pairs_and_trains_its_own_lm_phase(study, tmp_path):
+    """Four times the LM pairs a query on the 2-layer two-epoch default: the same student otherwise, with an LM
+    phase of its own (the default's shared one is not reused)."""
+    from dataclasses import replace
+
+    from study.phases import Phases, lm_phase_key
+    from study.state import State
+
+    phases = Phases(State(tmp_path / "state", sample=True), inputs=None, minilm=tmp_path / "minilm", device=None)
+    default = phases.student_config("2L-default-lr-6e-4-2-epochs")
+    longer = phases.student_config("2L-default-2-epochs-lm-16-a-query")
+    assert longer.lm_pairs_per_query == 16 != default.lm_pairs_per_query
+    assert replace(longer, lm_pairs_per_query=default.lm_pairs_per_query) == default
+    assert lm_phase_key(longer) != lm_phase_key(default)
+
+
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
     """The table's students train at distill's learning rate with its random passages and (the procedures that
     distil the teacher) its epochs, whatever the state's; the paper's procedure there is the 3-layer default at

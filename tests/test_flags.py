@@ -108,7 +108,8 @@ def test_flags_build_the_dataclasses(tmp_path, monkeypatch):
                                                                                     (4, 3))
     assert (cfg.rank.lr, cfg.rank.max_steps, cfg.rank.weight_decay, cfg.rank.precision, cfg.rank.progress) == (
         2e-4, 5, 0.0, "bf16", False)
-    assert (cfg.lm.epochs, cfg.lm.lr, cfg.lm.batch_size, cfg.lm.max_steps) == (3, LM_TRAINING.lr, 64, 5)
+    assert (cfg.lm.epochs, cfg.lm.lr, cfg.lm.batch_size, cfg.lm.max_steps) == (
+        3, LM_TRAINING.lr, LM_TRAINING.batch_size, 5)
     boot = cfg.bootstrap
     assert (boot.score_depth, boot.train.epoch_lrs, boot.train.lr, boot.train.warmup, boot.train.max_steps) == (
         6, (1e-4, 5e-5), 1e-4, BOOTSTRAP_TRAINING.warmup, 5)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.train import PROCEDURES, is_fine_tune
-from pipeline.train.options import NEGATIVES, RANDOM_NEGATIVES, RANK_TRAINING
+from pipeline.train.options import (
+    GROUP_SIZE,
+    LM_TRAINING,
+    NEGATIVES,
+    RANDOM_NEGATIVES,
+    RANK_TRAINING,
+    SCORE_DEPTH,
+    DistillConfig,
+)
 
 #: The held-out measures of every row (the first two also make the learning curves).
 MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
@@ -82,6 +90,9 @@ LEVERS: dict[str, dict] = {
     # instead of an LM distillation from the pretrained MiniLM, ranker distillation at the same settings.
     "2L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L},
     "3L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L, "layers": 3},
+    # LM distillation four times as long (16 pairs a dev query, 51,544 pairs; the default draws 4) before the
+    # two-epoch default's ranker distillation.
+    "2L-default-2-epochs-lm-16-a-query": {**DEFAULT_2L, "lr": 6e-4, "epochs": 2, "lm_pairs_per_query": 16},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -102,7 +113,7 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
     "default-2L": ("2L-lm-distill-random-negatives", "2L-lm-distill-random-negatives-2-epochs",
                    "2L-default-lr-3e-4", "2L-default-lr-6e-4", "2L-default-lr-6e-4-mean-head",
                    "2L-default-lr-6e-4-2-epochs", "2L-default-lr-6e-4-3-epochs",
-                   "2L-default-2-epochs-teacher-layers"),
+                   "2L-default-2-epochs-teacher-layers", "2L-default-2-epochs-lm-16-a-query"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
@@ -163,10 +174,10 @@ class Scale:
 
     dev_queries: int | None = None  # unlabeled dev queries used (None: all 6,980)
     depth: int = 30  # BM25 candidates a dev query that the bootstrap's bi-encoder scores
-    score_depth: int = 30  # candidates a query the teacher's scores cover for a default student
+    score_depth: int = SCORE_DEPTH  # candidates a query the teacher's scores cover for a default student
     max_score_depth: int = 100  # the teacher scores this many (levers may use up to it)
-    random_negatives: int = 4  # random passages a query the teacher scores too
-    group_size: int = 16
+    random_negatives: int = RANDOM_NEGATIVES  # random passages a query the teacher scores too
+    group_size: int = GROUP_SIZE
     batch_size: int = 16
     max_length: int = 128
     bootstrap_epochs: int = 2
@@ -174,8 +185,8 @@ class Scale:
     student_epochs: int = 1
     student_lr: float = RANK_TRAINING.lr  # distill's default (a saved state keeps the rate it began with)
     finetune_epochs: int = 10
-    lm_pairs_per_query: int = 4
-    lm_batch_size: int = 128
+    lm_pairs_per_query: int = DistillConfig.lm_pairs_per_query  # distill's defaults
+    lm_batch_size: int = LM_TRAINING.batch_size
     eval_every: int = 50
     eval_depth: int = 100  # candidates a held-out query reranked for the learning curves (rows always use 100)
     save_every: int = 50

@@ -100,10 +100,11 @@ class TrainConfig:
 #: 0.346 at 2 layers against 0.361 and 0.242 (benchmarks/results/distill_study_cpu_students.md). Measured for
 #: ranker distillation; fine-tune at 6e-4 ties its 1e-4 near the floor (0.235 against 0.227 at 3 layers). Two
 #: epochs at that rate beat one at 2 layers, 0.481 against 0.346 (p = 0.001), and tie at 3, 0.469 against 0.459;
-#: three end lower at 2 layers, 0.447. A fine-tune procedure's second epoch is unmeasured.
+#: three end lower at 2 layers, 0.447. A fine-tune procedure's second epoch is unmeasured. Every student of the
+#: study took 8 groups a step and 128 pairs a step of LM distillation: these defaults are those.
 BOOTSTRAP_TRAINING = TrainConfig(epochs=2, lr=1.5e-4, epoch_lrs=(1.5e-4, 1e-4), warmup=0.05)
-RANK_TRAINING = TrainConfig(epochs=2, lr=6e-4)
-LM_TRAINING = TrainConfig(batch_size=64, lr=3e-4)
+RANK_TRAINING = TrainConfig(epochs=2, lr=6e-4, batch_size=8)
+LM_TRAINING = TrainConfig(batch_size=128, lr=3e-4)
 
 
 @dataclass
@@ -168,7 +169,7 @@ class DistillConfig:
     score_depth: int = field(default=SCORE_DEPTH, metadata={
         "help": "candidates per query the teacher scores, and the top-K of --scores' lists that groups come from; "
         "LM-distillation pairs come from the same top-K", "min": 1, "formerly": ("depth",)})
-    lm_pairs_per_query: int = field(default=8, metadata={"help": "LM-distillation pairs per query"})
+    lm_pairs_per_query: int = field(default=4, metadata={"help": "LM-distillation pairs per query"})
     progressive: tuple[int, ...] = field(default=(), metadata={
         "help": "layer counts of the stages before --layers (e.g. 4,3), dropped from the teacher stage by stage",
         "items": "layer counts", "min": 1})
