@@ -147,7 +147,7 @@ def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_pat
 
 
 def test_the_longer_lm_distillation_changes_only_its_pairs_and_trains_its_own_lm_phase(study, tmp_path):
-    """Four times the LM pairs a query on the 2-layer two-epoch default: the same student otherwise, with an LM
+    """Twice the LM pairs a query on the 2-layer two-epoch default: the same student otherwise, with an LM
     phase of its own (the default's shared one is not reused)."""
     from dataclasses import replace
 
@@ -156,8 +156,8 @@ def test_the_longer_lm_distillation_changes_only_its_pairs_and_trains_its_own_lm
 
     phases = Phases(State(tmp_path / "state", sample=True), inputs=None, minilm=tmp_path / "minilm", device=None)
     default = phases.student_config("2L-default-lr-6e-4-2-epochs")
-    longer = phases.student_config("2L-default-2-epochs-lm-16-a-query")
-    assert longer.lm_pairs_per_query == 16 != default.lm_pairs_per_query
+    longer = phases.student_config("2L-default-2-epochs-lm-8-a-query")
+    assert longer.lm_pairs_per_query == 8 != default.lm_pairs_per_query
     assert replace(longer, lm_pairs_per_query=default.lm_pairs_per_query) == default
     assert lm_phase_key(longer) != lm_phase_key(default)
 
