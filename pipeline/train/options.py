@@ -169,6 +169,8 @@ class DistillConfig:
     score_depth: int = field(default=SCORE_DEPTH, metadata={
         "help": "candidates per query the teacher scores, and the top-K of --scores' lists that groups come from; "
         "LM-distillation pairs come from the same top-K", "min": 1, "formerly": ("depth",)})
+    # 4 a query: 12,886 pairs on the study's 3,224 queries; twice as many ended lower at 2 layers (0.440 against
+    # 0.481).
     lm_pairs_per_query: int = field(default=4, metadata={"help": "LM-distillation pairs per query"})
     progressive: tuple[int, ...] = field(default=(), metadata={
         "help": "layer counts of the stages before --layers (e.g. 4,3), dropped from the teacher stage by stage",
