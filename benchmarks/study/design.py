@@ -90,7 +90,7 @@ LEVERS: dict[str, dict] = {
     # instead of an LM distillation from the pretrained MiniLM, ranker distillation at the same settings.
     "2L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L},
     "3L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L, "layers": 3},
-    # LM distillation twice as long (8 pairs a dev query, 25,772 pairs; the default draws 4) before the
+    # LM distillation twice as long (8 pairs a query, 25,759 pairs; the default draws 4: 12,886) before the
     # two-epoch default's ranker distillation.
     "2L-default-2-epochs-lm-8-a-query": {**DEFAULT_2L, "lr": 6e-4, "epochs": 2, "lm_pairs_per_query": 8},
 }
