@@ -23,8 +23,10 @@ PHASES = ("speed", "references", "teacher", "scores", "students", "table")
 #: 1e-4, for one epoch; distill's defaults became lr 6e-4, then two epochs, after the levers below).
 DEFAULT_2L = {"layers": 2, "procedure": "lm-distill+ranker-distill", "random_negatives": 4}
 DEFAULT_3L = {**DEFAULT_2L, "layers": 3}
+#: The default at lr 6e-4 for two epochs (distill's default since those levers won), the levers after it change.
+TWO_EPOCHS_2L = {**DEFAULT_2L, "lr": 6e-4, "epochs": 2}
 #: The two-epoch default's settings from the teacher's own layers (no LM distillation): the start as the lever.
-TEACHER_LAYERS_2L = {**DEFAULT_2L, "procedure": "ranker-distill", "init_from": "teacher", "lr": 6e-4, "epochs": 2}
+TEACHER_LAYERS_2L = {**TWO_EPOCHS_2L, "procedure": "ranker-distill", "init_from": "teacher"}
 #: One lever at a time against "2L" (``distilrank distill --layers 2 --procedure ranker-distill --random-negatives 0``
 #: at the study's scale: distill's default when the study began), and the pair of levers the CPU learning curves
 #: favoured (benchmarks/results/student_curves_cpu.md). A student draws random passages only where its lever says.
@@ -82,7 +84,7 @@ LEVERS: dict[str, dict] = {
     # student layer and attention map matched to the trained teacher's beside the score loss, at that rate.
     "3L-default-lr-6e-4-hidden-states": {**DEFAULT_3L, "lr": 6e-4, "hidden_weight": 1.0},
     # Twice the training at that rate (at 1e-4 a second epoch gave 2 layers +0.09, 3 layers +0.05).
-    "2L-default-lr-6e-4-2-epochs": {**DEFAULT_2L, "lr": 6e-4, "epochs": 2},
+    "2L-default-lr-6e-4-2-epochs": TWO_EPOCHS_2L,
     "3L-default-lr-6e-4-2-epochs": {**DEFAULT_3L, "lr": 6e-4, "epochs": 2},
     # A third epoch at that rate (the 2-layer two-epoch curve was still rising at its end).
     "2L-default-lr-6e-4-3-epochs": {**DEFAULT_2L, "lr": 6e-4, "epochs": 3},
@@ -92,7 +94,7 @@ LEVERS: dict[str, dict] = {
     "3L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L, "layers": 3},
     # LM distillation twice as long (8 pairs a query, 25,759 pairs; the default draws 4: 12,886) before the
     # two-epoch default's ranker distillation.
-    "2L-default-2-epochs-lm-8-a-query": {**DEFAULT_2L, "lr": 6e-4, "epochs": 2, "lm_pairs_per_query": 8},
+    "2L-default-2-epochs-lm-8-a-query": {**TWO_EPOCHS_2L, "lm_pairs_per_query": 8},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
