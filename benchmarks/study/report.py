@@ -90,12 +90,17 @@ def target_lines(rows: dict[str, dict], targets: Targets = TARGETS) -> list[str]
                  if teacher and teacher.get("pairs/s") and row.get("pairs/s") else "")
         lines.append(f"Measured (no target at this size): the best {n}-layer student ({name}) {kept}{ratio}.")
     first, second = targets.better
-    for n in STUDENT_LAYERS:
+    for n in table_sizes(PROCEDURE_ROWS):  # the paper's ordering at every size of the table
         names = [procedure_student(n, p) for p in (first, second)]
         a, b = (rows.get(f"student-{name}") for name in names)
         if a and b:
             lines.append(f"Target: {names[0]} >= {names[1]}: {a[m]:.4f} vs {b[m]:.4f} ({verdict(a[m] >= b[m])}).")
     return lines
+
+
+def table_sizes(table: dict[str, dict]) -> tuple[int, ...]:
+    """The students' sizes (layers) of a procedures' table, in its order."""
+    return tuple(dict.fromkeys(lever["layers"] for lever in table.values()))
 
 
 def procedure_student(layers: int, procedure: str) -> str:
@@ -132,8 +137,9 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     refs = [[rows[k]["system"], rows[k]["layers"], *cells(rows[k])] for k in REFERENCES if k in rows]
     levers = [[n, json.dumps(LEVERS[n]) if LEVERS[n] else "(default)", *cells(rows[f"student-{n}"]),
                kept(rows[f"student-{n}"]), curve(n)] for n in LEVERS if f"student-{n}" in rows]
-    tables = {title: [[n, *cells(rows[f"student-{n}"]), kept(rows[f"student-{n}"]), curve(n)]
-                      for n in names if f"student-{n}" in rows] for title, names in PROCEDURE_TABLES.values()}
+    tables = {f"x {{{', '.join(map(str, table_sizes(names)))}}} layers {title}":
+              [[n, *cells(rows[f"student-{n}"]), kept(rows[f"student-{n}"]), curve(n)]
+               for n in names if f"student-{n}" in rows] for title, names in PROCEDURE_TABLES.values()}
     parts = [
         "# Distillation study\n",
         f"`python benchmarks/distill_study.py` on {speed['device'] if speed else device}, in phases "
@@ -145,10 +151,9 @@ def write_table(state: State, results: Path, device: str, held: int, labeled: in
     if levers:
         parts += ["\n## Students, one lever at a time (against `2L`)\n",
                   tabulate(levers, ["student", "lever", *head[2:], KEPT, "best on the curve"], tablefmt="github")]
-    sizes = ", ".join(str(n) for n in STUDENT_LAYERS)
     for title, procs in tables.items():
         if procs:
-            parts += [f"\n## The four procedures x {{{sizes}}} layers {title}\n",
+            parts += [f"\n## The four procedures {title}\n",
                       tabulate(procs, ["student", *head[2:], KEPT, "best on the curve"], tablefmt="github")]
     targets = target_lines(rows)
     if targets:
