@@ -14,9 +14,9 @@ Phases (``--phases``, in this order; each one's result is kept in ``--state`` an
 - ``scores``: the teacher scores the distillation lists once (dev top-``--score-depth`` plus the labeled half's
   top-100, and ``--random-negatives`` random passages a query), for every student;
 - ``students``: one run per entry of ``--students`` (``levers``: one lever at a time, against ``2L`` (distill's
-  default when the study began) or against distill's default recipe; ``procedures``: the four procedures x {2, 3}
-  layers at distill's defaults; ``one-epoch-procedures``: the same for one epoch; ``first-procedures``: the same
-  at the study's first settings; or names), each
+  default when the study began) or against distill's default recipe; ``procedures``: the four procedures x {2, 3,
+  4} layers at distill's defaults; ``one-epoch-procedures``: the same x {2, 3} for one epoch;
+  ``first-procedures``: the same at the study's first settings; or names), each
   with a held-out learning curve, its rerank pairs/s and a row (a student whose configuration another one
   already trained shares that one's row);
 - ``table``: the Markdown table, the targets and the learning-curve PNGs into ``--results``.
