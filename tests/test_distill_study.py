@@ -185,7 +185,7 @@ def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_stud
     assert (first.rank.lr, first.random_negatives) == (1e-4, 0)
     four = phases.student_config("4L-ranker-distill-defaults")  # the size the defaults' table adds, alone
     assert (four.layers, four.rank.lr, four.rank.epochs) == (4, RANK_TRAINING.lr, RANK_TRAINING.epochs)
-    assert {n for n in ("4L-ranker-distill-1-epoch", "4L-ranker-distill") if n in STUDENTS} == set()
+    assert not {"4L-ranker-distill-1-epoch", "4L-ranker-distill"} & STUDENTS.keys()
     fine_tune = [phases.student_config(f"2L-fine-tune-{t}").rank.epochs for t in ("defaults", "1-epoch")]
     assert fine_tune == [state.scale.finetune_epochs] * 2  # fine-tuning keeps the study's own epochs
     assert phases.twin("2L-lm-distill+ranker-distill-1-epoch") is None

@@ -85,12 +85,12 @@ LEVERS: dict[str, dict] = {
     "3L-default-lr-6e-4-hidden-states": {**DEFAULT_3L, "lr": 6e-4, "hidden_weight": 1.0},
     # Twice the training at that rate (at 1e-4 a second epoch gave 2 layers +0.09, 3 layers +0.05).
     "2L-default-lr-6e-4-2-epochs": TWO_EPOCHS_2L,
-    "3L-default-lr-6e-4-2-epochs": {**DEFAULT_3L, "lr": 6e-4, "epochs": 2},
+    "3L-default-lr-6e-4-2-epochs": {**TWO_EPOCHS_2L, "layers": 3},
     # A third epoch at that rate (the 2-layer two-epoch curve was still rising at its end).
     "2L-default-lr-6e-4-3-epochs": {**DEFAULT_2L, "lr": 6e-4, "epochs": 3},
     # The start, against the two-epoch default: the teacher's own layers, embeddings and head (the demo's student)
     # instead of an LM distillation from the pretrained MiniLM, ranker distillation at the same settings.
-    "2L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L},
+    "2L-default-2-epochs-teacher-layers": TEACHER_LAYERS_2L,
     "3L-default-2-epochs-teacher-layers": {**TEACHER_LAYERS_2L, "layers": 3},
     # LM distillation twice as long (8 pairs a query, 25,759 pairs; the default draws 4: 12,886) before the
     # two-epoch default's ranker distillation.
