@@ -146,20 +146,24 @@ def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_pat
     assert lm_phase_key(base) != keys["lm-8-a-query"] != keys["lr-6e-4-mean-head"]
 
 
-def test_the_longer_lm_distillation_changes_only_its_pairs_and_trains_its_own_lm_phase(study, tmp_path):
-    """Twice the LM pairs a query on the 2-layer two-epoch default: the same student otherwise, with an LM
-    phase of its own (the default's shared one is not reused)."""
+@pytest.mark.parametrize("name, base, pairs", [("2L-default-2-epochs-lm-8-a-query", "2L-default-lr-6e-4-2-epochs", 8),
+                                                ("2L-default-lr-6e-4-lm-2-a-query", "2L-default-lr-6e-4", 2)])
+def test_an_lm_distillation_lever_changes_only_its_pairs_and_trains_its_own_lm_phase(study, tmp_path, name, base,
+                                                                                    pairs):
+    """Another number of LM pairs a query than the default's (8 on the two-epoch default; 2 on one epoch, for a
+    state of all dev queries), at the study's scale: the same student otherwise, with an LM phase of its own (the
+    default's shared one is not reused)."""
     from dataclasses import replace
 
     from study.phases import Phases, lm_phase_key
     from study.state import State
 
-    phases = Phases(State(tmp_path / "state", sample=True), inputs=None, minilm=tmp_path / "minilm", device=None)
-    default = phases.student_config("2L-default-lr-6e-4-2-epochs")
-    longer = phases.student_config("2L-default-2-epochs-lm-8-a-query")
-    assert longer.lm_pairs_per_query == 8 != default.lm_pairs_per_query
-    assert replace(longer, lm_pairs_per_query=default.lm_pairs_per_query) == default
-    assert lm_phase_key(longer) != lm_phase_key(default)
+    phases = Phases(State(tmp_path / "state"), inputs=None, minilm=tmp_path / "minilm", device=None)
+    default = phases.student_config(base)
+    lever = phases.student_config(name)
+    assert lever.lm_pairs_per_query == pairs != default.lm_pairs_per_query
+    assert replace(lever, lm_pairs_per_query=default.lm_pairs_per_query) == default
+    assert lm_phase_key(lever) != lm_phase_key(default)
 
 
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
