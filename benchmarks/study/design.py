@@ -99,6 +99,8 @@ LEVERS: dict[str, dict] = {
     # not given), one epoch and 2 LM pairs a query train about the pairs that the default trains over 3,200 (one
     # pass over twice the distinct queries instead of two over the same ones).
     "2L-default-lr-6e-4-lm-2-a-query": {**DEFAULT_2L, "lr": 6e-4, "lm_pairs_per_query": 2},
+    # The same LM distillation, then two passes over all 6,980 dev queries (twice the default's ranker pairs).
+    "2L-default-2-epochs-lm-2-a-query": {**TWO_EPOCHS_2L, "lm_pairs_per_query": 2},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -120,7 +122,7 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                    "2L-default-lr-3e-4", "2L-default-lr-6e-4", "2L-default-lr-6e-4-mean-head",
                    "2L-default-lr-6e-4-2-epochs", "2L-default-lr-6e-4-3-epochs",
                    "2L-default-2-epochs-teacher-layers", "2L-default-2-epochs-lm-8-a-query",
-                   "2L-default-lr-6e-4-lm-2-a-query"),
+                   "2L-default-lr-6e-4-lm-2-a-query", "2L-default-2-epochs-lm-2-a-query"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
