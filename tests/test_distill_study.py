@@ -146,14 +146,15 @@ def test_levers_of_the_3_layer_default_change_only_what_they_name(study, tmp_pat
     assert lm_phase_key(base) != keys["lm-8-a-query"] != keys["lr-6e-4-mean-head"]
 
 
-@pytest.mark.parametrize("name, base, pairs", [("2L-default-2-epochs-lm-8-a-query", "2L-default-lr-6e-4-2-epochs", 8),
-                                                ("2L-default-lr-6e-4-lm-2-a-query", "2L-default-lr-6e-4", 2),
-                                                ("2L-default-2-epochs-lm-2-a-query", "2L-default-lr-6e-4-2-epochs", 2)])
+@pytest.mark.parametrize("name, base, pairs, shares", [
+    ("2L-default-2-epochs-lm-8-a-query", "2L-default-lr-6e-4-2-epochs", 8, None),
+    ("2L-default-lr-6e-4-lm-2-a-query", "2L-default-lr-6e-4", 2, None),
+    ("2L-default-2-epochs-lm-2-a-query", "2L-default-lr-6e-4-2-epochs", 2, "2L-default-lr-6e-4-lm-2-a-query")])
 def test_an_lm_distillation_lever_changes_only_its_pairs_and_trains_its_own_lm_phase(study, tmp_path, name, base,
-                                                                                    pairs):
-    """Another number of LM pairs a query than the default's (8 on the two-epoch default; 2 on one epoch, for a
-    state of all dev queries), at the study's scale: the same student otherwise, with an LM phase of its own (the
-    default's shared one is not reused)."""
+                                                                                    pairs, shares):
+    """Another number of LM pairs a query than the default's (8 on the two-epoch default; 2 on one epoch and on
+    two, for a state of all dev queries), at the study's scale: the same student otherwise, with an LM phase of its
+    own (the default's shared one is not reused), which the levers that agree on it share (``shares``)."""
     from dataclasses import replace
 
     from study.phases import Phases, lm_phase_key
@@ -165,17 +166,8 @@ def test_an_lm_distillation_lever_changes_only_its_pairs_and_trains_its_own_lm_p
     assert lever.lm_pairs_per_query == pairs != default.lm_pairs_per_query
     assert replace(lever, lm_pairs_per_query=default.lm_pairs_per_query) == default
     assert lm_phase_key(lever) != lm_phase_key(default)
-
-
-def test_two_passes_over_all_dev_queries_share_the_one_pass_students_lm_phase(study, tmp_path):
-    """The two-epoch student of a state of all dev queries trains the one-epoch one's LM phase once, for both."""
-    from study.phases import Phases, lm_phase_key
-    from study.state import State
-
-    phases = Phases(State(tmp_path / "state"), inputs=None, minilm=tmp_path / "minilm", device=None)
-    names = ("2L-default-lr-6e-4-lm-2-a-query", "2L-default-2-epochs-lm-2-a-query")
-    one, two = (phases.student_config(n) for n in names)
-    assert (one.rank.epochs, two.rank.epochs) == (1, 2) and lm_phase_key(one) == lm_phase_key(two)
+    if shares:
+        assert lm_phase_key(lever) == lm_phase_key(phases.student_config(shares))
 
 
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
