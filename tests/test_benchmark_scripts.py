@@ -3,11 +3,18 @@ the library's internals breaks silently when they change, and is found broken on
 for."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import ir_measures
+import pytest
+
+from pipeline.io.data import read_qrels
+from pipeline.io.runs import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,3 +106,67 @@ def test_demo_student_rehearsal(tmp_path, minilm_path, private_cache):
     assert set(info["summaries"]) == {"lm-distill", "ranker-distill"}
     own = json.loads((tmp_path / "models" / "demo-student-2L-ranker-distill" / "distilrank_train.json").read_text())
     assert (own["config"]["procedure"], own["config"]["hidden_weight"]) == ("ranker-distill", 0.0)
+
+
+def test_interpolation_study_tiny(tmp_path, tiny_bert, tiny_data):
+    """Two tiny rerankers weighed against BM25: W chosen on the labeled half, the held-out half's nDCG@10 at W = 0
+    and W = 1 equal BM25's and the reranker's own run's; a second call reuses the runs; a bad model is one line."""
+    paths = tiny_data(tmp_path / "data", queries=8, per_query=12)
+    data = tmp_path / "data"
+    (data / "queries.dl20.tsv").write_text(paths["topics"].read_text())
+    (data / "qrels.dl20.tsv").write_text(paths["qrels"].read_text())
+    held = tmp_path / "held.qids"
+    held.write_text("100\n102\n104\n106\n")
+    models = {"teacher": tiny_bert(tmp_path / "t", layers=2, seed=3), "small": tiny_bert(tmp_path / "s", seed=5)}
+    out = tmp_path / "interp.json"
+    args = ["--data", str(data), "--run", str(paths["run"]), "--heldout-qids", str(held), "--depth", "8",
+            "--step", "0.25", "--device", "cpu", "--work", str(tmp_path / "work"), "--results", str(out),
+            *(a for name, folder in models.items() for a in ("--model", f"{name}={folder}"))]
+    done = run_benchmark("interpolation_study.py", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["grid"] == [0.0, 0.25, 0.5, 0.75, 1.0] and record["tune queries"] == 4
+    qrels = {q: d for q, d in read_qrels(paths["qrels"]).items() if q in {"100", "102", "104", "106"}}
+    ndcg = [ir_measures.parse_measure("nDCG@10")]
+    bm25 = ir_measures.calc_aggregate(ndcg, qrels, Run.read(paths["run"]).subset(qrels).to_ir_measures())
+    for name, m in record["models"].items():
+        own = Run.read(tmp_path / "work" / f"{name}.heldout.d8.trec")
+        alone = ir_measures.calc_aggregate(ndcg, qrels, own.to_ir_measures())
+        assert m["held-out"]["0.0"] == pytest.approx(list(bm25.values())[0])
+        assert m["held-out"]["1.0"] == pytest.approx(list(alone.values())[0])
+        assert m["held-out"][str(m["weight"])] == pytest.approx(m["vs bm25"]["mean_a"])
+        assert set(m["leave-one-out weights"]) == set(qrels)
+        assert all(m["tune"][str(w)] <= m["tune"][str(m["weight"])] for w in record["grid"])
+    table = out.with_suffix(".md").read_text()
+    assert "| small | " in table and "leave-one-out" in table
+    timing = tmp_path / "work" / "small.tune.d8.trec.timing.json"
+    before = timing.stat().st_mtime_ns
+    again = run_benchmark("interpolation_study.py", *args, cwd=tmp_path)
+    assert again.returncode == 0 and timing.stat().st_mtime_ns == before
+    assert json.loads(out.read_text())["models"] == record["models"]
+    bad = run_benchmark("interpolation_study.py", *args, "--model", f"x={tmp_path / 'nothing'}", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "nothing" in bad.stderr
+
+
+def test_interpolation_study_ranks_as_rerank_does(tmp_path, tiny_bert, tiny_data):
+    """The study's interpolation of cached scores is ``rerank --interpolation W``'s ranking, tail included."""
+    from pipeline.io.data import DocStore, read_topics
+    from pipeline.rerank.cross_encoder import CrossEncoder
+    from pipeline.rerank.stage import rerank_run
+
+    paths = tiny_data(tmp_path / "data", queries=3, per_query=12)
+    first, topics, store = Run.read(paths["run"]), read_topics(paths["topics"]), DocStore(paths["collection"])
+    encoder = CrossEncoder(tiny_bert(tmp_path / "m", seed=5), device="cpu")
+    raw, _ = rerank_run(encoder, first, topics, store, depth=8)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        study = importlib.import_module("interpolation_study")
+        for weight in (0.0, 0.3, 1.0):
+            expected, _ = rerank_run(encoder, first, topics, store, depth=8, interpolation=weight)
+            mine = study.interpolated(study.heads(raw, first, 8), weight)
+            assert {q: [d for d, _ in r] for q, r in mine.items()} == {
+                q: [d for d, _ in r] for q, r in expected.items()}
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        for name in ("interpolation_study", "common"):
+            sys.modules.pop(name, None)

@@ -11,8 +11,10 @@ from pipeline.cli import main
 from pipeline.errors import InputError
 from pipeline.eval.significance import compare as paired
 from pipeline.experiment.compare import compare
-from pipeline.io.data import read_qrels
+from pipeline.io.data import DocStore, read_qrels, read_topics
 from pipeline.io.runs import Run
+from pipeline.rerank.cross_encoder import CrossEncoder
+from pipeline.rerank.stage import rerank_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "pipeline" / "resources" / "sample"
@@ -186,6 +188,27 @@ def test_precomputed_first_stage_run_needs_no_index(comparison, tiny_models, tmp
     config.write_text(text.replace("hits = 40", f'hits = 40\nindex = "{tmp_path}"'))
     with pytest.raises(InputError, match="exactly one of 'index'"):
         compare(config, output=tmp_path / "out2", progress=False)
+
+
+def test_a_student_weighed_against_the_first_stage(comparison, tiny_models, tmp_path: Path):
+    """``interpolation = W`` in a model's table: its run is ``rerank --interpolation W`` of the same candidates,
+    and the report says so; the other models keep their own scores."""
+    config = write_config(tmp_path, tiny_models, tmp_path / "unused")
+    bm25 = comparison.output / "bm25.trec"
+    mixed_student = f'[[students]]\nname = "small-mixed"\nmodel = "{tiny_models["student"]}"\ninterpolation = 0.5\n'
+    config.write_text(config.read_text().replace(f'index = "{tmp_path / "unused"}"', f'run = "{bm25}"') + mixed_student)
+    compare(config, output=tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    first, topics, store = Run.read(bm25), read_topics(SAMPLE / "queries.tsv"), DocStore(SAMPLE / "passages.tsv")
+    expected, _ = rerank_run(CrossEncoder(tiny_models["student"], device="cpu"), first, topics, store, depth=30,
+                             interpolation=0.5)
+    mixed = Run.read(out / "small-mixed.trec")
+    assert {q: [d for d, _ in r] for q, r in mixed.items()} == {q: [d for d, _ in r] for q, r in expected.items()}
+    assert Run.read(out / "small.trec").rankings == Run.read(comparison.output / "small.trec").rankings
+    report = json.loads((out / "report.json").read_text())
+    assert {p["name"]: p["interpolation"] for p in report["pipelines"]} == {
+        "bm25": None, "big": None, "small": None, "small-mixed": 0.5}
+    assert "| BM25 + small-mixed (W 0.5) |" in (out / "report.md").read_text()
 
 
 def test_a_hybrid_first_stage_is_compared_like_bm25(tiny_models, sample_index, sample_dense, tmp_path: Path):

@@ -162,6 +162,8 @@ def test_bad_configs_are_refused(tmp_path: Path, change: str, message: str):
         ('qrels = "', 'qrels_file = "', r"unknown key\(s\) \['qrels_file'\] in \[data\]"),
         ('model = "./teacher"', 'description = "no model"', r"\[teacher\] needs 'model'"),
         ("[[students]]", "[[students]]\nx = 1", r"unknown key\(s\) \['x'\] in \[students\[0\]\]"),
+        ("[[students]]", "[[students]]\ninterpolation = 1.5",
+         r"\[students\[0\]\] interpolation: must be between 0 and 1"),
     ],
 )
 def test_bad_values_are_refused(tmp_path: Path, old: str, new: str, message: str):

@@ -100,9 +100,11 @@ def written_files(config: Config) -> list[Path]:
 
 
 def rerankers_for(encoders: Mapping[str, Any], docstore, config: Config) -> dict[str, Reranker]:
-    """One rerank stage per model, kept for every round (CUDA graphs captured once); token caches built now,
-    before anything is timed."""
-    return {name: Reranker.from_options(encoder, config.rerank, docstore) for name, encoder in encoders.items()}
+    """One rerank stage per model, kept for every round (CUDA graphs captured once), with the model's interpolation;
+    token caches built now, before anything is timed."""
+    weights = {spec.name: spec.interpolation for spec in config.rerankers}
+    return {name: Reranker.from_options(encoder, config.rerank, docstore, interpolation=weights.get(name))
+            for name, encoder in encoders.items()}
 
 
 def rerank_interleaved(
@@ -186,7 +188,7 @@ def compare(config: Config | str | Path, output: str | Path | None = None, progr
         pipelines.append(PipelineResult(
             spec.name, "teacher" if spec.name == config.teacher.name else "student", run_path(out, spec.name),
             mean_scores(scores), scores, timing, model=spec.model, description=spec.description,
-            model_info=model_info(encoders[spec.name])))
+            model_info=model_info(encoders[spec.name]), interpolation=spec.interpolation))
     evaluation = config.evaluation
     teacher = pipelines[1]
     significance = {

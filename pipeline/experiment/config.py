@@ -100,6 +100,12 @@ def _probability(value: float) -> float:
     return value
 
 
+def _weight(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise InputError(f"must be between 0 and 1, not {value}")
+    return value
+
+
 def _file_name(value: str) -> str:
     """``value`` when it can name a file or folder (``runs/NAME``, ``NAME.trec``)."""
     if not value or any(c in value for c in "/\\") or value in (".", ".."):
@@ -225,11 +231,14 @@ class RerankSection(Section, RuntimeOptions):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec(Section):
-    """[teacher] and each [[students]]: one reranker, its display name and its model."""
+    """[teacher] and each [[students]]: one reranker, its display name, its model and how it weighs the first stage."""
 
     model: str = field(metadata=_help("a model folder or a Hugging Face hub name", path="model"))
     name: str = field(default="", metadata=_help("the display name, also the run file's (default: the folder's name)"))
     description: str = field(default="", metadata=_help("one line for the report"))
+    interpolation: float | None = field(default=None, metadata=_help(
+        "this reranker's weight W against the first stage (rerank --interpolation): W x its score + (1 - W) x the "
+        "first stage's, both min-max normalised per query (default: its score alone)", check=_weight))
 
     def check(self) -> None:
         if not self.model:

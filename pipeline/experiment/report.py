@@ -117,7 +117,8 @@ def table_rows(comparison: Comparison, plain: bool = False) -> tuple[list[str], 
     label = comparison.config.first_stage.label
     for result in comparison.pipelines:
         first = result.kind == "first_stage"
-        cells = [result.name if first else f"{label} + {result.name}",
+        mixed = "" if result.interpolation is None else f" (W {result.interpolation:g})"
+        cells = [result.name if first else f"{label} + {result.name}{mixed}",
                  label if first else _model_label(result), _shape(result), _params(result)]
         for measure in comparison.measures:
             value = f"{result.metrics[measure]:.4f}"
@@ -229,6 +230,7 @@ def render_json(comparison: Comparison, environment: dict[str, Any]) -> str:
         "pipelines": [
             {
                 "name": r.name, "kind": r.kind, "model": r.model, "description": r.description,
+                "interpolation": r.interpolation,
                 "run_file": r.run_path.name, "metrics": r.metrics, "model_info": r.model_info,
                 "timing": r.timing.to_dict(),
                 "speedup_vs_teacher": comparison.speedup(r),

@@ -31,6 +31,7 @@ class PipelineResult:
     model: str | None = None
     description: str = ""
     model_info: dict[str, Any] = field(default_factory=dict)
+    interpolation: float | None = None  # the reranker's weight against the first stage (None: its score alone)
 
     @property
     def pairs_per_s(self) -> float | None:
