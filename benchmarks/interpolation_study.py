@@ -17,7 +17,7 @@ is reused, one cut short resumes from its journal. Results: ``--results`` (JSON)
 
     python benchmarks/interpolation_study.py --run RUNS/dl20.bm25.trec --model teacher=STATE/teacher \
         --model 2L=STATE/students/2L-... --work carry/interpolation \
-        --results benchmarks/results/interpolation_cpu.json --device cpu
+        --results benchmarks/results/interpolation_dl20_heldout_cpu.json --device cpu
 """
 from __future__ import annotations
 
@@ -120,6 +120,11 @@ def interpolated(scored: Scored, weight: float) -> Run:
                 for qid, (head, ce, tail) in scored.items()})
 
 
+def cut_depths(depth: int) -> list[int]:
+    """The rerank depths the held-out half is also read at (the raw scores of the top ``depth`` cut shorter)."""
+    return [k for k in (10, 20, 30, 50) if k < depth] + [depth]
+
+
 def best_weight(at: Mapping[float, Mapping[str, float]], queries: list[str]) -> float:
     """The W with the best mean over ``queries`` (ties: the larger W, the cross-encoder's side)."""
     return max(at, key=lambda w: (round(float(np.mean([at[w][q] for q in queries])), 12), w))
@@ -153,13 +158,13 @@ def study(args: argparse.Namespace) -> dict:
     grid = weights(args.step)
     models: dict[str, dict] = {}
     for name, folder in args.models.items():
-        scored = {}
+        scored, raw = {}, {}
         for split, run in split_runs.items():
             logging.info("%s: %s queries", name, split)
             output = args.work / f"{name}.{split}.d{args.depth}.trec"
-            reranked = raw_scores(folder, args.work / f"{split}.bm25.trec", topics_file, data / "collection.tsv",
-                                  output, args.depth, args.device, docstore, topics)
-            scored[split] = heads(reranked, run, args.depth)
+            raw[split] = raw_scores(folder, args.work / f"{split}.bm25.trec", topics_file, data / "collection.tsv",
+                                    output, args.depth, args.device, docstore, topics)
+            scored[split] = heads(raw[split], run, args.depth)
         at = {split: {w: evaluate_per_query(interpolated(scored[split], w), qrels[split], [MEASURE])[MEASURE]
                       for w in grid} for split in SPLITS}
         best = best_weight(at["tune"], list(qrels["tune"]))
@@ -172,6 +177,9 @@ def study(args: argparse.Namespace) -> dict:
             "leave-one-out": float(np.mean(list(loo.values()))), "leave-one-out weights": loo_weights,
             "leave-one-out vs alone": compare(loo, held_at[1.0]).as_dict(),
             "leave-one-out vs bm25": compare(loo, held_at[0.0]).as_dict(),
+            "alone at depth": {k: float(np.mean(list(evaluate_per_query(
+                interpolated(heads(raw["heldout"], split_runs["heldout"], k), 1.0), qrels["heldout"],
+                [MEASURE])[MEASURE].values()))) for k in cut_depths(args.depth)},
             "vs alone": compare(held_at[best], held_at[1.0]).as_dict(),
             "vs bm25": compare(held_at[best], held_at[0.0]).as_dict(),
             "alone vs bm25": compare(held_at[1.0], held_at[0.0]).as_dict(),
@@ -215,6 +223,11 @@ def markdown(record: dict) -> str:
     for name, m in models.items():
         lines.append(f"| {name} | " + " | ".join(f"{m['held-out'][w]:.4f} ({m['tune'][w]:.3f})"
                                                  for w in tenths) + " |")
+    depths = cut_depths(record["depth"])
+    lines += ["", "nDCG@10 on the held-out half of each reranker alone over BM25's top k (the rest in BM25's order):",
+              "", "| model | " + " | ".join(f"k = {k}" for k in depths) + " |", "|---|" + "---:|" * len(depths)]
+    for name, m in models.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m['alone at depth'][k]:.4f}" for k in depths) + " |")
     return "\n".join(lines) + "\n"
 
 

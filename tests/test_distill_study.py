@@ -170,6 +170,27 @@ def test_an_lm_distillation_lever_changes_only_its_pairs_and_trains_its_own_lm_p
         assert lm_phase_key(lever) == lm_phase_key(phases.student_config(shares))
 
 
+def test_the_bootstrap_lever_adds_only_the_bootstrap_and_shares_the_defaults_lm_phase(study, tmp_path):
+    """The two-epoch default with the bi-encoder bootstrap between its LM and ranker distillations: one epoch of the
+    teacher's bootstrap (the dev queries' BM25 lists, the pretrained MiniLM's scores), the default otherwise, and the
+    default's LM phase reused."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from study.phases import Phases, lm_phase_key
+    from study.state import State
+
+    inputs = SimpleNamespace(dev_topics=tmp_path / "dev.tsv", dev_run=tmp_path / "dev.bm25.trec")
+    phases = Phases(State(tmp_path / "state"), inputs=inputs, minilm=tmp_path / "minilm", device=None)
+    default = phases.student_config("2L-default-lr-6e-4-2-epochs")
+    lever = phases.student_config("2L-default-2-epochs-bootstrap")
+    assert default.bootstrap is None and lever.bootstrap == phases.bootstrap_config(epochs=1)
+    assert lever.bootstrap.biencoder == tmp_path / "minilm" and lever.bootstrap.train.epochs == 1
+    assert (lever.bootstrap.topics, lever.bootstrap.run) == (inputs.dev_topics, inputs.dev_run)
+    assert replace(lever, bootstrap=None) == default
+    assert lm_phase_key(lever) == lm_phase_key(default)
+
+
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
     """The table's students train at distill's learning rate with its random passages and (the procedures that
     distil the teacher) its epochs, whatever the state's; the paper's procedure there is the 3-layer default at

@@ -101,6 +101,10 @@ LEVERS: dict[str, dict] = {
     "2L-default-lr-6e-4-lm-2-a-query": {**DEFAULT_2L, "lr": 6e-4, "lm_pairs_per_query": 2},
     # The same LM distillation, then two passes over all 6,980 dev queries (twice the default's ranker pairs).
     "2L-default-2-epochs-lm-2-a-query": {**TWO_EPOCHS_2L, "lm_pairs_per_query": 2},
+    # A start that ranks: after the LM distillation, one epoch of the teacher's bi-encoder bootstrap (listwise KL to
+    # the zero-shot MiniLM bi-encoder's scores over the dev queries' BM25 lists), then the two-epoch default's
+    # ranker distillation.
+    "2L-default-2-epochs-bootstrap": {**TWO_EPOCHS_2L, "bootstrap": True},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -122,7 +126,8 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                    "2L-default-lr-3e-4", "2L-default-lr-6e-4", "2L-default-lr-6e-4-mean-head",
                    "2L-default-lr-6e-4-2-epochs", "2L-default-lr-6e-4-3-epochs",
                    "2L-default-2-epochs-teacher-layers", "2L-default-2-epochs-lm-8-a-query",
-                   "2L-default-lr-6e-4-lm-2-a-query", "2L-default-2-epochs-lm-2-a-query"),
+                   "2L-default-lr-6e-4-lm-2-a-query", "2L-default-2-epochs-lm-2-a-query",
+                   "2L-default-2-epochs-bootstrap"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
