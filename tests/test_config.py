@@ -163,7 +163,7 @@ def test_bad_configs_are_refused(tmp_path: Path, change: str, message: str):
         ('model = "./teacher"', 'description = "no model"', r"\[teacher\] needs 'model'"),
         ("[[students]]", "[[students]]\nx = 1", r"unknown key\(s\) \['x'\] in \[students\[0\]\]"),
         ("[[students]]", "[[students]]\ninterpolation = 1.5",
-         r"\[students\[0\]\] interpolation: must be between 0 and 1"),
+         r"\[students\[0\]\] interpolation: the weight must be between 0 and 1, not 1.5"),
     ],
 )
 def test_bad_values_are_refused(tmp_path: Path, old: str, new: str, message: str):

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from ..defaults import MAX_LENGTH, RERANK_DEPTH, SEED
 from ..errors import InputError
-from ..rerank.options import RuntimeOptions
+from ..rerank.options import RuntimeOptions, check_interpolation
 from ..runtime.atomic import is_stdout
 from ..runtime.journal import journal_files
 from ..runtime.outputs import claim_output, named_inputs
@@ -79,8 +78,7 @@ def _rerank(args: argparse.Namespace) -> int:
 
     if args.depth < 1:
         raise InputError("--depth must be at least 1")
-    if args.interpolation is not None and not (math.isfinite(args.interpolation) and 0.0 <= args.interpolation <= 1.0):
-        raise InputError("--interpolation must be between 0 and 1")
+    check_interpolation(args.interpolation, "--interpolation")
     options = runtime_options(args)
     output = Path(args.output)
     timing_file = None if is_stdout(output) else timing_path(output)  # a run on stdout has its timing on stderr

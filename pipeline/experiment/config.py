@@ -69,7 +69,7 @@ from ..eval.evaluate import default_measures, parse_measures
 from ..eval.significance import DEFAULT_PERMUTATIONS, DEFAULT_SEED
 from ..io.data import NAMED_QRELS, NAMED_TOPICS
 from ..io.textfiles import read_text
-from ..rerank.options import RuntimeOptions
+from ..rerank.options import RuntimeOptions, check_interpolation
 from ..retrieval.bm25 import index_present
 from ..retrieval.embeddings import META as DENSE_META
 from ..retrieval.faiss_index import KINDS as FAISS_KINDS
@@ -96,12 +96,6 @@ def _help(text: str, **rules: Any) -> dict[str, Any]:
 
 def _probability(value: float) -> float:
     if not 0 < value < 1:
-        raise InputError(f"must be between 0 and 1, not {value}")
-    return value
-
-
-def _weight(value: float) -> float:
-    if not 0 <= value <= 1:
         raise InputError(f"must be between 0 and 1, not {value}")
     return value
 
@@ -238,7 +232,8 @@ class ModelSpec(Section):
     description: str = field(default="", metadata=_help("one line for the report"))
     interpolation: float | None = field(default=None, metadata=_help(
         "this reranker's weight W against the first stage (rerank --interpolation): W x its score + (1 - W) x the "
-        "first stage's, both min-max normalised per query (default: its score alone)", check=_weight))
+        "first stage's, both min-max normalised per query (default: its score alone)",
+        check=lambda weight: check_interpolation(weight, "the weight")))
 
     def check(self) -> None:
         if not self.model:

@@ -16,11 +16,21 @@ model loads.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
 from ..runtime.devices import COMPILE_MODES, parse_device, precision_name
 from .attention import ATTENTION
+
+
+def check_interpolation(weight: float | None, name: str = "interpolation") -> float | None:
+    """``weight`` if it is None or a weight of the cross-encoder against the first stage (0 to 1); else one
+    ``InputError`` naming it as ``name``."""
+    if weight is not None and not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+        raise InputError(f"{name} must be between 0 and 1, not {weight}")
+    return weight
 
 #: The fields ``CrossEncoder`` takes, and those ``ScoringEngine`` (and ``Reranker``) take.
 ENCODER_OPTIONS = ("device", "precision", "compile", "attention")

@@ -46,7 +46,7 @@ from ..runtime.journal import Journal, identity, open_journal, source_identity
 from ..runtime.progress import bar
 from .cross_encoder import CrossEncoder
 from .engine import ChunkResult, PairChunk, ScoringEngine
-from .options import RuntimeOptions
+from .options import RuntimeOptions, check_interpolation
 from .ranker import Passages, Ranker, Retriever, merge
 from .token_cache import TokenCache
 
@@ -228,9 +228,7 @@ class Reranker(Ranker):
     def __init__(self, encoder: CrossEncoder, interpolation: float | None = None, skip_missing: bool = False,
                  batch_tokens: int | None = None, chunk_pairs: int | None = None, progress: bool | None = False,
                  token_cache: TokenCache | None = None, bucket: int | None = None, cuda_graphs: bool = False):
-        if interpolation is not None and not 0.0 <= interpolation <= 1.0:
-            raise InputError(f"interpolation must be between 0 and 1, got {interpolation}")
-        self.encoder, self.interpolation, self.skip_missing = encoder, interpolation, skip_missing
+        self.encoder, self.interpolation, self.skip_missing = encoder, check_interpolation(interpolation), skip_missing
         self.progress, self.token_cache = progress, token_cache
         self.engine = ScoringEngine(encoder, batch_tokens=batch_tokens, chunk_pairs=chunk_pairs, bucket=bucket,
                                     cuda_graphs=cuda_graphs)
