@@ -191,6 +191,26 @@ def test_the_bootstrap_lever_adds_only_the_bootstrap_and_shares_the_defaults_lm_
     assert lm_phase_key(lever) == lm_phase_key(default)
 
 
+def test_the_score_depth_lever_reads_the_whole_top_100_where_the_state_scored_it(study, tmp_path):
+    """``distill --score-depth 100``: groups (and the LM distillation's pairs, so an LM phase of its own) from the
+    top 100, the two-epoch default otherwise; a state scored only to the top 30 caps it there: the default."""
+    from dataclasses import replace
+
+    from study.phases import Phases, lm_phase_key
+    from study.state import State
+
+    deep = Phases(State(tmp_path / "deep", {"max_score_depth": 100}), inputs=None, minilm=tmp_path / "m", device=None)
+    default = deep.student_config("2L-default-lr-6e-4-2-epochs")
+    lever = deep.student_config("2L-default-2-epochs-score-depth-100")
+    assert (default.score_depth, lever.score_depth) == (deep.scale.score_depth, 100)
+    assert replace(lever, score_depth=default.score_depth) == default
+    assert lm_phase_key(lever) != lm_phase_key(default)
+    shallow = Phases(State(tmp_path / "shallow", {"max_score_depth": 30}), inputs=None, minilm=tmp_path / "m",
+                     device=None)
+    assert (shallow.student_config("2L-default-2-epochs-score-depth-100")
+            == shallow.student_config("2L-default-lr-6e-4-2-epochs"))
+
+
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
     """The table's students train at distill's learning rate with its random passages and (the procedures that
     distil the teacher) its epochs, whatever the state's; the paper's procedure there is the 3-layer default at

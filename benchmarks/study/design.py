@@ -105,6 +105,10 @@ LEVERS: dict[str, dict] = {
     # the zero-shot MiniLM bi-encoder's scores over the dev queries' BM25 lists), then the two-epoch default's
     # ranker distillation.
     "2L-default-2-epochs-bootstrap": {**TWO_EPOCHS_2L, "bootstrap": True},
+    # Where the teacher's gain is: it lifts passages from BM25's ranks 11-100, and the default's groups come from the
+    # top 30. The two-epoch default with groups (and LM pairs) from the teacher's scores of the whole top 100 a
+    # student reranks: ``distill --score-depth 100`` (a state scored that deep; in a shallower one, the default).
+    "2L-default-2-epochs-score-depth-100": {**TWO_EPOCHS_2L, "score_depth": 100},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -127,7 +131,7 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                    "2L-default-lr-6e-4-2-epochs", "2L-default-lr-6e-4-3-epochs",
                    "2L-default-2-epochs-teacher-layers", "2L-default-2-epochs-lm-8-a-query",
                    "2L-default-lr-6e-4-lm-2-a-query", "2L-default-2-epochs-lm-2-a-query",
-                   "2L-default-2-epochs-bootstrap"),
+                   "2L-default-2-epochs-bootstrap", "2L-default-2-epochs-score-depth-100"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
