@@ -32,6 +32,7 @@ def check_interpolation(weight: float | None, name: str = "interpolation") -> fl
         raise InputError(f"{name} must be between 0 and 1, not {weight}")
     return weight
 
+
 #: The fields ``CrossEncoder`` takes, and those ``ScoringEngine`` (and ``Reranker``) take.
 ENCODER_OPTIONS = ("device", "precision", "compile", "attention")
 ENGINE_OPTIONS = ("batch_tokens", "bucket", "cuda_graphs")
