@@ -1,5 +1,6 @@
 """What the benchmark scripts share, written once: the repository's paths, the machine's description, the device
-sync around a timed section, a gzipped input decompressed once, and how results are written.
+sync around a timed section, contenders timed in interleaved repeats and their ratio, a gzipped input decompressed
+once, and how results are written.
 
 A script run as ``python benchmarks/NAME.py`` imports this module as ``common`` (Python puts the script's folder
 on ``sys.path``) and the package as ``pipeline`` (installed editable; on a GPU box ``gpu_session.sh`` puts the
@@ -13,9 +14,14 @@ import json
 import os
 import platform
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from pipeline.eval.speedups import speedup
 from pipeline.runtime.atomic import atomic_write
 from pipeline.runtime.hub import OFFLINE_VARIABLES
 
@@ -93,6 +99,41 @@ def sync(device: str | torch.device) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, pairs: int, work: Callable[[], object]) -> dict:
+    """Run ``work`` (which handles ``pairs`` pairs); seconds and pairs/s, the device synchronised around it."""
+    sync(device)
+    start = time.perf_counter()
+    work()
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds}
+
+
+def interleaved(contenders: dict[str, Callable[[int], dict]], repeats: int) -> dict[str, list[dict]]:
+    """Each repeat runs every contender once (``contender(repeat)``), the order rotating between repeats."""
+    names = list(contenders)
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            results[name].append(contenders[name](r))
+    return results
+
+
+def ratio(results: dict[str, list[dict]], fast: str, slow: str) -> dict:
+    """The ratio fast/slow over the repeats (median, interval)."""
+    found = speedup([r["pairs"] for r in results[fast]], [r["seconds"] for r in results[fast]],
+                    [r["pairs"] for r in results[slow]], [r["seconds"] for r in results[slow]])
+    return {**found.to_dict(), "text": str(found)}
+
+
+def summary(results: dict[str, list[dict]], fast: str, slow: str) -> dict:
+    """Median pairs/s of each contender and the ratio fast/slow over the repeats (median, interval)."""
+    out = {name: {"pairs_per_s": float(np.median([r["pairs_per_s"] for r in runs])), "repeats": runs}
+           for name, runs in results.items()}
+    out["ratio"] = ratio(results, fast, slow)
+    return out
 
 
 # ---- files ------------------------------------------------------------------------------------------------------

@@ -56,13 +56,16 @@ from common import (
     MSMARCO_PASSAGES,
     SUBSET,
     device_description,
+    interleaved,
     packaged_minilm,
     plain_file,
+    ratio,
+    summary,
     sync,
+    timed,
     write_results,
 )
 
-from pipeline.eval.speedups import speedup
 from pipeline.io.data import DocStore
 from pipeline.io.runs import Run
 from pipeline.rerank.cross_encoder import CrossEncoder
@@ -149,41 +152,6 @@ def tokenizer_of(args) -> object:
 
 
 # ---- timing -------------------------------------------------------------------------------------
-
-
-def timed(device: torch.device, pairs: int, work: Callable[[], object]) -> dict:
-    """Run ``work`` (which handles ``pairs`` pairs); seconds and pairs/s, the device synchronised around it."""
-    sync(device)
-    start = time.perf_counter()
-    work()
-    sync(device)
-    seconds = time.perf_counter() - start
-    return {"pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds}
-
-
-def interleaved(contenders: dict[str, Callable[[int], dict]], repeats: int) -> dict[str, list[dict]]:
-    """Each repeat runs every contender once (``contender(repeat)``), the order rotating between repeats."""
-    names = list(contenders)
-    results: dict[str, list[dict]] = {n: [] for n in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            results[name].append(contenders[name](r))
-    return results
-
-
-def ratio(results: dict[str, list[dict]], fast: str, slow: str) -> dict:
-    """The ratio fast/slow over the repeats (median, interval)."""
-    found = speedup([r["pairs"] for r in results[fast]], [r["seconds"] for r in results[fast]],
-                    [r["pairs"] for r in results[slow]], [r["seconds"] for r in results[slow]])
-    return {**found.to_dict(), "text": str(found)}
-
-
-def summary(results: dict[str, list[dict]], fast: str, slow: str) -> dict:
-    """Median pairs/s of each contender and the ratio fast/slow over the repeats (median, interval)."""
-    out = {name: {"pairs_per_s": float(np.median([r["pairs_per_s"] for r in runs])), "repeats": runs}
-           for name, runs in results.items()}
-    out["ratio"] = ratio(results, fast, slow)
-    return out
 
 
 def rerank_timed(reranker: Reranker, run: Run, topics: dict, store: DocStore, depth: int) -> dict:

@@ -1,4 +1,5 @@
-"""The training loop on a tiny BERT: loss goes down, resume continues the same run, student copies."""
+"""The training loop on a tiny BERT: loss goes down, resume continues the same run, student copies, a batch run in
+length-sorted chunks."""
 from pathlib import Path
 
 import pytest
@@ -6,11 +7,11 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.io.data import DocStore, read_qrels, read_topics
-from pipeline.train.groups import LabeledGroups
+from pipeline.train.groups import Group, LabeledGroups
 from pipeline.train.options import TrainConfig
 from pipeline.train.recipes import load_encoder
 from pipeline.train.students import evenly_spaced_layers, make_student
-from pipeline.train.tasks import RankerTask
+from pipeline.train.tasks import RankerTask, pair_scores
 from pipeline.train.trainer import CHECKPOINT, LOG_FILE, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,12 +40,35 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_training_lowers_the_loss(setup):
     root, data, model = setup
-    config = TrainConfig(epochs=20, batch_size=8, lr=5e-3, warmup=0.0, progress=False, log_every=1)
+    config = TrainConfig(epochs=30, batch_size=8, lr=5e-3, warmup=0.0, progress=False, log_every=1)
     summary = Trainer(_task(data, model), root / "fit", config, "cpu").fit()
     losses = [r["loss"] for r in map(eval_json, (root / "fit" / LOG_FILE).read_text().splitlines()) if "loss" in r]
-    assert summary["complete"] and len(losses) == 20
+    assert summary["complete"] and len(losses) == 30
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0]
     assert (root / "fit" / "config.json").is_file() and not (root / "fit" / CHECKPOINT).exists()
+
+
+def test_length_sorted_chunks_give_the_padded_batchs_scores_and_gradients(tmp_path, tiny_bert, texts):
+    """The trainer's chunks (a batch's pairs sorted by length, each chunk padded to its own longest pair) give the
+    scores, in the groups' order, and the gradients of the batch padded to its longest pair."""
+    (tmp_path / "collection.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in enumerate(texts(24, 3, 1, 60))))
+    docstore = DocStore(tmp_path / "collection.tsv")
+    encoder = load_encoder(tiny_bert(tmp_path / "model"), 7, max_length=48)
+    model = encoder.model.float().eval()
+    groups = [Group(str(q), f"query {q}", tuple(str(i) for i in range(q, 24, 3))) for q in range(3)]
+    weights = torch.arange(24.0).view(3, 8)  # a loss that tells the pairs apart
+    found = []
+    for chunk_tokens in (None, 64):
+        model.zero_grad()
+        scores = pair_scores(encoder, model, groups, docstore, torch.device("cpu"), chunk_tokens=chunk_tokens)
+        (weights * scores).sum().backward()
+        found.append((scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (padded, padded_grads), (chunked, chunked_grads) = found
+    assert chunked.shape == (3, 8)
+    torch.testing.assert_close(chunked, padded, atol=1e-5, rtol=1e-4)
+    assert padded_grads.keys() == chunked_grads.keys() and padded_grads
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def eval_json(line: str) -> dict:

@@ -21,7 +21,7 @@ from .groups import Group, GroupStats, iter_run_lists, query_rng, shuffled
 from .losses import attention_loss, hidden_state_loss
 from .options import SEED
 from .students import encoder_layers, evenly_spaced_layers
-from .tasks import pair_scores
+from .tasks import pair_outputs
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ class LMDistillTask:
         return shuffled(self.source.iter_groups(epoch), self.seed, epoch)
 
     def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
-        _, (output, batch) = pair_scores(self.encoder, modules["model"], groups, self.docstore, device,
-                                         self.token_cache, **self.matcher.forward_kwargs())
+        output, batch = pair_outputs(self.encoder, modules["model"], groups, self.docstore, device,
+                                     self.token_cache, **self.matcher.forward_kwargs())
         return self.matcher.loss(modules, output, batch), {}
 
     def save(self, modules, path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Groups come from ``groups.LabeledGroups`` (LCE) or ``groups.ScoredGroups`` (teacher scores). Pairs are
 encoded by ``CrossEncoder.encode``: the cross-encoder's one encoding rule, the one the scoring engine uses;
-passages come from the token cache when the task has one (``token_cache``), else as text from the docstore.
+passages come from the token cache when the task has one (``token_cache``), else as text from the docstore. A
+batch's pairs run sorted by length in chunks, each padded to its own longest pair (``pair_scores``), except where
+hidden states are matched (``pair_outputs``: one padded batch).
 """
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import InputError
+from ..rerank.batching import plan_batches
 from ..rerank.cross_encoder import CrossEncoder
 from ..rerank.token_cache import TokenCache
 from .groups import Group, shuffled
@@ -22,24 +26,49 @@ from .options import DISTILL_OBJECTIVES, SEED
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("lce", *DISTILL_OBJECTIVES)
+#: Padded tokens of one chunk of a training batch: its pairs run sorted by length, each chunk padded to its own
+#: longest pair, not the batch's (benchmarks/train_speed.py measures it).
+CHUNK_TOKENS = 4096
 
 
-def pair_scores(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
-                token_cache: TokenCache | None = None, **forward) -> tuple[torch.Tensor, object]:
-    """Scores ``(groups, group_size)`` of the model on the groups' pairs, and the raw model output; passages
-    from ``token_cache`` when given, else as text from ``docstore``."""
+def pair_inputs(encoder: CrossEncoder, groups: list[Group], docstore,
+                token_cache: TokenCache | None = None) -> dict[str, torch.Tensor]:
+    """The model inputs (CPU, padded to the longest) of the groups' pairs, group after group; passages from
+    ``token_cache`` when given, else as text from ``docstore``."""
     size = len(groups[0].docids)
     if any(len(g.docids) != size for g in groups):
         raise ValueError("groups of one batch must have the same size")
     queries = [g.query for g in groups for _ in g.docids]
     docids = [d for g in groups for d in g.docids]
     if token_cache is not None:
-        encoded = encoder.encode(queries, passage_tokens=token_cache.get_many(docids, encoder.passage_limit))
-    else:
-        encoded = encoder.encode(queries, docstore.get_many(docids))
-    batch = {k: v.to(device, non_blocking=True) for k, v in encoded.items()}
-    output = model(**batch, **forward)
-    return encoder.logits_to_scores(output.logits).view(len(groups), size), (output, batch)
+        return encoder.encode(queries, passage_tokens=token_cache.get_many(docids, encoder.passage_limit))
+    return encoder.encode(queries, docstore.get_many(docids))
+
+
+def pair_scores(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
+                token_cache: TokenCache | None = None, chunk_tokens: int | None = CHUNK_TOKENS) -> torch.Tensor:
+    """Scores ``(groups, group_size)`` of the model on the groups' pairs, run sorted by length in chunks of
+    about ``chunk_tokens`` padded tokens, each padded to its own longest (``None``: one batch padded to the
+    longest pair). Padding is masked, so both give the same scores; the chunks skip the padding's work."""
+    encoded = pair_inputs(encoder, groups, docstore, token_cache)
+    lengths = encoded["attention_mask"].sum(dim=1).numpy()
+    plan = plan_batches(lengths, chunk_tokens) if chunk_tokens else [np.arange(len(lengths))]
+    parts = []
+    for index in plan:
+        rows, width = torch.from_numpy(index), int(lengths[index].max())
+        chunk = {k: v[rows, :width].to(device, non_blocking=True) for k, v in encoded.items()}
+        parts.append(encoder.logits_to_scores(model(**chunk).logits))
+    back = torch.from_numpy(np.argsort(np.concatenate(plan))).to(device)
+    return torch.cat(parts)[back].view(len(groups), -1)
+
+
+def pair_outputs(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore,
+                 device: torch.device, token_cache: TokenCache | None = None, **forward) -> tuple[object, dict]:
+    """The raw model output on the groups' pairs in one batch padded to the longest, and that batch: what
+    hidden-state matching needs (every pair's tokens at the same positions in student and teacher)."""
+    batch = {k: v.to(device, non_blocking=True)
+             for k, v in pair_inputs(encoder, groups, docstore, token_cache).items()}
+    return model(**batch, **forward), batch
 
 
 class RankerTask:
@@ -83,9 +112,12 @@ class RankerTask:
         return shuffled(self.source.iter_groups(epoch), self.seed, epoch)
 
     def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
-        forward = self.hidden.forward_kwargs() if self.hidden is not None else {}
-        scores, (output, batch) = pair_scores(self.encoder, modules["model"], groups, self.docstore, device,
-                                              self.token_cache, **forward)
+        if self.hidden is not None:
+            output, batch = pair_outputs(self.encoder, modules["model"], groups, self.docstore, device,
+                                         self.token_cache, **self.hidden.forward_kwargs())
+            scores = self.encoder.logits_to_scores(output.logits).view(len(groups), -1)
+        else:
+            scores = pair_scores(self.encoder, modules["model"], groups, self.docstore, device, self.token_cache)
         metrics: dict[str, float] = {}
         if self.objective == "lce":
             loss = lce_loss(scores)
