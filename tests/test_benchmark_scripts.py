@@ -60,6 +60,13 @@ def test_train_speed_tiny(tmp_path, texts):
     assert "| 1 |" in out.with_suffix(".md").read_text()
 
 
+def test_rebuild_study_parses_and_asks_for_its_folder():
+    script = str(ROOT / "benchmarks" / "rebuild_study.sh")
+    assert subprocess.run(["bash", "-n", script], capture_output=True).returncode == 0
+    done = subprocess.run(["bash", script], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("usage: bash benchmarks/rebuild_study.sh ROOT")
+
+
 def test_dense_speed_cpu_rehearsal(tmp_path, subset_dir):
     """Encode rate on real passages, then flat / HNSW / IVF-PQ (with and without exact re-scoring) over a few
     thousand synthetic vectors, each timed batched and one query at a time."""
