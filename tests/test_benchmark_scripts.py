@@ -54,7 +54,7 @@ def test_train_speed_tiny(tmp_path, texts):
                          "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["layers"] == 1 and row["largest_score_difference"] < 1e-4 and 0 < row["padding_share"] < 1
+    assert row["layers"] == 1 and row["largest_difference"] < 1e-4 and 0 < row["padding_share"] < 1
     assert row["ratios"]["chunks of 128 tokens"]["rounds"] == 2
     assert set(row["pairs_per_s"]) == {"padded batch", "chunks of 128 tokens"}
     assert "| 1 |" in out.with_suffix(".md").read_text()

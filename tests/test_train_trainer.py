@@ -1,5 +1,5 @@
 """The training loop on a tiny BERT: loss goes down, resume continues the same run, student copies, a batch run in
-length-sorted chunks."""
+length-sorted chunks (scores, and hidden states matched)."""
 from pathlib import Path
 
 import pytest
@@ -8,10 +8,11 @@ import torch
 from pipeline.errors import InputError
 from pipeline.io.data import DocStore, read_qrels, read_topics
 from pipeline.train.groups import Group, LabeledGroups
+from pipeline.train.lm_distill import HiddenMatcher
 from pipeline.train.options import TrainConfig
 from pipeline.train.recipes import load_encoder
 from pipeline.train.students import evenly_spaced_layers, make_student
-from pipeline.train.tasks import RankerTask, pair_scores
+from pipeline.train.tasks import RankerTask, length_chunks, pair_inputs, pair_scores
 from pipeline.train.trainer import CHECKPOINT, LOG_FILE, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,27 +49,66 @@ def test_training_lowers_the_loss(setup):
     assert (root / "fit" / "config.json").is_file() and not (root / "fit" / CHECKPOINT).exists()
 
 
-def test_length_sorted_chunks_give_the_padded_batchs_scores_and_gradients(tmp_path, tiny_bert, texts):
+@pytest.fixture
+def varied_pairs(tmp_path, texts) -> tuple[DocStore, list[Group]]:
+    """A docstore of 24 passages of 1 to 60 words, and 3 groups of 8 of them."""
+    (tmp_path / "collection.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in enumerate(texts(24, 3, 1, 60))))
+    groups = [Group(str(q), f"query {q}", tuple(str(i) for i in range(q, 24, 3))) for q in range(3)]
+    return DocStore(tmp_path / "collection.tsv"), groups
+
+
+def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_gradients(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert found.keys() == expected.keys() and expected
+    for name, grad in expected.items():
+        torch.testing.assert_close(found[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_length_sorted_chunks_give_the_padded_batchs_scores_and_gradients(tmp_path, tiny_bert, varied_pairs):
     """The trainer's chunks (a batch's pairs sorted by length, each chunk padded to its own longest pair) give the
     scores, in the groups' order, and the gradients of the batch padded to its longest pair."""
-    (tmp_path / "collection.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in enumerate(texts(24, 3, 1, 60))))
-    docstore = DocStore(tmp_path / "collection.tsv")
+    docstore, groups = varied_pairs
     encoder = load_encoder(tiny_bert(tmp_path / "model"), 7, max_length=48)
     model = encoder.model.float().eval()
-    groups = [Group(str(q), f"query {q}", tuple(str(i) for i in range(q, 24, 3))) for q in range(3)]
     weights = torch.arange(24.0).view(3, 8)  # a loss that tells the pairs apart
     found = []
     for chunk_tokens in (None, 64):
         model.zero_grad()
         scores = pair_scores(encoder, model, groups, docstore, torch.device("cpu"), chunk_tokens=chunk_tokens)
         (weights * scores).sum().backward()
-        found.append((scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        found.append((scores.detach(), gradients(model)))
     (padded, padded_grads), (chunked, chunked_grads) = found
-    assert chunked.shape == (3, 8)
+    assert chunked.shape == (3, 8) and len(length_chunks(pair_inputs(encoder, groups, docstore), "cpu", 64)) > 2
     torch.testing.assert_close(chunked, padded, atol=1e-5, rtol=1e-4)
-    assert padded_grads.keys() == chunked_grads.keys() and padded_grads
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert_same_gradients(chunked_grads, padded_grads)
+
+
+def test_hidden_state_matching_in_chunks_gives_the_padded_batchs_loss_and_gradients(tmp_path, tiny_bert,
+                                                                                    varied_pairs):
+    """LM distillation's matching run chunk by chunk (hidden states and attention maps, each chunk weighed by its
+    share of the tokens and of the token pairs) gives the loss, the logits in the batch's order and the gradients
+    of the batch padded as one."""
+    docstore, groups = varied_pairs
+    teacher = load_encoder(tiny_bert(tmp_path / "teacher", layers=4, seed=1), 7, max_length=48)
+    student = load_encoder(tiny_bert(tmp_path / "student"), 7, max_length=48)
+    matcher = HiddenMatcher(teacher, student)
+    modules = {"model": student.model.float().eval()}
+    modules.update(matcher.build(modules["model"], torch.device("cpu")))
+    encoded = pair_inputs(student, groups, docstore)
+    found = []
+    for chunk_tokens in (None, 64):
+        modules["model"].zero_grad()
+        loss, logits = matcher.match(modules, encoded, torch.device("cpu"), chunk_tokens)
+        (loss + (torch.arange(24.0) * logits.view(-1)).sum()).backward()
+        found.append((loss.detach(), logits.detach(), gradients(modules["model"])))
+    (padded_loss, padded_logits, padded_grads), (loss, logits, grads) = found
+    assert logits.shape == (24, 1) and padded_loss > 0
+    torch.testing.assert_close(loss, padded_loss, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(logits, padded_logits, atol=1e-5, rtol=1e-4)
+    assert_same_gradients(grads, padded_grads)
 
 
 def eval_json(line: str) -> dict:

@@ -21,7 +21,7 @@ from .groups import Group, GroupStats, iter_run_lists, query_rng, shuffled
 from .losses import attention_loss, hidden_state_loss
 from .options import SEED
 from .students import encoder_layers, evenly_spaced_layers
-from .tasks import pair_outputs
+from .tasks import CHUNK_TOKENS, in_batch_order, length_chunks, pair_inputs
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +67,35 @@ class HiddenMatcher:
     def forward_kwargs(self) -> dict:
         return {"output_hidden_states": True, "output_attentions": bool(self.attention_weight)}
 
-    def loss(self, modules, student_output, batch: dict) -> torch.Tensor:
+    def match(self, modules, encoded: dict[str, torch.Tensor], device: torch.device,
+              chunk_tokens: int | None = CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student (``modules["model"]``) on a padded batch in ``length_chunks``, matched to the teacher chunk
+        by chunk: the batch's matching loss, and the student's logits in the batch's order. A chunk's hidden-state
+        term weighs by its share of the batch's tokens, its attention term by its share of the token pairs: the
+        loss of the batch run as one padded batch."""
+        lengths = encoded["attention_mask"].sum(dim=1).double()
+        chunks = length_chunks(encoded, device, chunk_tokens)
+        loss, logits = torch.zeros((), device=device), []
+        for index, chunk in chunks:
+            output = modules["model"](**chunk, **self.forward_kwargs())
+            mine = lengths[torch.from_numpy(index)]
+            loss = loss + self._chunk_loss(modules, output, chunk, float(mine.sum() / lengths.sum()),
+                                          float((mine**2).sum() / (lengths**2).sum()))
+            logits.append(output.logits)
+        return loss, in_batch_order(logits, chunks)
+
+    def _chunk_loss(self, modules, student_output, batch: dict, token_share: float,
+                    pair_share: float) -> torch.Tensor:
+        """The matching loss on one batch: its hidden-state term times ``token_share``, its attention term times
+        ``pair_share``."""
         with torch.no_grad():
             teacher_output = self.teacher(**batch, **self.forward_kwargs())
         t_states = [teacher_output.hidden_states[0]] + [teacher_output.hidden_states[i + 1] for i in self.layer_map]
         mask = batch["attention_mask"]
-        loss = hidden_state_loss(student_output.hidden_states, t_states, mask, modules.get("projection"))
+        loss = token_share * hidden_state_loss(student_output.hidden_states, t_states, mask, modules.get("projection"))
         if self.attention_weight:
             t_maps = [teacher_output.attentions[i] for i in self.layer_map]
-            loss = loss + self.attention_weight * attention_loss(student_output.attentions, t_maps, mask)
+            loss = loss + self.attention_weight * pair_share * attention_loss(student_output.attentions, t_maps, mask)
         return loss
 
     def restore(self, student: torch.nn.Module) -> None:
@@ -140,9 +160,8 @@ class LMDistillTask:
         return shuffled(self.source.iter_groups(epoch), self.seed, epoch)
 
     def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
-        output, batch = pair_outputs(self.encoder, modules["model"], groups, self.docstore, device,
-                                     self.token_cache, **self.matcher.forward_kwargs())
-        return self.matcher.loss(modules, output, batch), {}
+        encoded = pair_inputs(self.encoder, groups, self.docstore, self.token_cache)
+        return self.matcher.match(modules, encoded, device)[0], {}
 
     def save(self, modules, path: Path) -> None:
         self.encoder.model = modules["model"]

@@ -3,8 +3,7 @@
 Groups come from ``groups.LabeledGroups`` (LCE) or ``groups.ScoredGroups`` (teacher scores). Pairs are
 encoded by ``CrossEncoder.encode``: the cross-encoder's one encoding rule, the one the scoring engine uses;
 passages come from the token cache when the task has one (``token_cache``), else as text from the docstore. A
-batch's pairs run sorted by length in chunks, each padded to its own longest pair (``pair_scores``), except where
-hidden states are matched (``pair_outputs``: one padded batch).
+batch's pairs run sorted by length in chunks, each padded to its own longest pair (``length_chunks``).
 """
 from __future__ import annotations
 
@@ -45,30 +44,33 @@ def pair_inputs(encoder: CrossEncoder, groups: list[Group], docstore,
     return encoder.encode(queries, docstore.get_many(docids))
 
 
-def pair_scores(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
-                token_cache: TokenCache | None = None, chunk_tokens: int | None = CHUNK_TOKENS) -> torch.Tensor:
-    """Scores ``(groups, group_size)`` of the model on the groups' pairs, run sorted by length in chunks of
-    about ``chunk_tokens`` padded tokens, each padded to its own longest (``None``: one batch padded to the
-    longest pair). Padding is masked, so both give the same scores; the chunks skip the padding's work."""
-    encoded = pair_inputs(encoder, groups, docstore, token_cache)
+def length_chunks(encoded: dict[str, torch.Tensor], device: torch.device,
+                  chunk_tokens: int | None = CHUNK_TOKENS) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """A padded batch's pairs sorted by length in chunks of about ``chunk_tokens`` padded tokens: each chunk's rows
+    (positions in the batch) and its inputs, padded to its own longest pair, on ``device`` (``None``: one chunk,
+    the batch padded to its longest pair). Padding is masked, so a model gives the same outputs either way; the
+    chunks skip the padding's work."""
     lengths = encoded["attention_mask"].sum(dim=1).numpy()
     plan = plan_batches(lengths, chunk_tokens) if chunk_tokens else [np.arange(len(lengths))]
-    parts = []
+    chunks = []
     for index in plan:
         rows, width = torch.from_numpy(index), int(lengths[index].max())
-        chunk = {k: v[rows, :width].to(device, non_blocking=True) for k, v in encoded.items()}
-        parts.append(encoder.logits_to_scores(model(**chunk).logits))
-    back = torch.from_numpy(np.argsort(np.concatenate(plan))).to(device)
-    return torch.cat(parts)[back].view(len(groups), -1)
+        chunks.append((index, {k: v[rows, :width].to(device, non_blocking=True) for k, v in encoded.items()}))
+    return chunks
 
 
-def pair_outputs(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore,
-                 device: torch.device, token_cache: TokenCache | None = None, **forward) -> tuple[object, dict]:
-    """The raw model output on the groups' pairs in one batch padded to the longest, and that batch: what
-    hidden-state matching needs (every pair's tokens at the same positions in student and teacher)."""
-    batch = {k: v.to(device, non_blocking=True)
-             for k, v in pair_inputs(encoder, groups, docstore, token_cache).items()}
-    return model(**batch, **forward), batch
+def in_batch_order(parts: list[torch.Tensor], chunks: list[tuple[np.ndarray, dict]]) -> torch.Tensor:
+    """The chunks' results (``parts``, one a chunk, rows in the chunk's order) back in the batch's order."""
+    back = torch.from_numpy(np.argsort(np.concatenate([index for index, _ in chunks])))
+    return torch.cat(parts)[back.to(parts[0].device)]
+
+
+def pair_scores(encoder: CrossEncoder, model: torch.nn.Module, groups: list[Group], docstore, device: torch.device,
+                token_cache: TokenCache | None = None, chunk_tokens: int | None = CHUNK_TOKENS) -> torch.Tensor:
+    """Scores ``(groups, group_size)`` of the model on the groups' pairs, run in ``length_chunks``."""
+    chunks = length_chunks(pair_inputs(encoder, groups, docstore, token_cache), device, chunk_tokens)
+    scores = [encoder.logits_to_scores(model(**chunk).logits) for _, chunk in chunks]
+    return in_batch_order(scores, chunks).view(len(groups), -1)
 
 
 class RankerTask:
@@ -113,9 +115,9 @@ class RankerTask:
 
     def loss(self, modules, groups: list[Group], device: torch.device) -> tuple[torch.Tensor, dict]:
         if self.hidden is not None:
-            output, batch = pair_outputs(self.encoder, modules["model"], groups, self.docstore, device,
-                                         self.token_cache, **self.hidden.forward_kwargs())
-            scores = self.encoder.logits_to_scores(output.logits).view(len(groups), -1)
+            encoded = pair_inputs(self.encoder, groups, self.docstore, self.token_cache)
+            hidden_loss, logits = self.hidden.match(modules, encoded, device)
+            scores = self.encoder.logits_to_scores(logits).view(len(groups), -1)
         else:
             scores = pair_scores(self.encoder, modules["model"], groups, self.docstore, device, self.token_cache)
         metrics: dict[str, float] = {}
@@ -135,7 +137,6 @@ class RankerTask:
                 metrics["label_loss"] = float(label_loss.detach())
                 loss = loss + self.label_weight * label_loss
         if self.hidden is not None:
-            hidden_loss = self.hidden.loss(modules, output, batch)
             metrics["hidden_loss"] = float(hidden_loss.detach())
             loss = loss + self.hidden_weight * hidden_loss
         return loss, metrics
