@@ -111,8 +111,10 @@ def worker(args, store, queries: list[str]) -> dict:
     optimizer = torch.optim.AdamW([p for m in modules.values() for p in m.parameters()], lr=1e-5)
     batches = make_batches(store, queries, args.steps + 1, args.groups, args.group_size,
                            seed=1000 * args.layers[0] + args.round)
-    chunk_tokens = args.arm or None
-    steps = lambda part: train_steps(encoder, modules, optimizer, part, store, chunk_tokens, matcher)  # noqa: E731
+
+    def steps(part: list[list[Group]]) -> None:
+        train_steps(encoder, modules, optimizer, part, store, args.arm or None, matcher)
+
     steps(batches[:1])  # allocations, the optimizer's state
     return timed(encoder.device, args.steps * args.groups * args.group_size, lambda: steps(batches[1:]))
 

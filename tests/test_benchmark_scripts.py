@@ -43,7 +43,8 @@ def test_rerank_speed_cpu_rehearsal(tmp_path, texts):
     assert "| end to end |" in out.with_suffix(".md").read_text()
 
 
-def test_train_speed_tiny(tmp_path, texts):
+@pytest.mark.parametrize("step", [[], ["--lm-distill"]], ids=["listwise-kl", "lm-distill"])
+def test_train_speed_tiny(tmp_path, texts, step):
     data = tmp_path / "data"
     data.mkdir()
     (data / "collection.tsv").write_text("".join(f"{i}\t{p}\n" for i, p in enumerate(texts(60, 1, 5, 90))))
@@ -51,9 +52,11 @@ def test_train_speed_tiny(tmp_path, texts):
     out = tmp_path / "train.json"
     done = run_benchmark("train_speed.py", "--data", str(data), "--layers", "1", "--groups", "2", "--group-size",
                          "4", "--steps", "1", "--rounds", "2", "--chunk-tokens", "128", "--threads", "1",
-                         "--out", str(out), cwd=tmp_path)
+                         "--out", str(out), *step, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    (row,) = json.loads(out.read_text())["rows"]
+    results = json.loads(out.read_text())
+    (row,) = results["rows"]
+    assert results["meta"]["step"] == ("LM distillation" if step else "listwise KL")
     assert row["layers"] == 1 and row["largest_difference"] < 1e-4 and 0 < row["padding_share"] < 1
     assert row["ratios"]["chunks of 128 tokens"]["rounds"] == 2
     assert set(row["pairs_per_s"]) == {"padded batch", "chunks of 128 tokens"}
