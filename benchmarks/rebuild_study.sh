@@ -58,7 +58,7 @@ if [ ! -f "$OUT/model.safetensors" ]; then
   "$PY" -m pipeline train --init "$T/teacher/bootstrap/model" --topics "$T/inputs/train.tsv" \
     --qrels "$T/inputs/train.qrels" --run "$T/inputs/train.bm25.trec" --collection "$DATA/collection.tsv" \
     --output "$OUT" --epochs 10 --batch-size 8 --lr 1e-5 --max-length 128 --seed 43 --save-every 25 --device cpu \
-    --eval-every 100 --eval-run "$T/inputs/dl20.bm25.trec" --eval-topics "$DATA/queries.dl20.tsv" \
+    --eval-every 100 --eval-run "$ROOT/runs/dl20.bm25.trec" --eval-topics "$DATA/queries.dl20.tsv" \
     --eval-qrels "$DATA/qrels.dl20.tsv" --eval-qids configs/dl20-heldout.qids --eval-depth 100 \
     --bootstrap-from "$MINILM" --bootstrap-topics "$T/inputs/dev.tsv" --bootstrap-run "$T/inputs/dev.top100.bm25.trec" \
     --bootstrap-score-depth 24 --bootstrap-group-size 8 --bootstrap-epochs 1 --bootstrap-batch-size 8 \
