@@ -73,16 +73,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        default=None, help=f"scale of a new state (default {f.default})")
     p.add_argument("--pack", type=Path, default=None,
                    help="only pack the state that later calls need (results, logs, scores, the teacher in bf16) "
-                        "into DIR as parts of at most 15 MiB")
+                        "into DIR as gzipped parts of at most 15 MiB")
+    p.add_argument("--without-teacher", action="store_true",
+                   help="with --pack: leave the teacher's weights out (students that read only its scores train "
+                        "from the rest)")
     p.add_argument("--unpack", type=Path, default=None, help="only restore a packed state from DIR")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.without_teacher and not args.pack:
+        p.error("--without-teacher goes with --pack")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.pack or args.unpack:
         if args.pack:
-            print("packed: " + ", ".join(p.name for p in pack(args.state, args.pack)))
+            print("packed: " + ", ".join(p.name for p in pack(args.state, args.pack, teacher=not args.without_teacher)))
         else:
             unpack(args.unpack, args.state)
             print(f"restored {args.state}")

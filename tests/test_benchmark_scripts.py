@@ -70,6 +70,14 @@ def test_rebuild_study_parses_and_asks_for_its_folder():
     assert done.returncode == 2 and done.stderr.startswith("usage: bash benchmarks/rebuild_study.sh ROOT")
 
 
+def test_rebuild_study_refuses_an_unknown_teacher(tmp_path):
+    script = str(ROOT / "benchmarks" / "rebuild_study.sh")
+    done = subprocess.run(["bash", script, str(tmp_path / "root")], capture_output=True, text=True,
+                          env={**os.environ, "TEACHER": "three-epoch"})
+    assert done.returncode == 2 and done.stderr == "TEACHER=three-epoch: two-epoch or one-epoch\n"
+    assert not (tmp_path / "root" / "code").exists()
+
+
 def test_dense_speed_cpu_rehearsal(tmp_path, subset_dir):
     """Encode rate on real passages, then flat / HNSW / IVF-PQ (with and without exact re-scoring) over a few
     thousand synthetic vectors, each timed batched and one query at a time."""

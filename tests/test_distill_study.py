@@ -49,9 +49,9 @@ def layout(tmp_path_factory, tiny_bert, tiny_data):
     return root, data, runs, base
 
 
-def _args(layout, *extra: str) -> list[str]:
+def _args(layout, *extra: str, state: str = "state") -> list[str]:
     root, data, runs, base = layout
-    return ["--data", str(data), "--runs", str(runs), "--minilm", str(base), "--state", str(root / "state"),
+    return ["--data", str(data), "--runs", str(runs), "--minilm", str(base), "--state", str(root / state),
             "--device", "cpu", "--sample-scale", "--max-length", "48", "--eval-every", "1", "--eval-depth", "6",
             *extra]
 
@@ -109,6 +109,25 @@ def test_phases_rows_skip_budget_table_and_pack(study, layout, capsys):
     from pipeline.rerank.cross_encoder import CrossEncoder
 
     CrossEncoder(restored / "teacher", device="cpu")  # the bf16 teacher loads
+
+    # without the teacher: what a new machine keeps of the state; a student that reads only its scores trains
+    lean = root / "lean-parts"
+    assert study.main(["--state", str(state), "--pack", str(lean), "--without-teacher"]) == 0
+    assert sum(p.stat().st_size for p in lean.iterdir()) < sum(p.stat().st_size for p in parts.iterdir()) / 2
+    kept = root / "kept"
+    assert study.main(["--state", str(kept), "--unpack", str(lean)]) == 0
+    assert not (kept / "teacher").exists() and (kept / "scores" / "teacher.scores").is_file()
+    (kept / "rows" / "student-2L.json").unlink()
+    capsys.readouterr()
+    assert study.main(_args(layout, "--phases", "students", "--students", "2L", state="kept")) == 0
+    assert json.loads((kept / "rows" / "student-2L.json").read_text())["nDCG@10"] >= 0
+    assert (kept / "students" / "2L" / "config.json").is_file()
+
+
+def test_pack_without_teacher_needs_pack(study, capsys):
+    with pytest.raises(SystemExit) as stop:
+        study.parse_args(["--without-teacher"])
+    assert stop.value.code == 2 and "--without-teacher goes with --pack" in capsys.readouterr().err
 
 
 def test_every_lever_has_a_figure_of_students_that_exist(study):

@@ -1,4 +1,5 @@
-"""The study's folder (``--state``), and what of it travels between GPU calls (``--pack`` / ``--unpack``).
+"""The study's folder (``--state``), and what of it travels between GPU calls or machines (``--pack`` /
+``--unpack``).
 
 Layout: ``scale.json`` (the ``Scale``), ``rows/NAME.json`` (one a finished row or phase),
 ``logs/NAME.jsonl`` (the training logs), ``teacher/``, ``scores/teacher.scores``, ``work/NAME`` (a student in
@@ -92,15 +93,17 @@ def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def pack(state: Path, out: Path) -> list[Path]:
-    """What later calls need (rows, logs, scores, the teacher in bf16), as ``study-state.tar.partNN`` in ``out``."""
+def pack(state: Path, out: Path, teacher: bool = True) -> list[Path]:
+    """What later calls need (rows, logs, scores, the teacher in bf16 unless not ``teacher``), gzipped, as
+    ``study-state.tar.partNN`` in ``out``. Without the teacher it is what students that read only the teacher's
+    scores train from (a few MB: small enough to keep with the results when no machine keeps the state)."""
     out.mkdir(parents=True, exist_ok=True)
     tar_path = out / "study-state.tar"
-    with tarfile.open(tar_path, "w") as tar:
+    with tarfile.open(tar_path, "w:gz", compresslevel=9) as tar:
         for item in PACKED:
             if (state / item).exists():
                 tar.add(state / item, arcname=item)
-        if (state / "teacher" / "model.safetensors").is_file():
+        if teacher and (state / "teacher" / "model.safetensors").is_file():
             tmp = out / "teacher.tmp"
             _bf16_copy(state / "teacher", tmp)
             tar.add(tmp, arcname="teacher")
@@ -130,7 +133,8 @@ def _bf16_copy(model: Path, target: Path) -> None:
 
 
 def unpack(parts_dir: Path, state: Path) -> None:
-    """Restore what ``pack`` wrote into ``state`` (the teacher folder replaced as a whole)."""
+    """Restore what ``pack`` wrote into ``state`` (the teacher folder replaced as a whole: removed when the pack
+    has none)."""
     parts = sorted(parts_dir.glob("study-state.tar.part*"))
     if not parts:
         raise SystemExit(f"no study-state.tar.part* in {parts_dir}")
