@@ -4,7 +4,7 @@
 #   ROOT/tea   the teacher phase: the one-epoch bi-encoder bootstrap (about 70 min on 2 cores)
 #   ROOT/out   its second bootstrap epoch, then LCE: the two-epoch + LCE teacher, 0.5773 (about 65 min)
 #   ROOT/deep  the students' state DEEP: NEW's scale (benchmarks/results/distill_study_cpu_students.md) with the
-#              teacher's scores of each dev query's whole BM25 top 100 (about 67 min), the teacher, its row and the
+#              teacher's scores of each dev query's whole BM25 top 100 (50-67 min), the teacher, its row and the
 #              reference rows; then the students named in STUDENTS (default 2L-default-2-epochs-score-depth-100,
 #              about 55 min each)
 #   ROOT/deep-pack  DEEP without the teacher's weights (distill_study.py --pack --without-teacher; a few MB): kept

@@ -94,7 +94,7 @@ def holds_files(folder: Path) -> bool:
 
 
 def pack(state: Path, out: Path, teacher: bool = True) -> list[Path]:
-    """What later calls need (rows, logs, scores, the teacher in bf16 unless not ``teacher``), gzipped, as
+    """What later calls need (rows, logs, scores and, with ``teacher``, the teacher in bf16), gzipped, as
     ``study-state.tar.partNN`` in ``out``. Without the teacher it is what students that read only the teacher's
     scores train from (a few MB: small enough to keep with the results when no machine keeps the state)."""
     out.mkdir(parents=True, exist_ok=True)
