@@ -7,8 +7,8 @@
 #              teacher's scores of each dev query's whole BM25 top 100 (50-67 min), the teacher, its row and the
 #              reference rows; then the students named in STUDENTS (default 2L-default-2-epochs-score-depth-100,
 #              about 55 min each)
-#   ROOT/deep-pack  DEEP without the teacher's weights (distill_study.py --pack --without-teacher; a few MB): kept
-#              with the results, it is where a new machine starts (FROM) instead of the 3 hours before the students
+#   ROOT/deep-pack  DEEP without the teacher's weights (distill_study.py --pack --without-teacher; a few MB): a
+#              copy of it is where another machine starts (FROM) instead of the 3 hours before the students
 # Every step skips what is done and resumes what was cut short: call it again after a kill or a reboot.
 #
 # The code is the commit the documented states were trained with (STUDY_COMMIT), copied to ROOT/code by `git

@@ -96,7 +96,7 @@ def holds_files(folder: Path) -> bool:
 def pack(state: Path, out: Path, teacher: bool = True) -> list[Path]:
     """What later calls need (rows, logs, scores and, with ``teacher``, the teacher in bf16), gzipped, as
     ``study-state.tar.partNN`` in ``out``. Without the teacher it is what students that read only the teacher's
-    scores train from (a few MB: small enough to keep with the results when no machine keeps the state)."""
+    scores train from (a few MB: small enough to carry to another machine)."""
     out.mkdir(parents=True, exist_ok=True)
     tar_path = out / "study-state.tar"
     with tarfile.open(tar_path, "w:gz", compresslevel=9) as tar:
