@@ -230,6 +230,22 @@ def test_the_score_depth_lever_reads_the_whole_top_100_where_the_state_scored_it
             == shallow.student_config("2L-default-lr-6e-4-2-epochs"))
 
 
+def test_the_temperature_lever_sharpens_both_softmaxes_and_shares_the_defaults_lm_phase(study, tmp_path):
+    """The KL at temperature 0.5 on both sides (the teacher's follows the student's), the two-epoch default
+    otherwise, from the default's LM-distilled student."""
+    from dataclasses import replace
+
+    from study.phases import Phases, lm_phase_key
+    from study.state import State
+
+    phases = Phases(State(tmp_path / "s", {}), inputs=None, minilm=tmp_path / "m", device=None)
+    default = phases.student_config("2L-default-lr-6e-4-2-epochs")
+    lever = phases.student_config("2L-default-2-epochs-temperature-0.5")
+    assert (lever.temperature, lever.teacher_temperature, lever.objective) == (0.5, None, "kl")
+    assert replace(lever, temperature=default.temperature) == default
+    assert lm_phase_key(lever) == lm_phase_key(default)
+
+
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
     """The table's students train at distill's learning rate with its random passages and (the procedures that
     distil the teacher) its epochs, whatever the state's; the paper's procedure there is the 3-layer default at
