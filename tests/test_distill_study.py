@@ -246,6 +246,23 @@ def test_the_temperature_lever_sharpens_both_softmaxes_and_shares_the_defaults_l
     assert lm_phase_key(lever) == lm_phase_key(default)
 
 
+def test_the_seed_repeat_draws_everything_anew_and_changes_nothing_else(study, tmp_path):
+    """The default at seed 43: the LM phase's and ranker distillation's seed (so an LM phase of its own), the
+    two-epoch default otherwise."""
+    from dataclasses import replace
+
+    from study.phases import Phases, lm_phase_key
+    from study.state import State
+
+    phases = Phases(State(tmp_path / "s", {}), inputs=None, minilm=tmp_path / "m", device=None)
+    default = phases.student_config("2L-default-lr-6e-4-2-epochs")
+    repeat = phases.student_config("2L-default-lr-6e-4-2-epochs-seed-43")
+    assert (default.rank.seed, default.lm.seed) == (phases.scale.seed,) * 2
+    assert (repeat.rank.seed, repeat.lm.seed) == (43, 43)
+    assert replace(repeat, rank=default.rank, lm=default.lm) == default
+    assert lm_phase_key(repeat) != lm_phase_key(default)
+
+
 def test_the_procedures_table_runs_at_distills_defaults_and_shares_a_levers_student(study, tmp_path):
     """The table's students train at distill's learning rate with its random passages and (the procedures that
     distil the teacher) its epochs, whatever the state's; the paper's procedure there is the 3-layer default at

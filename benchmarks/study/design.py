@@ -115,6 +115,9 @@ LEVERS: dict[str, dict] = {
     # top 30 spread 0.87 (standard deviation): at 1 a group's top candidate gets about 0.21 of the mass, at 0.5
     # about 0.4. It shares the two-epoch default's LM phase.
     "2L-default-2-epochs-temperature-0.5": {**TWO_EPOCHS_2L, "temperature": 0.5},
+    # Not a lever: the two-epoch default again at another seed (its LM pairs, its head, its groups' draws and
+    # order), to weigh the levers' differences against what a student's training draws alone move.
+    "2L-default-lr-6e-4-2-epochs-seed-43": {**TWO_EPOCHS_2L, "seed": 43},
 }
 #: The learning-curve figures of the levers, one per family (the figure's name): each family's levers with the
 #: students they are measured against. Every lever is in at least one family (tests check).
@@ -138,7 +141,7 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                    "2L-default-2-epochs-teacher-layers", "2L-default-2-epochs-lm-8-a-query",
                    "2L-default-lr-6e-4-lm-2-a-query", "2L-default-2-epochs-lm-2-a-query",
                    "2L-default-2-epochs-bootstrap", "2L-default-2-epochs-score-depth-100",
-                   "2L-default-2-epochs-temperature-0.5"),
+                   "2L-default-2-epochs-temperature-0.5", "2L-default-lr-6e-4-2-epochs-seed-43"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)

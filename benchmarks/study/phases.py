@@ -94,7 +94,8 @@ class Phases:
         s, lever = self.scale, dict(STUDENTS[name])
         procedure = lever.pop("procedure", DEFAULT_PROCEDURE)
         epochs = lever.pop("epochs", s.finetune_epochs if is_fine_tune(procedure) else s.student_epochs)
-        rank = self.train(epochs=epochs, batch_size=s.batch_size, lr=lever.pop("lr", s.student_lr))
+        seed = lever.pop("seed", s.seed)  # every draw of the student's training: LM pairs, its head, its groups
+        rank = self.train(epochs=epochs, batch_size=s.batch_size, lr=lever.pop("lr", s.student_lr), seed=seed)
         bootstrap = self.bootstrap_config(epochs=1) if lever.pop("bootstrap", False) else None
         # No random passages unless the lever says (the students ran so before they became distill's default); at
         # most what the teacher scored (a smaller scale scores fewer).
@@ -104,7 +105,7 @@ class Phases:
                              group_size=s.group_size,
                              lm_pairs_per_query=lever.pop("lm_pairs_per_query", s.lm_pairs_per_query),
                              max_length=s.max_length, rank=rank,
-                             lm=self.train(LM_TRAINING, batch_size=s.lm_batch_size, eval_every=None),
+                             lm=self.train(LM_TRAINING, batch_size=s.lm_batch_size, eval_every=None, seed=seed),
                              bootstrap=bootstrap, **lever)
 
     def estimate(self, phase: str, student: str | None = None) -> float | None:
