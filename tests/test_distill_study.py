@@ -230,8 +230,9 @@ def test_the_score_depth_lever_reads_the_whole_top_100_where_the_state_scored_it
             == shallow.student_config("2L-default-lr-6e-4-2-epochs"))
 
 
-def test_the_temperature_lever_sharpens_both_softmaxes_and_shares_the_defaults_lm_phase(study, tmp_path):
-    """The KL at temperature 0.5 on both sides (the teacher's follows the student's), the two-epoch default
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_the_temperature_levers_set_both_softmaxes_and_share_the_defaults_lm_phase(study, tmp_path, temperature):
+    """The KL at one temperature on both sides (the teacher's follows the student's), the two-epoch default
     otherwise, from the default's LM-distilled student."""
     from dataclasses import replace
 
@@ -240,8 +241,8 @@ def test_the_temperature_lever_sharpens_both_softmaxes_and_shares_the_defaults_l
 
     phases = Phases(State(tmp_path / "s", {}), inputs=None, minilm=tmp_path / "m", device=None)
     default = phases.student_config("2L-default-lr-6e-4-2-epochs")
-    lever = phases.student_config("2L-default-2-epochs-temperature-0.5")
-    assert (lever.temperature, lever.teacher_temperature, lever.objective) == (0.5, None, "kl")
+    lever = phases.student_config(f"2L-default-2-epochs-temperature-{temperature:g}")
+    assert (lever.temperature, lever.teacher_temperature, lever.objective) == (temperature, None, "kl")
     assert replace(lever, temperature=default.temperature) == default
     assert lm_phase_key(lever) == lm_phase_key(default)
 

@@ -115,6 +115,9 @@ LEVERS: dict[str, dict] = {
     # top 30 spread 0.87 (standard deviation): at 1 a group's top candidate gets about 0.21 of the mass, at 0.5
     # about 0.4. It shares the two-epoch default's LM phase.
     "2L-default-2-epochs-temperature-0.5": {**TWO_EPOCHS_2L, "temperature": 0.5},
+    # The other way (0.5 ended under the default): both softmaxes at 2, a flatter target that weighs the order of
+    # a group's tail more (its top candidate about 0.13 of the mass).
+    "2L-default-2-epochs-temperature-2": {**TWO_EPOCHS_2L, "temperature": 2.0},
     # Not a lever: the two-epoch default again at another seed (its LM pairs, its head, its groups' draws and
     # order), to weigh the levers' differences against what a student's training draws alone move.
     "2L-default-lr-6e-4-2-epochs-seed-43": {**TWO_EPOCHS_2L, "seed": 43},
@@ -141,7 +144,8 @@ LEVER_FAMILIES: dict[str, tuple[str, ...]] = {
                    "2L-default-2-epochs-teacher-layers", "2L-default-2-epochs-lm-8-a-query",
                    "2L-default-lr-6e-4-lm-2-a-query", "2L-default-2-epochs-lm-2-a-query",
                    "2L-default-2-epochs-bootstrap", "2L-default-2-epochs-score-depth-100",
-                   "2L-default-2-epochs-temperature-0.5", "2L-default-lr-6e-4-2-epochs-seed-43"),
+                   "2L-default-2-epochs-temperature-0.5", "2L-default-2-epochs-temperature-2",
+                   "2L-default-lr-6e-4-2-epochs-seed-43"),
 }
 #: The students' sizes (layers) in the procedures' table and the targets.
 STUDENT_LAYERS = (2, 3)
