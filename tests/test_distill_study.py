@@ -28,6 +28,15 @@ def study():
             del sys.modules[name]
 
 
+@pytest.fixture
+def phases(study, tmp_path):
+    """A study's phases at the default scale, without inputs: enough to read its students' configurations."""
+    from study.phases import Phases
+    from study.state import State
+
+    return Phases(State(tmp_path / "s", {}), inputs=None, minilm=tmp_path / "m", device=None)
+
+
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory, tiny_bert, tiny_data):
     """The subset's file layout (benchmarks/prepare_gpu_inputs.py) made of generated data: 8 labeled queries, 4 of
@@ -231,15 +240,13 @@ def test_the_score_depth_lever_reads_the_whole_top_100_where_the_state_scored_it
 
 
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
-def test_the_temperature_levers_set_both_softmaxes_and_share_the_defaults_lm_phase(study, tmp_path, temperature):
+def test_the_temperature_levers_set_both_softmaxes_and_share_the_defaults_lm_phase(phases, temperature):
     """The KL at one temperature on both sides (the teacher's follows the student's), the two-epoch default
     otherwise, from the default's LM-distilled student."""
     from dataclasses import replace
 
-    from study.phases import Phases, lm_phase_key
-    from study.state import State
+    from study.phases import lm_phase_key
 
-    phases = Phases(State(tmp_path / "s", {}), inputs=None, minilm=tmp_path / "m", device=None)
     default = phases.student_config("2L-default-lr-6e-4-2-epochs")
     lever = phases.student_config(f"2L-default-2-epochs-temperature-{temperature:g}")
     assert (lever.temperature, lever.teacher_temperature, lever.objective) == (temperature, None, "kl")
@@ -247,15 +254,13 @@ def test_the_temperature_levers_set_both_softmaxes_and_share_the_defaults_lm_pha
     assert lm_phase_key(lever) == lm_phase_key(default)
 
 
-def test_the_seed_repeat_draws_everything_anew_and_changes_nothing_else(study, tmp_path):
+def test_the_seed_repeat_draws_everything_anew_and_changes_nothing_else(phases):
     """The default at seed 43: the LM phase's and ranker distillation's seed (so an LM phase of its own), the
     two-epoch default otherwise."""
     from dataclasses import replace
 
-    from study.phases import Phases, lm_phase_key
-    from study.state import State
+    from study.phases import lm_phase_key
 
-    phases = Phases(State(tmp_path / "s", {}), inputs=None, minilm=tmp_path / "m", device=None)
     default = phases.student_config("2L-default-lr-6e-4-2-epochs")
     repeat = phases.student_config("2L-default-lr-6e-4-2-epochs-seed-43")
     assert (default.rank.seed, default.lm.seed) == (phases.scale.seed,) * 2
